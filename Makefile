@@ -1,0 +1,52 @@
+# Two commands do everything on a fresh Debian/Ubuntu machine: `make demo` and `make test`.
+# Each one installs what is missing (system SuiteSparse headers, .venv, the package) and
+# does nothing again for what is already there.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CHOLMOD_H := $(firstword $(wildcard /usr/include/suitesparse/cholmod.h /usr/local/include/suitesparse/cholmod.h $(CONDA_PREFIX)/include/suitesparse/cholmod.h))
+SOURCES := pyproject.toml setup.py $(wildcard src/*.h glmm_sparse/_core/*.pyx)
+STAMP := $(VENV)/.installed
+
+.PHONY: all setup sysdeps test demo bench clean
+
+all: test
+
+setup: $(STAMP)
+
+sysdeps:
+ifeq ($(CHOLMOD_H),)
+	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+	    echo "Installing SuiteSparse (CHOLMOD) headers: apt-get install -y libsuitesparse-dev"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libsuitesparse-dev; \
+	else \
+	    echo "glmm_sparse needs the SuiteSparse (CHOLMOD) headers. Install them with one of:"; \
+	    echo "    sudo apt-get install -y libsuitesparse-dev      (Debian/Ubuntu)"; \
+	    echo "    brew install suite-sparse                      (macOS)"; \
+	    echo "    conda install -c conda-forge suitesparse       (conda)"; \
+	    exit 1; \
+	fi
+endif
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(STAMP): $(SOURCES) | sysdeps $(PY)
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q
+
+demo: setup
+	$(PY) -m glmm_sparse fit "Reaction ~ Days + (Days | Subject)" tests/reference/data/sleepstudy.csv
+	$(PY) -m glmm_sparse synthetic --rows 1000000 --levels 2000 200 --seed 1
+
+bench: setup
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) benchmarks/n_free_evaluations.py
+
+clean:
+	rm -rf build $(VENV) glmm_sparse/_core/*.c glmm_sparse/_core/*.so
