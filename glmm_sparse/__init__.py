@@ -1,1 +1,17 @@
-"""glmm_sparse: linear and generalized linear mixed-effects models on sparse Cholesky factors."""
+"""glmm_sparse: linear and generalized linear mixed-effects models on sparse Cholesky factors.
+
+``lmer(formula, data)`` fits an LMM by REML or ML with lme4's formula language and results.
+"""
+from .errors import (ConvergenceWarning, DataError, DroppedRowsWarning, FormulaError,
+                     GlmmSparseError, GlmmSparseWarning, ModelSpecError, NumericalError,
+                     RankDeficiencyWarning, SingularFitWarning)
+from .models import lmer
+from .results import LmerResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "lmer", "LmerResult", "GlmmSparseError", "FormulaError", "DataError", "ModelSpecError",
+    "NumericalError", "GlmmSparseWarning", "SingularFitWarning", "ConvergenceWarning",
+    "RankDeficiencyWarning", "DroppedRowsWarning", "__version__",
+]

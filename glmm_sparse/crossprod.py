@@ -1,0 +1,101 @@
+"""The weighted cross-products of DESIGN.md section 2, accumulated in one pass per term.
+
+Third stage of the pipeline (... -> terms -> cross-products -> factor -> ...). After
+this, an LMM fit never touches the n rows again: every objective evaluation uses these
+sums only. Z'WZ is kept as dense k_t x k_s blocks, one per pair of levels that share a
+row, so that Lambda' Z'WZ Lambda has the same blocks (and the same sparsity pattern).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ._core import _crossprod
+from .frame import ModelFrame
+from .terms import ReTerm
+
+
+@dataclass(frozen=True, eq=False)
+class PairBlocks:
+    """Off-diagonal blocks of Z'WZ between terms t < s: one per co-occurring level pair."""
+
+    t: int
+    s: int
+    lev_t: np.ndarray  # int64 (nb,), level of term t of each block
+    lev_s: np.ndarray  # int64 (nb,)
+    A: np.ndarray  # (nb, k_t, k_s)
+
+
+@dataclass(frozen=True, eq=False)
+class CrossProducts:
+    """Z'WZ (as blocks), Z'W[X y], [X y]'W[X y], n and sum(log w)."""
+
+    k: tuple[int, ...]
+    nlev: tuple[int, ...]
+    diag: tuple[np.ndarray, ...]  # per term, (nlev, k, k)
+    pairs: tuple[PairBlocks, ...]
+    ZtWXy: np.ndarray  # (q, p + 1), the last column is Z'Wy
+    XtWXy: np.ndarray  # (p + 1, p + 1), the last row/column is X'Wy, y'Wy
+    n: int
+    sum_log_w: float
+
+    @property
+    def p(self) -> int:
+        return self.XtWXy.shape[0] - 1
+
+    @property
+    def q(self) -> int:
+        return int(sum(k * nl for k, nl in zip(self.k, self.nlev)))
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """First column of each term in Z (and in u, b)."""
+        sizes = [k * nl for k, nl in zip(self.k, self.nlev)]
+        return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+
+def response_matrix(frame: ModelFrame) -> np.ndarray:
+    """[X, y - offset] as one C-ordered (n, p + 1) array."""
+    y = frame.y if frame.offset is None else frame.y - frame.offset
+    return np.ascontiguousarray(np.column_stack([frame.X, y]))
+
+
+def pair_index(t: ReTerm, s: ReTerm) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Block index per row, and the (level of t, level of s) of each block, sorted."""
+    key = t.codes * np.int64(s.nlev) + s.codes
+    block, uniques = pd.factorize(key, sort=True)
+    lev_t, lev_s = np.divmod(np.asarray(uniques, dtype=np.int64), s.nlev)
+    return block.astype(np.int64), lev_t, lev_s
+
+
+def accumulate(frame: ModelFrame) -> CrossProducts:
+    """All cross-products of the model frame."""
+    terms = frame.terms
+    w = np.ones(frame.n) if frame.weights is None else np.ascontiguousarray(frame.weights)
+    B = response_matrix(frame)
+    diag, cross = [], []
+    for t in terms:
+        D = np.zeros((t.nlev, t.k, t.k))
+        _crossprod.add_term_diag(t.codes, t.X, w, D)
+        C = np.zeros((t.q, B.shape[1]))
+        _crossprod.add_term_cross(t.codes, t.X, B, w, C)
+        diag.append(D)
+        cross.append(C)
+    pairs = []
+    for i, t in enumerate(terms):
+        for j in range(i + 1, len(terms)):
+            s = terms[j]
+            block, lev_t, lev_s = pair_index(t, s)
+            A = np.zeros((lev_t.shape[0], t.k, s.k))
+            _crossprod.add_pair_blocks(block, t.X, s.X, w, A)
+            pairs.append(PairBlocks(i, j, lev_t, lev_s, A))
+    gram = np.zeros((B.shape[1], B.shape[1]))
+    _crossprod.add_weighted_gram(B, w, gram)
+    positive = w > 0
+    return CrossProducts(
+        k=tuple(t.k for t in terms), nlev=tuple(t.nlev for t in terms), diag=tuple(diag),
+        pairs=tuple(pairs), ZtWXy=np.vstack(cross) if cross else np.zeros((0, B.shape[1])),
+        XtWXy=gram, n=int(positive.sum()), sum_log_w=float(np.log(w[positive]).sum()),
+    )

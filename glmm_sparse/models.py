@@ -1,0 +1,78 @@
+"""Entry points: ``lmer`` fits a linear mixed model the way lme4 does.
+
+The whole pipeline in order: formula -> model frame (terms) -> cross-products ->
+objective (fixed pattern, CHOLMOD) -> optimize theta -> results.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from .crossprod import accumulate
+from .errors import ModelSpecError, SingularFitWarning
+from .formula import parse_formula
+from .frame import build_frame
+from .io import as_pandas
+from .objective import LmmObjective
+from .optimize import minimize_theta
+from .results import LmerResult, build_lmer_result
+
+
+def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
+         na_action: str = "omit", start=None, check_convergence: bool = True,
+         optimizer_options: dict | None = None) -> LmerResult:
+    """Fit a linear mixed-effects model by REML (default) or maximum likelihood.
+
+    Parameters
+    ----------
+    formula : str
+        An lme4 formula, e.g. ``"Reaction ~ Days + (Days | Subject)"``: correlated
+        ``(1 + x | g)``, uncorrelated ``(x || g)``, nested ``(1 | a/b)``, interaction
+        grouping ``(1 | a:b)``, crossed terms, ``offset(...)``.
+    data : pandas / polars DataFrame, pyarrow Table, dict of arrays, or a CSV/Parquet path
+    reml : bool, keyword-only
+        REML (lme4's default) or, if False, maximum likelihood.
+    weights : str or array, optional
+        Prior weights (a column name or one value per row): residual variance sigma^2 / w.
+    offset : str or array, optional
+        A known term added to the linear predictor (with any ``offset()`` in the formula).
+    na_action : {"omit", "raise"}
+        Drop rows with a missing value in a used column (with a warning), or raise.
+    start : array, optional
+        Starting theta (lme4 order); default: identity relative covariance factors.
+    check_convergence : bool
+        Compute the finite-difference gradient at the optimum and warn when it is not small.
+    optimizer_options : dict, optional
+        ``ftol_abs``, ``xtol_abs``, ``maxeval`` for NLopt's BOBYQA.
+
+    Returns
+    -------
+    LmerResult
+        ``fixef``, ``vcov``, ``varcorr``, ``ranef``, ``coef``, ``loglik``, ``aic``, ``bic``,
+        ``sigma``, ``theta``, ``fitted``, ``residuals``, ``summary()``, ...
+    """
+    if not isinstance(reml, (bool, np.bool_)):
+        raise TypeError(f"reml must be True or False, not {reml!r}")
+    parsed = parse_formula(formula)
+    if not parsed.random:
+        raise ModelSpecError(
+            f"the formula {formula!r} has no random-effects term such as (1 | group); for a "
+            "model without random effects use ordinary least squares (e.g. statsmodels OLS)")
+    frame = build_frame(parsed, formula, as_pandas(data), weights=weights, offset=offset,
+                        na_action=na_action)
+    obj = LmmObjective(accumulate(frame), reml=bool(reml))
+    theta0 = obj.theta_map.start if start is None else np.asarray(start, dtype=np.float64)
+    if theta0.shape != (obj.theta_map.n_theta,):
+        raise ModelSpecError(f"start must have {obj.theta_map.n_theta} values (one per theta), "
+                             f"got {theta0.shape}")
+    opt = minimize_theta(obj, theta0, obj.theta_map.lower, check=check_convergence,
+                         **(optimizer_options or {}))
+    obj.update(opt.theta)
+    result = build_lmer_result(formula, frame, obj, opt,
+                               data_name=data if isinstance(data, str) else None)
+    if result.is_singular:
+        warnings.warn("boundary (singular) fit: a random-effect variance is estimated as 0 "
+                      "or a correlation as +-1; the model is more complex than the data "
+                      "support (see LmerResult.varcorr)", SingularFitWarning, stacklevel=2)
+    return result

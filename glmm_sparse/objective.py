@@ -1,0 +1,174 @@
+"""The profiled deviance / REML criterion of an LMM as a function of theta, n-free.
+
+Fourth stage (... -> cross-products -> factor -> optimize -> ...). One evaluation is a
+chain of in-place updates: ``set_theta`` (T_t of each term), ``update_L`` (M's values on
+the fixed pattern, numeric refactorization), ``update_RZX`` (R_ZX and c_u, y carried as
+the last column), ``update_RX`` (Cholesky of the (p+1)x(p+1) Schur complement, whose last
+diagonal is sqrt(pwrss)), then the ``objective`` query. Nothing here reads the n rows.
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+
+from ._core import _lambda
+from ._core._cholmod import CholmodNotPositiveDefiniteError, SymbolicFactor
+from .crossprod import CrossProducts
+from .errors import NumericalError
+from .pattern import MPattern, build_pattern
+
+LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+class ThetaMap:
+    """theta <-> the lower-triangular factors T_t, lme4's order (column-wise lower triangles)."""
+
+    def __init__(self, ks: tuple[int, ...]):
+        self.ks = ks
+        self.rows, self.cols = [], []
+        for k in ks:
+            c, r = np.triu_indices(k)  # column-major lower triangle: (r >= c), by column
+            self.rows.append(r)
+            self.cols.append(c)
+        self.sizes = [len(r) for r in self.rows]
+        self.n_theta = int(sum(self.sizes))
+
+    @property
+    def lower(self) -> np.ndarray:
+        """Bounds: 0 for diagonal entries of T, -inf for the rest."""
+        return np.concatenate([np.where(r == c, 0.0, -np.inf) for r, c in zip(self.rows, self.cols)])
+
+    @property
+    def start(self) -> np.ndarray:
+        """lme4's start: T_t = identity."""
+        return np.concatenate([(r == c).astype(float) for r, c in zip(self.rows, self.cols)])
+
+    def factors(self, theta: np.ndarray) -> list[np.ndarray]:
+        """The T_t matrices of a theta vector."""
+        out, at = [], 0
+        for k, r, c, size in zip(self.ks, self.rows, self.cols, self.sizes):
+            T = np.zeros((k, k))
+            T[r, c] = theta[at:at + size]
+            out.append(T)
+            at += size
+        return out
+
+
+class LmmObjective:
+    """Penalized least squares at given theta and the criterion it profiles out."""
+
+    def __init__(self, cp: CrossProducts, *, reml: bool):
+        self.cp = cp
+        self.reml = reml
+        self.theta_map = ThetaMap(cp.k)
+        self.pattern: MPattern = build_pattern(cp)
+        self.factor = SymbolicFactor(self.pattern.indptr, self.pattern.indices, cp.q)
+        self.Mx = np.zeros(self.pattern.nnz)
+        self.LtB = np.zeros_like(cp.ZtWXy)
+        self.theta = self.theta_map.start
+        self.T = self.theta_map.factors(self.theta)
+        self.RZXy = np.zeros_like(cp.ZtWXy)
+        self.Ry = np.zeros((cp.p + 1, cp.p + 1))
+
+    # -- updates (mutate, return None) ------------------------------------------------
+    def set_theta(self, theta) -> None:
+        theta = np.asarray(theta, dtype=np.float64)
+        if theta.shape != (self.theta_map.n_theta,) or not np.all(np.isfinite(theta)):
+            raise NumericalError("theta must be a finite vector of length "
+                                 f"{self.theta_map.n_theta}", theta=np.atleast_1d(theta))
+        self.theta = theta.copy()
+        self.T = self.theta_map.factors(self.theta)
+
+    def update_L(self) -> None:
+        """M = Lambda' A_ZZ Lambda (+ I inside the factorization); P M P' = L L'."""
+        cp, pat, T = self.cp, self.pattern, self.T
+        for t, D in enumerate(cp.diag):
+            _lambda.congruence_scatter(D, T[t], T[t], pat.diag_pos[t], self.Mx)
+        for pb, pos in zip(cp.pairs, pat.pair_pos):
+            _lambda.congruence_scatter(pb.A, T[pb.t], T[pb.s], pos, self.Mx)
+        try:
+            self.factor.factorize(self.Mx, beta=1.0)
+        except CholmodNotPositiveDefiniteError as err:
+            raise NumericalError(f"Lambda'Z'WZ Lambda + I is not positive definite "
+                                 f"(column {err.column})", theta=self.theta) from None
+
+    def update_RZX(self) -> None:
+        """[R_ZX c_u] = L^-1 P Lambda' Z'W[X y]."""
+        offs = self.cp.offsets
+        for t, T in enumerate(self.T):
+            blk = slice(offs[t], offs[t + 1])
+            _lambda.lambdat_apply(T, self.cp.ZtWXy[blk], self.LtB[blk])
+        self.RZXy = self.factor.solve("L", self.factor.solve("P", self.LtB))
+
+    def update_RX(self) -> None:
+        """R'R = [X y]'W[X y] - [R_ZX c_u]'[R_ZX c_u]: R_X, c_b and sqrt(pwrss) in one factor."""
+        S = self.cp.XtWXy - self.RZXy.T @ self.RZXy
+        try:
+            self.Ry = scipy.linalg.cholesky(S, lower=False)
+        except np.linalg.LinAlgError:
+            raise NumericalError("the fixed effects and response are (numerically) collinear "
+                                 "given the random effects: X'WX - R_ZX'R_ZX is not positive "
+                                 "definite", theta=self.theta) from None
+
+    def update(self, theta) -> None:
+        self.set_theta(theta)
+        self.update_L()
+        self.update_RZX()
+        self.update_RX()
+
+    # -- queries (no side effects) ----------------------------------------------------
+    @property
+    def pwrss(self) -> float:
+        return float(self.Ry[-1, -1] ** 2)
+
+    @property
+    def ldL2(self) -> float:
+        return self.factor.logdet()
+
+    @property
+    def ldRX2(self) -> float:
+        return float(2.0 * np.log(np.abs(np.diag(self.Ry)[:-1])).sum())
+
+    def objective(self) -> float:
+        """-2 log-likelihood (ML) or the REML criterion at the current theta."""
+        n, p = self.cp.n, self.cp.p
+        dof = n - p if self.reml else n
+        pwrss = self.pwrss
+        if not pwrss > 0.0:
+            return np.inf  # an exact fit: the profiled deviance is unbounded below
+        dev = self.ldL2 + dof * (1.0 + LOG_2PI + np.log(pwrss / dof)) - self.cp.sum_log_w
+        return float(dev + self.ldRX2) if self.reml else float(dev)
+
+    def __call__(self, theta) -> float:
+        self.update(theta)
+        return self.objective()
+
+    def beta(self) -> np.ndarray:
+        """R_X beta = c_b."""
+        p = self.cp.p
+        return scipy.linalg.solve_triangular(self.Ry[:p, :p], self.Ry[:p, p])
+
+    def sigma(self) -> float:
+        dof = self.cp.n - self.cp.p if self.reml else self.cp.n
+        return float(np.sqrt(self.pwrss / dof))
+
+    def u(self) -> np.ndarray:
+        """u = P' L'^-1 (c_u - R_ZX beta)."""
+        p = self.cp.p
+        v = self.RZXy[:, p] - self.RZXy[:, :p] @ self.beta()
+        return self.factor.solve("Pt", self.factor.solve("Lt", v))
+
+    def lambda_times(self, u: np.ndarray) -> np.ndarray:
+        """b = Lambda u, term by term."""
+        b = np.empty_like(u)
+        offs = self.cp.offsets
+        for t, T in enumerate(self.T):
+            blk = slice(offs[t], offs[t + 1])
+            _lambda.lambda_apply(T, u[blk].reshape(-1, 1), b[blk].reshape(-1, 1))
+        return b
+
+    def vcov_unscaled(self) -> np.ndarray:
+        """R_X^-1 R_X^-T (vcov(beta) / sigma^2)."""
+        p = self.cp.p
+        Rinv = scipy.linalg.solve_triangular(self.Ry[:p, :p], np.eye(p))
+        return Rinv @ Rinv.T

@@ -1,0 +1,163 @@
+"""Bounded minimization over theta and the convergence report.
+
+Fifth stage (... -> factor -> optimize -> results). BOBYQA (NLopt, as lme4's default
+``nloptwrap``) minimizes the n-free criterion. Evaluations are cheap, so tolerances are
+tighter than lme4's. The report follows lme4's checks: a finite-difference gradient and
+Hessian at the optimum, the gradient scaled by the Hessian on the free parameters, and a
+singular fit when a diagonal element of some T_t is (nearly) 0.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import nlopt
+import numpy as np
+
+from .errors import ConvergenceWarning, NumericalError
+
+SINGULAR_TOL = 1e-4  # lme4's isSingular tolerance on theta / its bounds
+GRAD_TOL = 2e-3  # lme4's check.conv.grad tolerance on the scaled gradient
+
+
+@dataclass(frozen=True)
+class OptSummary:
+    """What the optimizer did: start, optimum, evaluations, time, the convergence check."""
+
+    theta0: np.ndarray
+    theta: np.ndarray
+    fmin: float
+    n_evals: int
+    seconds: float
+    method: str
+    return_code: str
+    gradient: np.ndarray = field(repr=False)
+    scaled_gradient: float
+    converged: bool
+    messages: tuple[str, ...] = ()
+
+    @property
+    def grad_norm(self) -> float:
+        return float(np.linalg.norm(self.gradient))
+
+
+class _Counted:
+    """The objective with an evaluation count; a NaN becomes an error that names theta."""
+
+    def __init__(self, fun):
+        self.fun = fun
+        self.count = 0
+        self.best_x = None
+        self.best_f = np.inf
+
+    def __call__(self, x, grad=None):
+        self.count += 1
+        x = np.array(x, dtype=np.float64)
+        value = self.fun(x)
+        if np.isnan(value):
+            raise NumericalError("the objective evaluated to NaN", theta=x)
+        if value < self.best_f:
+            self.best_x, self.best_f = x, value
+        return value
+
+
+def bobyqa(fun, theta0: np.ndarray, lower: np.ndarray, *, ftol_abs=1e-12, xtol_abs=1e-10,
+           maxeval=100_000) -> tuple[np.ndarray, float, int, str]:
+    """Minimize fun over theta >= lower from theta0; (theta, f, evaluations, NLopt result)."""
+    opt = nlopt.opt(nlopt.LN_BOBYQA, theta0.shape[0])
+    counted = _Counted(fun)
+    opt.set_min_objective(counted)
+    opt.set_lower_bounds(lower)
+    opt.set_ftol_abs(ftol_abs)
+    opt.set_xtol_abs(xtol_abs)
+    opt.set_maxeval(maxeval)
+    opt.set_initial_step(np.where(np.abs(theta0) > 0, 0.25 * np.abs(theta0), 0.25))
+    start = np.maximum(theta0, lower)
+    try:
+        opt.optimize(start)
+        code = _result_name(opt)
+    except nlopt.RoundoffLimited:  # the best point so far is as good as it gets
+        code = "ROUNDOFF_LIMITED"
+    return counted.best_x, counted.best_f, counted.count, code
+
+
+def _result_name(opt) -> str:
+    names = {nlopt.SUCCESS: "SUCCESS", nlopt.STOPVAL_REACHED: "STOPVAL_REACHED",
+             nlopt.FTOL_REACHED: "FTOL_REACHED", nlopt.XTOL_REACHED: "XTOL_REACHED",
+             nlopt.MAXEVAL_REACHED: "MAXEVAL_REACHED", nlopt.MAXTIME_REACHED: "MAXTIME_REACHED"}
+    return names.get(opt.last_optimize_result(), str(opt.last_optimize_result()))
+
+
+def fd_derivatives(fun, x: np.ndarray, lower: np.ndarray, h: float = 1e-4):
+    """Central-difference gradient and Hessian; one-sided for parameters at their bound."""
+    p = x.shape[0]
+    at_bound = x - h < lower
+    step = np.full(p, h)
+    f0 = fun(x)
+    g = np.zeros(p)
+    H = np.zeros((p, p))
+    for i in range(p):
+        ei = np.zeros(p)
+        ei[i] = step[i]
+        if at_bound[i]:
+            f1, f2 = fun(x + ei), fun(x + 2 * ei)
+            g[i] = (-3 * f0 + 4 * f1 - f2) / (2 * h)
+            H[i, i] = (f0 - 2 * f1 + f2) / h**2
+        else:
+            fp, fm = fun(x + ei), fun(x - ei)
+            g[i] = (fp - fm) / (2 * h)
+            H[i, i] = (fp - 2 * f0 + fm) / h**2
+    for i in range(p):
+        for j in range(i + 1, p):
+            if at_bound[i] or at_bound[j]:
+                continue
+            ei, ej = np.zeros(p), np.zeros(p)
+            ei[i], ej[j] = h, h
+            H[i, j] = H[j, i] = (fun(x + ei + ej) - fun(x + ei - ej) - fun(x - ei + ej)
+                                 + fun(x - ei - ej)) / (4 * h * h)
+    return g, H, at_bound
+
+
+def scaled_gradient(g: np.ndarray, H: np.ndarray, free: np.ndarray) -> float:
+    """max |H^-1 g| over the free parameters (lme4's scaled gradient), inf if H is singular."""
+    if not free.any():
+        return 0.0
+    gf, Hf = g[free], H[np.ix_(free, free)]
+    try:
+        return float(np.max(np.abs(np.linalg.solve(Hf, gf))))
+    except np.linalg.LinAlgError:
+        return float(np.inf)
+
+
+def minimize_theta(fun, theta0: np.ndarray, lower: np.ndarray, *, check: bool = True,
+                   **options) -> OptSummary:
+    """Optimize and check convergence; warns (ConvergenceWarning) only when it is real."""
+    t0 = time.perf_counter()
+    theta, fmin, n_evals, code = bobyqa(fun, theta0, lower, **options)
+    seconds = time.perf_counter() - t0
+    theta = np.where(np.abs(theta - lower) < 1e-10, lower, theta)  # snap to the boundary
+    fmin = fun(theta)
+    messages: list[str] = []
+    g = np.zeros_like(theta)
+    sg = 0.0
+    if check:
+        g, H, at_bound = fd_derivatives(fun, theta, lower)
+        # a parameter on its bound with the gradient pushing outwards is a constrained optimum
+        free = ~(at_bound & (g >= 0))
+        sg = scaled_gradient(g, H, free)
+        if sg > GRAD_TOL:
+            messages.append(f"Model failed to converge with max|grad| = {sg:.3g} (tol = "
+                            f"{GRAD_TOL}); the scaled gradient at the optimum is not small")
+    if code == "MAXEVAL_REACHED":
+        messages.append(f"the optimizer stopped at its evaluation limit ({n_evals})")
+    for msg in messages:
+        warnings.warn(msg, ConvergenceWarning, stacklevel=3)
+    return OptSummary(np.asarray(theta0), theta, float(fmin), n_evals, seconds, "NLopt BOBYQA",
+                      code, g, sg, not messages, tuple(messages))
+
+
+def is_singular(theta: np.ndarray, lower: np.ndarray, tol: float = SINGULAR_TOL) -> bool:
+    """lme4's isSingular: a bounded (diagonal) theta within tol of its bound."""
+    bounded = np.isfinite(lower)
+    return bool(np.any(theta[bounded] - lower[bounded] < tol))

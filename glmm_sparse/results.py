@@ -1,0 +1,197 @@
+"""Fitted-model results: immutable, built once from the objective at the optimum.
+
+Sixth stage (... -> optimize -> results -> report). Tables follow lme4's
+``as.data.frame(VarCorr(m))`` and ``as.data.frame(ranef(m, condVar = TRUE))`` so that
+people moving from R find the same rows in the same order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .condvar import condvar_blocks
+from .frame import ModelFrame
+from .objective import LmmObjective
+from .optimize import OptSummary, is_singular
+from .terms import ReTerm
+
+
+@dataclass(frozen=True, eq=False)
+class LmerResult:
+    """A fitted linear mixed model (see ``glmm_sparse.lmer``)."""
+
+    formula: str
+    reml: bool
+    nobs: int
+    n_dropped: int
+    theta: np.ndarray
+    theta_names: tuple[str, ...]
+    objective: float
+    sigma: float
+    fixef: pd.Series
+    vcov: pd.DataFrame
+    varcorr: pd.DataFrame
+    ranef: pd.DataFrame
+    coef: dict[str, pd.DataFrame]
+    fitted: pd.Series
+    residuals: pd.Series
+    scaled_residuals: np.ndarray = field(repr=False)
+    ngrps: dict[str, int] = field(default_factory=dict)
+    is_singular: bool = False
+    optimizer: OptSummary | None = field(default=None, repr=False)
+    dropped_columns: tuple[str, ...] = ()
+    data_name: str | None = None
+    u: np.ndarray = field(default=None, repr=False)
+    b: np.ndarray = field(default=None, repr=False)
+
+    @property
+    def npar(self) -> int:
+        """Estimated parameters: fixed effects, theta and sigma (lme4's df of logLik)."""
+        return len(self.fixef) + len(self.theta) + 1
+
+    @property
+    def loglik(self) -> float:
+        """Log-likelihood; for REML fits the REML log-likelihood, as lme4's logLik."""
+        return -0.5 * self.objective
+
+    @property
+    def aic(self) -> float:
+        return self.objective + 2.0 * self.npar
+
+    @property
+    def bic(self) -> float:
+        return self.objective + np.log(self.nobs) * self.npar
+
+    @property
+    def df_resid(self) -> int:
+        return self.nobs - self.npar
+
+    @property
+    def converged(self) -> bool:
+        return self.optimizer is None or self.optimizer.converged
+
+    def summary(self) -> str:
+        """lme4's ``print(summary(m))`` layout."""
+        from .reporting import summary_text
+
+        return summary_text(self)
+
+    def to_dict(self) -> dict:
+        """All results as plain JSON-ready values."""
+        from .reporting import result_dict
+
+        return result_dict(self)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def theta_names(terms: tuple[ReTerm, ...]) -> list[str]:
+    """lme4's names: "g.name" on the diagonal, "g.row_name.col_name" below it."""
+    names = []
+    for t in terms:
+        for c in range(t.k):
+            for r in range(c, t.k):
+                cell = t.cnames[r] if r == c else f"{t.cnames[r]}.{t.cnames[c]}"
+                names.append(f"{t.group_name}.{cell}")
+    return names
+
+
+def unique_group_labels(terms: tuple[ReTerm, ...]) -> list[str]:
+    """R's make.unique of the group names: "g", "g.1", "g.2" for repeated factors."""
+    seen: dict[str, int] = {}
+    out = []
+    for t in terms:
+        n = seen.get(t.group_name, 0)
+        out.append(t.group_name if n == 0 else f"{t.group_name}.{n}")
+        seen[t.group_name] = n + 1
+    return out
+
+
+def varcorr_table(terms, T: list[np.ndarray], sigma: float) -> pd.DataFrame:
+    """Rows of as.data.frame(VarCorr(m)): variances, then covariances (sdcor = correlation)."""
+    rows = []
+    for label, t, Tt in zip(unique_group_labels(terms), terms, T):
+        S = sigma**2 * Tt @ Tt.T
+        sd = np.sqrt(np.diag(S))
+        for i in range(t.k):
+            rows.append((label, t.cnames[i], None, S[i, i], sd[i]))
+        for i in range(t.k):
+            for j in range(i + 1, t.k):
+                corr = S[i, j] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else np.nan
+                rows.append((label, t.cnames[i], t.cnames[j], S[i, j], corr))
+    rows.append(("Residual", None, None, sigma**2, sigma))
+    return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+
+
+def ranef_table(terms, b: np.ndarray, offsets, condvar: list[np.ndarray]) -> pd.DataFrame:
+    """Rows of as.data.frame(ranef(m, condVar=TRUE)): by grouping factor, term, then level."""
+    parts = []
+    for group in dict.fromkeys(t.group_name for t in terms):
+        for i, t in enumerate(terms):
+            if t.group_name != group:
+                continue
+            vals = b[offsets[i]:offsets[i + 1]].reshape(t.nlev, t.k)
+            sds = np.sqrt(np.maximum(np.diagonal(condvar[i], axis1=1, axis2=2), 0.0))
+            for r, name in enumerate(t.cnames):
+                parts.append(pd.DataFrame({"grpvar": group, "term": name, "grp": list(t.levels),
+                                           "condval": vals[:, r], "condsd": sds[:, r]}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def coef_tables(terms, fixef: pd.Series, b: np.ndarray, offsets) -> dict[str, pd.DataFrame]:
+    """lme4's coef(m): per grouping factor, fixed effects plus that factor's random effects."""
+    out: dict[str, pd.DataFrame] = {}
+    for i, t in enumerate(terms):
+        vals = b[offsets[i]:offsets[i + 1]].reshape(t.nlev, t.k)
+        if t.group_name not in out:
+            out[t.group_name] = pd.DataFrame(np.tile(fixef.to_numpy(), (t.nlev, 1)),
+                                             index=pd.Index(t.levels, name=t.group_name),
+                                             columns=fixef.index)
+        table = out[t.group_name]
+        for r, name in enumerate(t.cnames):
+            table[name] = (table[name] if name in table else 0.0) + vals[:, r]
+    return out
+
+
+def linear_predictor(frame: ModelFrame, beta: np.ndarray, b: np.ndarray, offsets) -> np.ndarray:
+    """X beta + Z b (+ offset), Z applied through the terms' codes."""
+    eta = frame.X @ beta
+    for i, t in enumerate(frame.terms):
+        vals = b[offsets[i]:offsets[i + 1]].reshape(t.nlev, t.k)
+        eta += np.einsum("ij,ij->i", t.X, vals[t.codes])
+    return eta if frame.offset is None else eta + frame.offset
+
+
+def build_lmer_result(formula: str, frame: ModelFrame, obj: LmmObjective, opt: OptSummary,
+                      data_name: str | None = None) -> LmerResult:
+    """The immutable result at the optimum held by ``obj``."""
+    cp = obj.cp
+    offsets = cp.offsets
+    sigma = obj.sigma()
+    beta = obj.beta()
+    u = obj.u()
+    b = obj.lambda_times(u)
+    names = list(frame.xnames)
+    fitted = linear_predictor(frame, beta, b, offsets)
+    resid = frame.y - fitted
+    w = np.ones(frame.n) if frame.weights is None else frame.weights
+    terms = frame.terms
+    return LmerResult(
+        formula=formula, reml=obj.reml, nobs=frame.n, n_dropped=frame.n_dropped,
+        theta=obj.theta.copy(), theta_names=tuple(theta_names(terms)),
+        objective=obj.objective(), sigma=sigma,
+        fixef=pd.Series(beta, index=names, name="Estimate"),
+        vcov=pd.DataFrame(sigma**2 * obj.vcov_unscaled(), index=names, columns=names),
+        varcorr=varcorr_table(terms, obj.T, sigma),
+        ranef=ranef_table(terms, b, offsets, condvar_blocks(obj, sigma)),
+        coef=coef_tables(terms, pd.Series(beta, index=names), b, offsets),
+        fitted=pd.Series(fitted, index=frame.row_index, name="fitted"),
+        residuals=pd.Series(resid, index=frame.row_index, name="residuals"),
+        scaled_residuals=np.sqrt(w) * resid / sigma,
+        ngrps={t.group_name: t.nlev for t in terms},
+        is_singular=is_singular(obj.theta, obj.theta_map.lower), optimizer=opt,
+        dropped_columns=frame.dropped_columns, data_name=data_name, u=u, b=b,
+    )
