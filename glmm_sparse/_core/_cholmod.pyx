@@ -116,8 +116,7 @@ cdef class SymbolicFactor:
         """Analyse the pattern (indptr, indices) of the upper triangle, CSC, n x n."""
         cdef int[::1] p = np.ascontiguousarray(indptr, dtype=np.int32)
         cdef int[::1] i = np.ascontiguousarray(indices, dtype=np.int32)
-        if p.shape[0] != n + 1:
-            raise ValueError("indptr must have n + 1 entries")
+        _check_pattern(np.asarray(p), np.asarray(i), n)
         self.n = n
         self.nnz = p[n]
         self.A = cholmod_allocate_sparse(n, n, max(self.nnz, 1), 1, 1, 1, CHOLMOD_REAL, &self.c)
@@ -240,6 +239,18 @@ cdef class SymbolicFactor:
                 cholmod_free_sparse(&S, &self.c)
             cholmod_free_factor(&F, &self.c)
         return _sorted_csc(indptr, indices, data)
+
+
+def _check_pattern(indptr, indices, Py_ssize_t n):
+    """Reject a pattern CHOLMOD would read out of bounds: wrong lengths or row indices."""
+    if n < 0 or indptr.shape[0] != n + 1:
+        raise ValueError(f"indptr must have n + 1 = {n + 1} entries, got {indptr.shape[0]}")
+    if indptr[0] != 0 or np.any(np.diff(indptr) < 0):
+        raise ValueError("indptr must start at 0 and never decrease")
+    if indices.shape[0] != indptr[n]:
+        raise ValueError(f"indices must have indptr[n] = {indptr[n]} entries, got {indices.shape[0]}")
+    if indices.shape[0] and (indices.min() < 0 or indices.max() >= n):
+        raise ValueError(f"row indices must lie in [0, {n})")
 
 
 def _sorted_csc(indptr, indices, data):

@@ -17,6 +17,9 @@ def add_term_diag(const cnp.int64_t[::1] codes, const double[:, ::1] Xt,
     cdef Py_ssize_t n = codes.shape[0], k = Xt.shape[1], i, r, c
     cdef cnp.int64_t g
     cdef double wr
+    _check_rows(n, Xt.shape[0], w.shape[0])
+    _require(out.shape[1] == k and out.shape[2] == k, "out must be (nlev, k, k)")
+    _check_codes(codes, out.shape[0])
     with nogil:
         for i in range(n):
             g = codes[i]
@@ -33,6 +36,10 @@ def add_pair_blocks(const cnp.int64_t[::1] block, const double[:, ::1] Xt,
     cdef Py_ssize_t n = block.shape[0], kt = Xt.shape[1], ks = Xs.shape[1], i, r, c
     cdef cnp.int64_t b
     cdef double wr
+    _check_rows(n, Xt.shape[0], w.shape[0])
+    _require(Xs.shape[0] == n, "Xs must have one row per row of block")
+    _require(out.shape[1] == kt and out.shape[2] == ks, "out must be (nblocks, k_t, k_s)")
+    _check_codes(block, out.shape[0])
     with nogil:
         for i in range(n):
             b = block[i]
@@ -49,6 +56,10 @@ def add_term_cross(const cnp.int64_t[::1] codes, const double[:, ::1] Xt,
     cdef Py_ssize_t n = codes.shape[0], k = Xt.shape[1], m = B.shape[1], i, r, c
     cdef cnp.int64_t row
     cdef double wr
+    _check_rows(n, Xt.shape[0], w.shape[0])
+    _require(B.shape[0] == n and out.shape[1] == m and out.shape[0] % max(k, 1) == 0,
+             "B must have n rows and out (nlev * k, B.shape[1])")
+    _check_codes(codes, out.shape[0] // max(k, 1))
     with nogil:
         for i in range(n):
             row = codes[i] * k
@@ -63,6 +74,8 @@ def add_weighted_gram(const double[:, ::1] B, const double[::1] w, double[:, ::1
     """out += B' W B (upper triangle and mirror), for the p + 1 columns of [X y]."""
     cdef Py_ssize_t n = B.shape[0], m = B.shape[1], i, r, c
     cdef double wr
+    _require(w.shape[0] == n and out.shape[0] == m and out.shape[1] == m,
+             "w must have n entries and out be (m, m)")
     with nogil:
         for i in range(n):
             for r in range(m):
@@ -73,3 +86,19 @@ def add_weighted_gram(const double[:, ::1] B, const double[::1] w, double[:, ::1
             for c in range(r):
                 out[r, c] = out[c, r]
     return None
+
+
+cdef _require(bint ok, str message):
+    if not ok:
+        raise ValueError(message)
+
+
+cdef _check_rows(Py_ssize_t n, Py_ssize_t nx, Py_ssize_t nw):
+    _require(nx == n and nw == n, "codes, covariates and weights must have the same rows")
+
+
+cdef _check_codes(const cnp.int64_t[::1] codes, Py_ssize_t nlev):
+    """Level codes index the output: every one must lie in [0, nlev) (kernels skip bounds checks)."""
+    if codes.shape[0]:
+        arr = np.asarray(codes)
+        _require(arr.min() >= 0 and arr.max() < nlev, f"codes must lie in [0, {nlev})")

@@ -21,6 +21,12 @@ def congruence_scatter(const double[:, :, ::1] A, const double[:, ::1] Tr,
     cdef Py_ssize_t nb = A.shape[0], kr = A.shape[1], kc = A.shape[2]
     cdef Py_ssize_t b, r, c, i, j
     cdef double s
+    _require(Tr.shape[0] == kr and Tr.shape[1] == kr and Tc.shape[0] == kc and Tc.shape[1] == kc,
+             "Tr, Tc must be square with the block's row and column sizes")
+    _require(pos.shape[0] == nb and pos.shape[1] == kr and pos.shape[2] == kc,
+             "pos must have the shape of A")
+    if nb and kr and kc:
+        _require(np.max(pos) < out.shape[0], "pos points past the end of out")
     with nogil:
         for b in range(nb):
             for r in range(kr):
@@ -38,6 +44,7 @@ def congruence_scatter(const double[:, :, ::1] A, const double[:, ::1] Tr,
 
 def lambdat_apply(const double[:, ::1] T, const double[:, ::1] B, double[:, ::1] out):
     """out = (I (x) T') B: for each level block of k rows, out_blk = T' B_blk."""
+    _check_apply(T, B, out)
     cdef Py_ssize_t k = T.shape[0], m = B.shape[1], nlev = B.shape[0] // k
     cdef Py_ssize_t a, r, c, col
     cdef double s
@@ -54,6 +61,7 @@ def lambdat_apply(const double[:, ::1] T, const double[:, ::1] B, double[:, ::1]
 
 def lambda_apply(const double[:, ::1] T, const double[:, ::1] B, double[:, ::1] out):
     """out = (I (x) T) B: for each level block of k rows, out_blk = T B_blk."""
+    _check_apply(T, B, out)
     cdef Py_ssize_t k = T.shape[0], m = B.shape[1], nlev = B.shape[0] // k
     cdef Py_ssize_t a, r, c, col
     cdef double s
@@ -66,3 +74,15 @@ def lambda_apply(const double[:, ::1] T, const double[:, ::1] B, double[:, ::1] 
                         s += T[r, c] * B[a * k + c, col]
                     out[a * k + r, col] = s
     return None
+
+
+cdef _require(bint ok, str message):
+    if not ok:
+        raise ValueError(message)
+
+
+cdef _check_apply(const double[:, ::1] T, const double[:, ::1] B, double[:, ::1] out):
+    """Shapes the level-block kernels rely on (they run without bounds checks)."""
+    _require(T.shape[0] == T.shape[1] and T.shape[0] > 0, "T must be square and non-empty")
+    _require(B.shape[0] % T.shape[0] == 0, "B's rows must be whole blocks of k = T.shape[0]")
+    _require(out.shape[0] == B.shape[0] and out.shape[1] == B.shape[1], "out must match B")

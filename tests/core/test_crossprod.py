@@ -1,0 +1,181 @@
+"""Cross-product kernels against the dense model matrix: Z'WZ blocks, Z'WB and B'WB.
+
+Z is never formed by the package; here it is, for one term, as the n x (nlev k) matrix
+whose column g k + r is (codes == g) * Xt[:, r]. The kernels add into their output, so
+accumulating row chunks one after another must equal one pass over all rows.
+"""
+import numpy as np
+import pytest
+
+from glmm_sparse._core._crossprod import (
+    add_pair_blocks,
+    add_term_cross,
+    add_term_diag,
+    add_weighted_gram,
+)
+
+SHAPES = [(1, 1, 1), (40, 3, 1), (200, 7, 2), (500, 25, 3), (300, 10, 4)]   # (n, nlev, k)
+TOL = 1e-12
+
+
+def assert_close(actual, expected):
+    """|actual - expected| <= TOL * max(1, max|expected|), elementwise."""
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=TOL * scale)
+
+
+def dense_Z(codes, Xt, nlev):
+    """n x (nlev k) model matrix of one term: column g k + r is (codes == g) Xt[:, r]."""
+    n, k = Xt.shape
+    Z = np.zeros((n, nlev * k))
+    for r in range(k):
+        Z[np.arange(n), codes * k + r] = Xt[:, r]
+    return Z
+
+
+def term(rng, n, nlev, k):
+    """Random codes (some levels may be empty), covariates with an intercept column."""
+    codes = rng.integers(0, nlev, n).astype(np.int64)
+    Xt = np.column_stack([np.ones(n), rng.standard_normal((n, k - 1))])
+    return codes, np.ascontiguousarray(Xt)
+
+
+def weights(rng, n):
+    """Positive prior weights with a few exact zeros."""
+    w = rng.uniform(0.2, 3.0, n)
+    w[rng.random(n) < 0.1] = 0.0
+    return w
+
+
+def diag_blocks(G, nlev, k):
+    """The nlev diagonal k x k blocks of G, as (nlev, k, k)."""
+    return np.stack([G[g * k:(g + 1) * k, g * k:(g + 1) * k] for g in range(nlev)])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("n, nlev, k", SHAPES)
+def test_add_term_diag(n, nlev, k, seed):
+    rng = np.random.default_rng(seed)
+    codes, Xt = term(rng, n, nlev, k)
+    w = weights(rng, n)
+    out = np.zeros((nlev, k, k))
+    assert add_term_diag(codes, Xt, w, out) is None
+    Z = dense_Z(codes, Xt, nlev)
+    assert_close(out, diag_blocks(Z.T @ (w[:, None] * Z), nlev, k))
+
+
+def pair_index(codes_t, codes_s, nlev_s):
+    """Block number per row for the (level t, level s) pairs that occur, and the pairs."""
+    pairs, block = np.unique(codes_t * nlev_s + codes_s, return_inverse=True)
+    return block.astype(np.int64), np.column_stack(np.divmod(pairs, nlev_s))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("ks", [1, 2, 3])
+@pytest.mark.parametrize("n, nlev, kt", SHAPES)
+def test_add_pair_blocks(n, nlev, kt, ks, seed):
+    rng = np.random.default_rng(seed)
+    codes_t, Xt = term(rng, n, nlev, kt)
+    nlev_s = nlev + 3
+    codes_s, Xs = term(rng, n, nlev_s, ks)
+    w = weights(rng, n)
+    block, pairs = pair_index(codes_t, codes_s, nlev_s)
+    out = np.zeros((len(pairs), kt, ks))
+    assert add_pair_blocks(block, Xt, Xs, w, out) is None
+    C = dense_Z(codes_t, Xt, nlev).T @ (w[:, None] * dense_Z(codes_s, Xs, nlev_s))
+    expected = np.stack([C[g * kt:(g + 1) * kt, h * ks:(h + 1) * ks] for g, h in pairs])
+    assert_close(out, expected)
+    # every nonzero of Z_t'WZ_s lies in one of the occurring pairs
+    occurs = np.zeros((nlev, nlev_s), dtype=bool)
+    occurs[pairs[:, 0], pairs[:, 1]] = True
+    assert np.all(C[~np.kron(occurs, np.ones((kt, ks), dtype=bool))] == 0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("m", [1, 4])
+@pytest.mark.parametrize("n, nlev, k", SHAPES)
+def test_add_term_cross(n, nlev, k, m, seed):
+    rng = np.random.default_rng(seed)
+    codes, Xt = term(rng, n, nlev, k)
+    B = rng.standard_normal((n, m))
+    w = weights(rng, n)
+    out = np.zeros((nlev * k, m))
+    assert add_term_cross(codes, Xt, B, w, out) is None
+    assert_close(out, dense_Z(codes, Xt, nlev).T @ (w[:, None] * B))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("n, m", [(1, 1), (30, 1), (200, 4), (500, 7)])
+def test_add_weighted_gram(n, m, seed):
+    rng = np.random.default_rng(seed)
+    B = rng.standard_normal((n, m))
+    w = weights(rng, n)
+    out = np.zeros((m, m))
+    assert add_weighted_gram(B, w, out) is None
+    assert np.array_equal(out, out.T)
+    assert_close(out, B.T @ (w[:, None] * B))
+
+
+def all_kernels(rows, codes, Xt, Xs, block, B, w, outs):
+    """Run every kernel on the given rows, adding into the buffers in outs."""
+    def c(a):
+        return np.ascontiguousarray(a[rows])
+    add_term_diag(c(codes), c(Xt), c(w), outs["diag"])
+    add_pair_blocks(c(block), c(Xt), c(Xs), c(w), outs["pair"])
+    add_term_cross(c(codes), c(Xt), c(B), c(w), outs["cross"])
+    add_weighted_gram(c(B), c(w), outs["gram"])
+
+
+def problem(seed, n=400, nlev=12, k=3):
+    """One random two-term problem and zeroed output buffers for all kernels."""
+    rng = np.random.default_rng(seed)
+    codes, Xt = term(rng, n, nlev, k)
+    codes_s, Xs = term(rng, n, 5, 2)
+    block, pairs = pair_index(codes, codes_s, 5)
+    B, w = rng.standard_normal((n, 4)), weights(rng, n)
+    outs = {"diag": np.zeros((nlev, k, k)), "pair": np.zeros((len(pairs), k, 2)),
+            "cross": np.zeros((nlev * k, 4)), "gram": np.zeros((4, 4))}
+    return (codes, Xt, Xs, block, B, w), outs
+
+
+@pytest.mark.parametrize("split", [0, 1, 137, 399, 400])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_row_chunks_accumulate(seed, split):
+    args, whole = problem(seed)
+    _, chunked = problem(seed)
+    n = len(args[0])
+    all_kernels(np.arange(n), *args, whole)
+    all_kernels(np.arange(split), *args, chunked)
+    all_kernels(np.arange(split, n), *args, chunked)
+    for name in whole:
+        assert_close(chunked[name], whole[name])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_row_order_does_not_matter(seed):
+    args, ordered = problem(seed)
+    _, shuffled = problem(seed)
+    n = len(args[0])
+    all_kernels(np.arange(n), *args, ordered)
+    all_kernels(np.random.default_rng(seed + 10).permutation(n), *args, shuffled)
+    for name in ordered:
+        assert_close(shuffled[name], ordered[name])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_zero_weight_rows_equal_dropped_rows(seed):
+    args, weighted = problem(seed)
+    _, dropped = problem(seed)
+    w = args[-1]
+    all_kernels(np.arange(len(w)), *args, weighted)
+    all_kernels(np.flatnonzero(w != 0), *args, dropped)
+    for name in weighted:
+        assert_close(weighted[name], dropped[name])
+
+
+def test_codes_outside_the_output_are_rejected():
+    """Kernels run without bounds checks, so a code past the output is refused up front."""
+    codes = np.array([0, 3], dtype=np.int64)
+    X = np.ones((2, 1))
+    with pytest.raises(ValueError, match=r"codes must lie in \[0, 2\)"):
+        add_term_diag(codes, X, np.ones(2), np.zeros((2, 1, 1)))
