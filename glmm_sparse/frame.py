@@ -46,8 +46,8 @@ def _variables(expr: str) -> set[str]:
     return {str(v) for v in formulaic.Formula(expr).required_variables}
 
 
-def used_columns(parsed: ParsedFormula, weights: str | None) -> list[str]:
-    """All data columns the model reads, in a stable order."""
+def used_columns(parsed: ParsedFormula, extra: list[str]) -> list[str]:
+    """All data columns the model reads (formula and named weights/offset), sorted."""
     names: set[str] = set()
     for expr in [parsed.fixed, *parsed.offsets, *(t.lhs for t in parsed.random)]:
         names |= _variables(expr)
@@ -55,9 +55,7 @@ def used_columns(parsed: ParsedFormula, weights: str | None) -> list[str]:
         names |= _variables(parsed.response)
     for t in parsed.random:
         names |= set(t.group)
-    if weights is not None:
-        names.add(weights)
-    return sorted(names)
+    return sorted(names | set(extra))
 
 
 def check_columns(columns: list[str], data: pd.DataFrame, formula: str) -> None:
@@ -147,8 +145,7 @@ def build_frame(parsed: ParsedFormula, formula: str, data: pd.DataFrame, *, weig
     """The ModelFrame of a parsed formula on a pandas DataFrame."""
     if parsed.response is None:
         raise FormulaError("the formula has no response: write it as 'y ~ ...'", formula, 0)
-    wname = weights if isinstance(weights, str) else None
-    cols = used_columns(parsed, wname)
+    cols = used_columns(parsed, [a for a in (weights, offset) if isinstance(a, str)])
     check_columns(cols, data, formula)
     sub, kept = drop_missing(data, cols, na_action)
     weights, offset = (_rows(a, kept) for a in (weights, offset))
