@@ -21,7 +21,7 @@ from .results import LmerResult, build_lmer_result
 
 def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
          na_action: str = "omit", start=None, check_convergence: bool = True,
-         optimizer_options: dict | None = None) -> LmerResult:
+         optimizer_options: dict | None = None, factor_mode: str = "measure") -> LmerResult:
     """Fit a linear mixed-effects model by REML (default) or maximum likelihood.
 
     Parameters
@@ -45,6 +45,9 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
         Compute the finite-difference gradient at the optimum and warn when it is not small.
     optimizer_options : dict, optional
         ``ftol_abs``, ``xtol_abs``, ``maxeval`` for NLopt's BOBYQA.
+    factor_mode : {"measure", "simplicial", "supernodal", "auto"}
+        CHOLMOD's factorization: "measure" uses simplicial for small factors and times
+        both kinds once for large ones; name one to make large fits bitwise reproducible.
 
     Returns
     -------
@@ -61,7 +64,7 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
             "model without random effects use ordinary least squares (e.g. statsmodels OLS)")
     frame = build_frame(parsed, formula, as_pandas(data), weights=weights, offset=offset,
                         na_action=na_action)
-    obj = LmmObjective(accumulate(frame), reml=bool(reml))
+    obj = LmmObjective(accumulate(frame), reml=bool(reml), factor_mode=factor_mode)
     theta0 = obj.theta_map.start if start is None else np.asarray(start, dtype=np.float64)
     if theta0.shape != (obj.theta_map.n_theta,):
         raise ModelSpecError(f"start must have {obj.theta_map.n_theta} values (one per theta), "

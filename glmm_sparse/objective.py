@@ -8,6 +8,8 @@ diagonal is sqrt(pwrss)), then the ``objective`` query. Nothing here reads the n
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import scipy.linalg
 
@@ -18,6 +20,7 @@ from .errors import NumericalError
 from .pattern import MPattern, build_pattern
 
 LOG_2PI = float(np.log(2.0 * np.pi))
+MEASURE_ABOVE_NNZ = 1_000_000  # entries of L above which the factorization mode is timed
 
 
 class ThetaMap:
@@ -54,21 +57,50 @@ class ThetaMap:
         return out
 
 
+def fastest_factor(pattern: MPattern, Mx: np.ndarray, mode: str) -> SymbolicFactor:
+    """The analysed factor of M; with mode "measure", the faster of supernodal and simplicial.
+
+    Which one wins depends on the BLAS: with Debian's reference BLAS the simplicial
+    factorization of crossed designs was 2-10x faster; with an optimized BLAS the
+    supernodal one can be. For a large factor, one factorization of each at the start
+    theta decides (pass mode "simplicial" or "supernodal" for bitwise reproducibility).
+    """
+    if mode == "measure":
+        probe = SymbolicFactor(pattern.indptr, pattern.indices, pattern.q, "simplicial")
+        if probe.factor_nnz() < MEASURE_ABOVE_NNZ:
+            return probe  # small: both take microseconds; stay deterministic
+    else:
+        return SymbolicFactor(pattern.indptr, pattern.indices, pattern.q, mode)
+    best, best_time = None, np.inf
+    for candidate in ("supernodal", "simplicial"):
+        factor = SymbolicFactor(pattern.indptr, pattern.indices, pattern.q, candidate)
+        start = time.perf_counter()
+        try:
+            factor.factorize(Mx, beta=1.0)
+        except CholmodNotPositiveDefiniteError:
+            pass  # the start theta is always positive definite; keep timing honest anyway
+        elapsed = time.perf_counter() - start
+        if elapsed < best_time:
+            best, best_time = factor, elapsed
+    return best
+
+
 class LmmObjective:
     """Penalized least squares at given theta and the criterion it profiles out."""
 
-    def __init__(self, cp: CrossProducts, *, reml: bool):
+    def __init__(self, cp: CrossProducts, *, reml: bool, factor_mode: str = "measure"):
         self.cp = cp
         self.reml = reml
         self.theta_map = ThetaMap(cp.k)
         self.pattern: MPattern = build_pattern(cp)
-        self.factor = SymbolicFactor(self.pattern.indptr, self.pattern.indices, cp.q)
         self.Mx = np.zeros(self.pattern.nnz)
         self.LtB = np.zeros_like(cp.ZtWXy)
         self.theta = self.theta_map.start
         self.T = self.theta_map.factors(self.theta)
         self.RZXy = np.zeros_like(cp.ZtWXy)
         self.Ry = np.zeros((cp.p + 1, cp.p + 1))
+        self.update_M()
+        self.factor = fastest_factor(self.pattern, self.Mx, factor_mode)
 
     # -- updates (mutate, return None) ------------------------------------------------
     def set_theta(self, theta) -> None:
@@ -79,13 +111,17 @@ class LmmObjective:
         self.theta = theta.copy()
         self.T = self.theta_map.factors(self.theta)
 
-    def update_L(self) -> None:
-        """M = Lambda' A_ZZ Lambda (+ I inside the factorization); P M P' = L L'."""
+    def update_M(self) -> None:
+        """Values of Lambda' A_ZZ Lambda on the fixed pattern, block by block."""
         cp, pat, T = self.cp, self.pattern, self.T
         for t, D in enumerate(cp.diag):
             _lambda.congruence_scatter(D, T[t], T[t], pat.diag_pos[t], self.Mx)
         for pb, pos in zip(cp.pairs, pat.pair_pos):
             _lambda.congruence_scatter(pb.A, T[pb.t], T[pb.s], pos, self.Mx)
+
+    def update_L(self) -> None:
+        """P (Lambda' A_ZZ Lambda + I) P' = L L'."""
+        self.update_M()
         try:
             self.factor.factorize(self.Mx, beta=1.0)
         except CholmodNotPositiveDefiniteError as err:

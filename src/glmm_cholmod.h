@@ -49,10 +49,16 @@ static double glmm_cholmod_logdet(const cholmod_factor *L)
     return 2.0 * s;
 }
 
-/* Number of stored entries of a supernodal or simplicial factor (memory prediction). */
+/* Entries of the factor L as the symbolic analysis predicts them (memory prediction):
+ * the supernodal value array, or the simplicial column counts (a symbolic simplicial
+ * factor has no value array yet). */
 static double glmm_cholmod_factor_nnz(const cholmod_factor *L)
 {
-    return L->is_super ? (double) L->xsize : (double) L->nzmax;
+    if (L->is_super) return (double) L->xsize;
+    const int *cc = (const int *) L->ColCount;
+    double s = 0.0;
+    for (size_t j = 0; j < L->n; j++) s += cc[j];
+    return s;
 }
 
 #endif

@@ -51,7 +51,7 @@ cdef extern from "glmm_cholmod.h":
         int xtype
         int dtype
 
-    int CHOLMOD_REAL, CHOLMOD_DOUBLE, CHOLMOD_INT, CHOLMOD_SUPERNODAL
+    int CHOLMOD_REAL, CHOLMOD_DOUBLE, CHOLMOD_INT, CHOLMOD_SUPERNODAL, CHOLMOD_SIMPLICIAL, CHOLMOD_AUTO
     int CHOLMOD_OK, CHOLMOD_NOT_POSDEF, CHOLMOD_OUT_OF_MEMORY
     int CHOLMOD_A, CHOLMOD_L, CHOLMOD_Lt, CHOLMOD_P, CHOLMOD_Pt
 
@@ -112,8 +112,16 @@ cdef class SymbolicFactor:
         self.c.final_ll = 1
         self.c.quick_return_if_not_posdef = 1
 
-    def __init__(self, indptr, indices, Py_ssize_t n):
-        """Analyse the pattern (indptr, indices) of the upper triangle, CSC, n x n."""
+    def __init__(self, indptr, indices, Py_ssize_t n, str mode="auto"):
+        """Analyse the pattern (indptr, indices) of the upper triangle, CSC, n x n.
+
+        mode: "supernodal", "simplicial" or "auto" (CHOLMOD's choice from the flop count).
+        """
+        modes = {"auto": CHOLMOD_AUTO, "supernodal": CHOLMOD_SUPERNODAL,
+                 "simplicial": CHOLMOD_SIMPLICIAL}
+        if mode not in modes:
+            raise ValueError(f"mode must be one of {sorted(modes)}, not {mode!r}")
+        self.c.supernodal = modes[mode]
         cdef int[::1] p = np.ascontiguousarray(indptr, dtype=np.int32)
         cdef int[::1] i = np.ascontiguousarray(indices, dtype=np.int32)
         _check_pattern(np.asarray(p), np.asarray(i), n)
