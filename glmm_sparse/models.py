@@ -73,7 +73,8 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
                          **(optimizer_options or {}))
     obj.update(opt.theta)
     result = build_lmer_result(formula, frame, obj, opt,
-                               data_name=data if isinstance(data, str) else None)
+                               data_name=data if isinstance(data, str) else None,
+                               weights_name=weights if isinstance(weights, str) else None)
     if result.is_singular:
         warnings.warn("boundary (singular) fit: a random-effect variance is estimated as 0 "
                       "or a correlation as +-1; the model is more complex than the data "

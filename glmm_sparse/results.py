@@ -43,6 +43,7 @@ class LmerResult:
     optimizer: OptSummary | None = field(default=None, repr=False)
     dropped_columns: tuple[str, ...] = ()
     data_name: str | None = None
+    weights_name: str | None = None
     u: np.ndarray = field(default=None, repr=False)
     b: np.ndarray = field(default=None, repr=False)
 
@@ -166,7 +167,7 @@ def linear_predictor(frame: ModelFrame, beta: np.ndarray, b: np.ndarray, offsets
 
 
 def build_lmer_result(formula: str, frame: ModelFrame, obj: LmmObjective, opt: OptSummary,
-                      data_name: str | None = None) -> LmerResult:
+                      data_name: str | None = None, weights_name: str | None = None) -> LmerResult:
     """The immutable result at the optimum held by ``obj``."""
     cp = obj.cp
     offsets = cp.offsets
@@ -193,5 +194,6 @@ def build_lmer_result(formula: str, frame: ModelFrame, obj: LmmObjective, opt: O
         scaled_residuals=np.sqrt(w) * resid / sigma,
         ngrps={t.group_name: t.nlev for t in terms},
         is_singular=is_singular(obj.theta, obj.theta_map.lower), optimizer=opt,
-        dropped_columns=frame.dropped_columns, data_name=data_name, u=u, b=b,
+        dropped_columns=frame.dropped_columns, data_name=data_name, weights_name=weights_name,
+        u=u, b=b,
     )
