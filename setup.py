@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import numpy
-from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 HERE = Path(__file__).parent.resolve()
@@ -22,15 +21,22 @@ def _candidate_prefixes():
     yield from (Path(p) for p in ("/usr", "/usr/local", "/opt/homebrew", "/opt/local"))
 
 
+def _has_cholmod_h(inc: Path) -> bool:
+    return (inc / "suitesparse" / "cholmod.h").exists() or (inc / "cholmod.h").exists()
+
+
 def find_suitesparse():
     """(include_dirs, library_dirs) holding cholmod.h and libcholmod, or a clear exit."""
     inc_env = os.environ.get("SUITESPARSE_INCLUDE_DIR")
     lib_env = os.environ.get("SUITESPARSE_LIBRARY_DIR")
     if inc_env:
-        return [inc_env], [lib_env] if lib_env else []
+        if _has_cholmod_h(Path(inc_env)):
+            return [inc_env], [lib_env] if lib_env else []
+        sys.exit(f"SUITESPARSE_INCLUDE_DIR={inc_env} holds no cholmod.h (nor "
+                 "suitesparse/cholmod.h): point it at the directory that does.")
     for prefix in _candidate_prefixes():
         inc = prefix / "include"
-        if (inc / "suitesparse" / "cholmod.h").exists() or (inc / "cholmod.h").exists():
+        if _has_cholmod_h(inc):
             return [str(inc)], [str(prefix / "lib")]
     sys.exit(
         "glmm_sparse needs the CHOLMOD headers (SuiteSparse) and none were found: install "
@@ -52,7 +58,9 @@ DIRECTIVES = {
 
 
 def extensions():
-    ss_inc, ss_lib = find_suitesparse()
+    ss_inc, ss_lib = find_suitesparse()  # before Cython: a missing header is the first news
+    from Cython.Build import cythonize
+
     exts = []
     for name in CORE:
         cholmod = name in NEEDS_CHOLMOD

@@ -59,7 +59,9 @@ def run_synthetic(args) -> int:
     result = lmer(formula, data, reml=not args.ml)
     t2 = time.perf_counter()
     print(result.summary())
-    print(f"\ntrue beta {list(truth.beta)}, true SDs {list(truth.sd)}, sigma {truth.sigma}")
+    beta = ", ".join(f"{b:g}" for b in truth.beta)
+    sds = ", ".join(f"{s:g}" for s in truth.sd)
+    print(f"\ntruth: beta = ({beta}), random-effect SDs = ({sds}), sigma = {truth.sigma:g}")
     print(f"data: {args.rows:,} rows generated in {t1 - t0:.2f} s; fit: {t2 - t1:.2f} s "
           f"({result.optimizer.n_evals} evaluations, {result.optimizer.seconds:.2f} s optimizing)")
     return 0

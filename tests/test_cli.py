@@ -1,0 +1,54 @@
+"""The command line: summaries, JSON output, exit codes."""
+import json
+from pathlib import Path
+
+import pytest
+
+from glmm_sparse.__main__ import main
+
+SLEEP = Path(__file__).parent / "reference" / "data" / "sleepstudy.csv"
+FORMULA = "Reaction ~ Days + (Days | Subject)"
+
+
+def test_fit_prints_the_summary_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "fit.json"
+    assert main(["fit", FORMULA, str(SLEEP), "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("Linear mixed model fit by REML ['lmerMod']")
+    assert "REML criterion at convergence: 1743.6" in text
+    result = json.loads(out.read_text())
+    assert result["reml"] is True and result["nobs"] == 180
+    assert result["loglik"] == pytest.approx(-871.814135979976, rel=1e-9)  # lme4 1.1-31 logLik
+    assert set(result["fixef"]) == {"(Intercept)", "Days"}
+
+
+def test_fit_by_ml(capsys):
+    assert main(["fit", FORMULA, str(SLEEP), "--ml"]) == 0
+    assert "fit by maximum likelihood" in capsys.readouterr().out
+
+
+def test_parquet_input(tmp_path, capsys):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    path = tmp_path / "sleep.parquet"
+    pd.read_csv(SLEEP).to_parquet(path)
+    assert main(["fit", FORMULA, str(path)]) == 0
+    assert "Number of obs: 180, groups:  Subject, 18" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("formula, data, words", [
+    ("Reaction ~ Dayz + (Days | Subject)", SLEEP, "did you mean 'Days'"),
+    ("Reaction ~ Days + (Days | Subject", SLEEP, "error:"),
+    ("Reaction ~ Days", SLEEP, "no random-effects term"),
+    (FORMULA, Path("no/such/file.csv"), "does not exist"),
+])
+def test_bad_input_exits_with_2_and_says_why(formula, data, words, capsys):
+    assert main(["fit", formula, str(data)]) == 2
+    assert words in capsys.readouterr().err
+
+
+def test_synthetic_prints_fit_and_truth(capsys):
+    assert main(["synthetic", "--rows", "5000", "--levels", "50", "10", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "Number of obs: 5000, groups:  g1, 50; g2, 10" in out
+    assert "truth: beta = (1, 0.5, -0.5)" in out
