@@ -70,32 +70,60 @@ def pair_index(t: ReTerm, s: ReTerm) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return block.astype(np.int64), lev_t, lev_s
 
 
-def accumulate(frame: ModelFrame) -> CrossProducts:
-    """All cross-products of the model frame."""
-    terms = frame.terms
-    w = np.ones(frame.n) if frame.weights is None else np.ascontiguousarray(frame.weights)
-    B = response_matrix(frame)
-    diag, cross = [], []
-    for t in terms:
-        D = np.zeros((t.nlev, t.k, t.k))
-        _crossprod.add_term_diag(t.codes, t.X, w, D)
-        C = np.zeros((t.q, B.shape[1]))
-        _crossprod.add_term_cross(t.codes, t.X, B, w, C)
-        diag.append(D)
-        cross.append(C)
-    pairs = []
-    for i, t in enumerate(terms):
-        for j in range(i + 1, len(terms)):
-            s = terms[j]
-            block, lev_t, lev_s = pair_index(t, s)
+@dataclass(frozen=True, eq=False)
+class CrossprodPlan:
+    """The structure of the cross-products, found once: terms and level-pair blocks per row.
+
+    ``accumulate`` can then be called with new weights and right-hand sides (a PIRLS
+    iteration) and always yields the same block structure, hence the same pattern of M.
+    """
+
+    terms: tuple[ReTerm, ...]
+    pair_terms: tuple[tuple[int, int], ...]
+    pair_rows: tuple[np.ndarray, ...]  # per pair, block index of each row
+    pair_levels: tuple[tuple[np.ndarray, np.ndarray], ...]
+
+    @classmethod
+    def from_terms(cls, terms: tuple[ReTerm, ...]) -> "CrossprodPlan":
+        pairs, rows, levels = [], [], []
+        for i, t in enumerate(terms):
+            for j in range(i + 1, len(terms)):
+                block, lev_t, lev_s = pair_index(t, terms[j])
+                pairs.append((i, j))
+                rows.append(block)
+                levels.append((lev_t, lev_s))
+        return cls(tuple(terms), tuple(pairs), tuple(rows), tuple(levels))
+
+    def accumulate(self, w: np.ndarray, B: np.ndarray, *, sum_log_w: float = 0.0) -> CrossProducts:
+        """Z'WZ (blocks), Z'WB and B'WB for weights w and right-hand sides B (n, m)."""
+        w = np.ascontiguousarray(w, dtype=np.float64)
+        B = np.ascontiguousarray(B, dtype=np.float64)
+        diag, cross = [], []
+        for t in self.terms:
+            D = np.zeros((t.nlev, t.k, t.k))
+            _crossprod.add_term_diag(t.codes, t.X, w, D)
+            C = np.zeros((t.q, B.shape[1]))
+            _crossprod.add_term_cross(t.codes, t.X, B, w, C)
+            diag.append(D)
+            cross.append(C)
+        pairs = []
+        for (i, j), block, (lev_t, lev_s) in zip(self.pair_terms, self.pair_rows, self.pair_levels):
+            t, s = self.terms[i], self.terms[j]
             A = np.zeros((lev_t.shape[0], t.k, s.k))
             _crossprod.add_pair_blocks(block, t.X, s.X, w, A)
             pairs.append(PairBlocks(i, j, lev_t, lev_s, A))
-    gram = np.zeros((B.shape[1], B.shape[1]))
-    _crossprod.add_weighted_gram(B, w, gram)
+        gram = np.zeros((B.shape[1], B.shape[1]))
+        _crossprod.add_weighted_gram(B, w, gram)
+        return CrossProducts(
+            k=tuple(t.k for t in self.terms), nlev=tuple(t.nlev for t in self.terms),
+            diag=tuple(diag), pairs=tuple(pairs),
+            ZtWXy=np.vstack(cross) if cross else np.zeros((0, B.shape[1])), XtWXy=gram,
+            n=int(np.count_nonzero(w > 0)), sum_log_w=sum_log_w)
+
+
+def accumulate(frame: ModelFrame) -> CrossProducts:
+    """All cross-products of an LMM's frame: prior weights, [X, y - offset]."""
+    w = np.ones(frame.n) if frame.weights is None else frame.weights
     positive = w > 0
-    return CrossProducts(
-        k=tuple(t.k for t in terms), nlev=tuple(t.nlev for t in terms), diag=tuple(diag),
-        pairs=tuple(pairs), ZtWXy=np.vstack(cross) if cross else np.zeros((0, B.shape[1])),
-        XtWXy=gram, n=int(positive.sum()), sum_log_w=float(np.log(w[positive]).sum()),
-    )
+    return CrossprodPlan.from_terms(frame.terms).accumulate(
+        w, response_matrix(frame), sum_log_w=float(np.log(w[positive]).sum()))

@@ -103,6 +103,14 @@ class LmmObjective:
         self.factor = fastest_factor(self.pattern, self.Mx, factor_mode)
 
     # -- updates (mutate, return None) ------------------------------------------------
+    def set_crossproducts(self, cp: CrossProducts) -> None:
+        """New values of the cross-products (new weights) with the same block structure."""
+        if cp.k != self.cp.k or cp.nlev != self.cp.nlev or len(cp.pairs) != len(self.cp.pairs):
+            raise ValueError("cross-products with a different structure need a new objective")
+        self.cp = cp
+        if self.LtB.shape != cp.ZtWXy.shape:
+            self.LtB = np.zeros_like(cp.ZtWXy)
+
     def set_theta(self, theta) -> None:
         theta = np.asarray(theta, dtype=np.float64)
         if theta.shape != (self.theta_map.n_theta,) or not np.all(np.isfinite(theta)):
