@@ -17,6 +17,7 @@ import pandas as pd
 
 from .errors import DataError, DroppedRowsWarning, FormulaError, RankDeficiencyWarning
 from .formula import ParsedFormula
+from .responses import numeric_response, response_expressions
 from .terms import ReTerm, check_identifiable, materialize, order_terms, r_column_name
 
 RANK_TOL = 1e-7  # lme4's default tolerance for rank deficiency of X (qr)
@@ -52,7 +53,8 @@ def used_columns(parsed: ParsedFormula, extra: list[str]) -> list[str]:
     for expr in [parsed.fixed, *parsed.offsets, *(t.lhs for t in parsed.random)]:
         names |= _variables(expr)
     if parsed.response:
-        names |= _variables(parsed.response)
+        for expr in response_expressions(parsed.response):
+            names |= _variables(expr)
     for t in parsed.random:
         names |= set(t.group)
     return sorted(names | set(extra))
@@ -90,9 +92,23 @@ def drop_missing(data: pd.DataFrame, columns: list[str], na_action: str) -> tupl
 
 
 def numeric_column(expr: str, data: pd.DataFrame, what: str) -> np.ndarray:
-    """A one-column numeric expression of the data (response, offset), as float64."""
+    """A one-column numeric expression of the data (response, offset), as float64.
+
+    A column name is read as it is; anything else is arithmetic, evaluated inside I() so
+    that formula operators do not apply ("size - incidence" is a difference, not a model
+    without incidence).
+    """
+    name = expr.strip()
+    if name.startswith("`") and name.endswith("`"):
+        name = name[1:-1]
+    if name in data.columns:
+        col = data[name]
+        if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+            raise DataError(f"the {what} {expr!r} must be one numeric column, not "
+                            f"{col.dtype} (is it a factor or text?)")
+        return col.to_numpy(dtype=np.float64)
     try:
-        mm = formulaic.model_matrix(f"0 + {expr}", data, na_action="ignore")
+        mm = formulaic.model_matrix(f"0 + I({expr})", data, na_action="ignore")
     except Exception as err:  # formulaic raises many types for bad expressions
         raise DataError(f"cannot evaluate the {what} {expr!r}: {err}") from None
     if mm.shape[1] != 1:
@@ -141,8 +157,12 @@ def prior_weights(weights, data: pd.DataFrame, n: int) -> np.ndarray | None:
 
 
 def build_frame(parsed: ParsedFormula, formula: str, data: pd.DataFrame, *, weights=None,
-                offset=None, na_action: str = "omit") -> ModelFrame:
-    """The ModelFrame of a parsed formula on a pandas DataFrame."""
+                offset=None, na_action: str = "omit", response=numeric_response) -> ModelFrame:
+    """The ModelFrame of a parsed formula on a pandas DataFrame.
+
+    ``response(expr, data, evaluate)`` returns (y, trials or None); trials multiply the
+    prior weights (binomial counts).
+    """
     if parsed.response is None:
         raise FormulaError("the formula has no response: write it as 'y ~ ...'", formula, 0)
     cols = used_columns(parsed, [a for a in (weights, offset) if isinstance(a, str)])
@@ -150,7 +170,7 @@ def build_frame(parsed: ParsedFormula, formula: str, data: pd.DataFrame, *, weig
     sub, kept = drop_missing(data, cols, na_action)
     weights, offset = (_rows(a, kept) for a in (weights, offset))
     n = len(sub)
-    y = numeric_column(parsed.response, sub, "response")
+    y, trials = response(parsed.response, sub, numeric_column)
     X, xnames = fixed_matrix(parsed.fixed, sub)
     dropped = aliased_columns(X)
     if dropped:
@@ -163,7 +183,10 @@ def build_frame(parsed: ParsedFormula, formula: str, data: pd.DataFrame, *, weig
     off = _total_offset(parsed, sub, offset, n)
     terms = order_terms([materialize(t, sub) for t in parsed.random])
     check_identifiable(terms, n)
-    return ModelFrame(y, X, tuple(xnames), prior_weights(weights, sub, n), off, tuple(terms),
+    w = prior_weights(weights, sub, n)
+    if trials is not None:
+        w = trials if w is None else w * trials
+    return ModelFrame(y, X, tuple(xnames), w, off, tuple(terms),
                       sub.index, int((~kept).sum()), tuple(names) if dropped else ())
 
 

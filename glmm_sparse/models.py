@@ -1,4 +1,4 @@
-"""Entry points: ``lmer`` fits a linear mixed model the way lme4 does.
+"""Entry points: ``lmer`` and ``glmer`` fit mixed models the way lme4 does.
 
 The whole pipeline in order: formula -> model frame (terms) -> cross-products ->
 objective (fixed pattern, CHOLMOD) -> optimize theta -> results.
@@ -9,7 +9,13 @@ import warnings
 
 import numpy as np
 
-from .crossprod import accumulate
+from .agq import check_agq_model
+from .crossprod import CrossprodPlan, accumulate
+from .families import get_family
+from .glmm import GlmmObjective, fit_glmm
+from .pirls import GlmmData
+from .responses import binomial_response, numeric_response
+from .results_glmm import GlmerResult, build_glmer_result
 from .errors import ModelSpecError, SingularFitWarning
 from .formula import parse_formula
 from .frame import build_frame
@@ -79,4 +85,65 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
         warnings.warn("boundary (singular) fit: a random-effect variance is estimated as 0 "
                       "or a correlation as +-1; the model is more complex than the data "
                       "support (see LmerResult.varcorr)", SingularFitWarning, stacklevel=2)
+    return result
+
+
+def glmer(formula: str, data, *, family="binomial", link: str | None = None, nagq: int = 1,
+          weights=None, offset=None, na_action: str = "omit", start=None,
+          check_convergence: bool = True, optimizer_options: dict | None = None,
+          factor_mode: str = "measure") -> GlmerResult:
+    """Fit a generalized linear mixed-effects model by Laplace or adaptive Gauss-Hermite.
+
+    Parameters
+    ----------
+    formula : str
+        An lme4 formula. Binomial responses: 0/1, booleans, a two-level factor (first level
+        failure), ``cbind(successes, failures)`` (expressions allowed, e.g.
+        ``cbind(incidence, size - incidence)``), or proportions with ``weights=`` trials.
+    data : pandas / polars DataFrame, pyarrow Table, dict of arrays, or a CSV/Parquet path
+    family : {"binomial", "poisson", "gamma", "inverse_gaussian", "gaussian"} or a Family
+    link : str, optional
+        Default: the canonical link. logit, probit, cloglog, log, identity, inverse, sqrt,
+        1/mu^2 where the family allows it.
+    nagq : int
+        0: theta optimized with beta inside PIRLS (fast, approximate); 1: Laplace;
+        > 1: adaptive Gauss-Hermite with that many nodes (one scalar random term only).
+    weights, offset : str or array, optional
+        Prior weights (binomial: number of trials for proportions) and a known offset
+        (added to any ``offset()`` in the formula).
+    na_action, start, check_convergence, optimizer_options, factor_mode
+        As for ``lmer``; ``start`` is a starting theta.
+
+    Returns
+    -------
+    GlmerResult
+        As ``lmer``'s result, plus ``family``, ``link``, ``nagq`` and ``deviance`` (the
+        conditional deviance); ``loglik`` is the Laplace / AGQ log-likelihood.
+    """
+    fam = get_family(family, link)
+    if not isinstance(nagq, (int, np.integer)) or isinstance(nagq, bool) or nagq < 0:
+        raise TypeError(f"nagq must be a non-negative integer, not {nagq!r}")
+    parsed = parse_formula(formula)
+    if not parsed.random:
+        raise ModelSpecError(
+            f"the formula {formula!r} has no random-effects term such as (1 | group); for a "
+            "model without random effects use a GLM (e.g. statsmodels GLM)")
+    response = binomial_response if fam.name == "binomial" else numeric_response
+    frame = build_frame(parsed, formula, as_pandas(data), weights=weights, offset=offset,
+                        na_action=na_action, response=response)
+    prior_w = np.ones(frame.n) if frame.weights is None else frame.weights
+    fam.check_response(frame.y, prior_w)
+    check_agq_model(tuple(t.k for t in frame.terms), int(nagq))
+    gdata = GlmmData(frame.y, frame.X, np.zeros(frame.n) if frame.offset is None else frame.offset,
+                     prior_w, fam, CrossprodPlan.from_terms(frame.terms))
+    obj = GlmmObjective(gdata, nagq=int(nagq), factor_mode=factor_mode)
+    stage1, stage2 = fit_glmm(obj, theta0=start, check=check_convergence,
+                              optimizer_options=optimizer_options)
+    result = build_glmer_result(formula, frame, obj, stage1, stage2,
+                                weights_name=weights if isinstance(weights, str) else None,
+                                data_name=data if isinstance(data, str) else None)
+    if result.is_singular:
+        warnings.warn("boundary (singular) fit: a random-effect variance is estimated as 0 "
+                      "or a correlation as +-1; the model is more complex than the data "
+                      "support (see GlmerResult.varcorr)", SingularFitWarning, stacklevel=2)
     return result

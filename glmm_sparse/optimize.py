@@ -37,6 +37,7 @@ class OptSummary:
     scaled_gradient: float
     converged: bool
     messages: tuple[str, ...] = ()
+    hessian: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def grad_norm(self) -> float:
@@ -160,6 +161,7 @@ def minimize_theta(fun, theta0: np.ndarray, lower: np.ndarray, *, check: bool = 
     fmin = fun(theta)
     messages: list[str] = []
     g = np.zeros_like(theta)
+    H = None
     sg = 0.0
     if check:
         g, H, free = check_derivatives(fun, theta, lower)
@@ -182,7 +184,7 @@ def minimize_theta(fun, theta0: np.ndarray, lower: np.ndarray, *, check: bool = 
         warnings.warn(msg, ConvergenceWarning, stacklevel=3)
     return OptSummary(np.asarray(theta0), theta, float(fmin), n_evals,
                       time.perf_counter() - t0, "NLopt BOBYQA", code, g, sg, not messages,
-                      tuple(messages))
+                      tuple(messages), H)
 
 
 def is_singular(theta: np.ndarray, lower: np.ndarray, tol: float = SINGULAR_TOL) -> bool:

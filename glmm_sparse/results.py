@@ -44,13 +44,14 @@ class LmerResult:
     dropped_columns: tuple[str, ...] = ()
     data_name: str | None = None
     weights_name: str | None = None
+    n_scale: int = 1  # scale parameters estimated: sigma for an LMM
     u: np.ndarray = field(default=None, repr=False)
     b: np.ndarray = field(default=None, repr=False)
 
     @property
     def npar(self) -> int:
-        """Estimated parameters: fixed effects, theta and sigma (lme4's df of logLik)."""
-        return len(self.fixef) + len(self.theta) + 1
+        """Estimated parameters: fixed effects, theta and the scale (lme4's df of logLik)."""
+        return len(self.fixef) + len(self.theta) + self.n_scale
 
     @property
     def loglik(self) -> float:
@@ -111,8 +112,11 @@ def unique_group_labels(terms: tuple[ReTerm, ...]) -> list[str]:
     return out
 
 
-def varcorr_table(terms, T: list[np.ndarray], sigma: float) -> pd.DataFrame:
-    """Rows of as.data.frame(VarCorr(m)): variances, then covariances (sdcor = correlation)."""
+def varcorr_table(terms, T: list[np.ndarray], sigma: float, residual: bool = True) -> pd.DataFrame:
+    """Rows of as.data.frame(VarCorr(m)): variances, then covariances (sdcor = correlation).
+
+    GLMMs without a scale parameter (binomial, Poisson) have no Residual row.
+    """
     rows = []
     for label, t, Tt in zip(unique_group_labels(terms), terms, T):
         S = sigma**2 * Tt @ Tt.T
@@ -123,7 +127,8 @@ def varcorr_table(terms, T: list[np.ndarray], sigma: float) -> pd.DataFrame:
             for j in range(i + 1, t.k):
                 corr = S[i, j] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else np.nan
                 rows.append((label, t.cnames[i], t.cnames[j], S[i, j], corr))
-    rows.append(("Residual", None, None, sigma**2, sigma))
+    if residual:
+        rows.append(("Residual", None, None, sigma**2, sigma))
     return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
 
 

@@ -1,0 +1,106 @@
+"""Fitted GLMM results: the LMM result's tables plus family, link, nAGQ and deviance.
+
+Built once from the GLMM objective at the optimum, like ``results.build_lmer_result``.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .condvar import condvar_blocks
+from .errors import ConvergenceWarning
+from .frame import ModelFrame
+from .glmm import GlmmObjective
+from .optimize import OptSummary, is_singular
+from .pirls import factor_at_mode
+from .results import LmerResult, coef_tables, ranef_table, theta_names, varcorr_table
+
+
+@dataclass(frozen=True, eq=False)
+class GlmerResult(LmerResult):
+    """A fitted generalized linear mixed model (see ``glmm_sparse.glmer``).
+
+    ``objective`` is -2 log-likelihood by Laplace (nagq <= 1) or AGQ (nagq > 1), with the
+    saturated part included; ``deviance`` is the conditional deviance (lme4's deviance()).
+    """
+
+    family: str = "binomial"
+    link: str = "logit"
+    nagq: int = 1
+    deviance: float = float("nan")
+    stage1: OptSummary | None = field(default=None, repr=False)
+
+    def summary(self) -> str:
+        from .reporting import summary_text
+
+        return summary_text(self)
+
+
+def dispersion(obj: GlmmObjective) -> float:
+    """sigma of a scale family: sqrt(sum of squared Pearson residuals / (n - p)); 1 otherwise."""
+    d = obj.data
+    if not d.family.has_dispersion:
+        return 1.0
+    mu = obj.mu()
+    pearson2 = d.prior_w * (d.y - mu) ** 2 / d.family.variance(mu)
+    return float(np.sqrt(pearson2.sum() / (d.n - d.X.shape[1])))
+
+
+def glmm_vcov(obj: GlmmObjective, stage2: OptSummary | None, sigma: float) -> np.ndarray:
+    """vcov(beta): from the Hessian of the deviance over (theta, beta) when it is positive
+    definite (lme4's use.hessian), else sigma^2 R_X^-1 R_X^-T at the joint mode."""
+    p = obj.data.X.shape[1]
+    if stage2 is not None and stage2.hessian is not None:
+        H = stage2.hessian
+        if np.all(np.isfinite(H)) and np.all(np.linalg.eigvalsh(H) > 0):
+            return np.linalg.inv(H / 2.0)[-p:, -p:]
+        warnings.warn("the Hessian of the deviance is not positive definite; vcov(beta) from "
+                      "the PIRLS information instead", ConvergenceWarning, stacklevel=4)
+    factor_at_mode(obj.pls, obj.data, obj.state, obj.pls.theta, joint=True)
+    V = sigma**2 * obj.pls.vcov_unscaled()
+    return V
+
+
+def build_glmer_result(formula: str, frame: ModelFrame, obj: GlmmObjective,
+                       stage1: OptSummary, stage2: OptSummary | None, *,
+                       weights_name: str | None = None, data_name: str | None = None) -> GlmerResult:
+    """The immutable result at the optimum held by ``obj``."""
+    d, pls = obj.data, obj.pls
+    fam = d.family
+    offsets = pls.cp.offsets
+    sigma = dispersion(obj)
+    objective = obj.deviance()
+    cond_dev = obj.conditional_deviance()
+    u = obj.state.u.copy()
+    b = pls.lambda_times(u)
+    condvar = condvar_blocks(pls, sigma)
+    beta = obj.state.beta.copy()
+    names = list(frame.xnames)
+    mu = obj.mu()
+    devres = fam.dev_resids(d.y, mu, d.prior_w)
+    resid = np.sign(d.y - mu) * np.sqrt(np.maximum(devres, 0.0))
+    theta = pls.theta.copy()
+    V = glmm_vcov(obj, stage2, sigma)
+    terms = frame.terms
+    opt = stage2 if stage2 is not None else stage1
+    return GlmerResult(
+        formula=formula, reml=False, nobs=frame.n, n_dropped=frame.n_dropped, theta=theta,
+        theta_names=tuple(theta_names(terms)), objective=objective, sigma=sigma,
+        fixef=pd.Series(beta, index=names, name="Estimate"),
+        vcov=pd.DataFrame(V, index=names, columns=names),
+        varcorr=varcorr_table(terms, pls.T, sigma,
+                              residual=fam.has_dispersion),
+        ranef=ranef_table(terms, b, offsets, condvar),
+        coef=coef_tables(terms, pd.Series(beta, index=names), b, offsets),
+        fitted=pd.Series(mu, index=frame.row_index, name="fitted"),
+        residuals=pd.Series(resid, index=frame.row_index, name="residuals"),
+        scaled_residuals=(d.y - mu) * np.sqrt(d.prior_w / fam.variance(mu)) / sigma,
+        ngrps={t.group_name: t.nlev for t in terms},
+        is_singular=is_singular(theta, pls.theta_map.lower), optimizer=opt,
+        dropped_columns=frame.dropped_columns, data_name=data_name, weights_name=weights_name,
+        n_scale=int(fam.has_dispersion), u=u, b=b, family=fam.name, link=fam.link.name,
+        nagq=obj.nagq, deviance=cond_dev, stage1=stage1,
+    )
