@@ -40,13 +40,19 @@ class GlmerResult(LmerResult):
 
 
 def dispersion(obj: GlmmObjective) -> float:
-    """sigma of a scale family: sqrt(sum of squared Pearson residuals / (n - p)); 1 otherwise."""
+    """sigma of a scale family as lme4 reports it, 1 for binomial and Poisson.
+
+    lme4 (sigma.merMod for Gamma and inverse Gaussian): sigma^2 = (Pearson X^2 + |u|^2) / n
+    at the mode; it scales VarCorr (sd = sigma * theta) and the conditional SDs, not the
+    conditional modes (tests/reference/glmm/README.md, b and g).
+    """
     d = obj.data
     if not d.family.has_dispersion:
         return 1.0
     mu = obj.mu()
-    pearson2 = d.prior_w * (d.y - mu) ** 2 / d.family.variance(mu)
-    return float(np.sqrt(pearson2.sum() / (d.n - d.X.shape[1])))
+    pearson2 = float((d.prior_w * (d.y - mu) ** 2 / d.family.variance(mu)).sum())
+    u = obj.state.u
+    return float(np.sqrt((pearson2 + u @ u) / d.n))
 
 
 def glmm_vcov(obj: GlmmObjective, stage2: OptSummary | None, sigma: float) -> np.ndarray:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 REFERENCE = Path(__file__).parent / "reference"
-SETS = {"shared": REFERENCE, "extra": REFERENCE / "extra"}
+SETS = {"shared": REFERENCE, "extra": REFERENCE / "extra", "glmm": REFERENCE / "glmm"}
 
 
 @lru_cache(maxsize=None)
@@ -38,10 +38,20 @@ def load_case(case_id: str, base: str = "shared") -> dict:
 
 
 def case_ids(family: str = "gaussian") -> list[tuple[str, str]]:
-    """(base, case id) of every reference case of a family."""
+    """(base, case id) of every reference case of a family ("glmm": every non-gaussian one)."""
     out = []
     for base, root in SETS.items():
         for path in sorted((root / "lme4").glob("*.json")):
-            if json.loads(path.read_text())["family"] == family:
+            fam = json.loads(path.read_text())["family"]
+            if fam == family or (family == "glmm" and fam != "gaussian"):
                 out.append((base, path.stem))
     return out
+
+
+def glmer_args(ref: dict) -> dict:
+    """glmer keyword arguments of a reference case (family and link names as R writes them)."""
+    fam = ref["family"]
+    family = {"Gamma": "gamma", "Gamma_log": "gamma", "inverse.gaussian": "inverse_gaussian"}.get(fam, fam)
+    link = "log" if fam == "Gamma_log" else ref.get("link")
+    return {"family": family, "link": link, "nagq": ref["nAGQ"], "weights": ref["weights"],
+            "offset": ref.get("offset")}
