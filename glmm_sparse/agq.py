@@ -46,10 +46,10 @@ def group_deviance(obj, u: np.ndarray) -> np.ndarray:
     return np.bincount(term.codes, weights=dev, minlength=term.nlev) + u**2
 
 
-def agq_deviance(obj) -> float:
+def agq_deviance(obj, n_nodes: int | None = None) -> float:
     """-2 log L by AGQ at the current PIRLS mode (full log-likelihood scale)."""
     d = obj.data
-    t, w = nodes(obj.nagq)
+    t, w = nodes(obj.nagq if n_nodes is None else n_nodes)
     u_hat = obj.state.u
     M_jj = 1.0 + obj.pls.theta[0] ** 2 * obj.pls.cp.diag[0][:, 0, 0]
     scale = 1.0 / np.sqrt(M_jj)

@@ -91,7 +91,7 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
 def glmer(formula: str, data, *, family="binomial", link: str | None = None, nagq: int = 1,
           weights=None, offset=None, na_action: str = "omit", start=None,
           check_convergence: bool = True, optimizer_options: dict | None = None,
-          factor_mode: str = "measure") -> GlmerResult:
+          factor_mode: str = "measure") -> GlmerResult | LmerResult:
     """Fit a generalized linear mixed-effects model by Laplace or adaptive Gauss-Hermite.
 
     Parameters
@@ -118,11 +118,18 @@ def glmer(formula: str, data, *, family="binomial", link: str | None = None, nag
     -------
     GlmerResult
         As ``lmer``'s result, plus ``family``, ``link``, ``nagq`` and ``deviance`` (the
-        conditional deviance); ``loglik`` is the Laplace / AGQ log-likelihood.
+        conditional deviance); ``loglik`` is the Laplace / AGQ log-likelihood. The gaussian
+        family with the identity link is the linear mixed model: its fit by maximum
+        likelihood (an ``LmerResult``), exactly as ``lmer(..., reml=False)``.
     """
     fam = get_family(family, link)
     if not isinstance(nagq, (int, np.integer)) or isinstance(nagq, bool) or nagq < 0:
         raise TypeError(f"nagq must be a non-negative integer, not {nagq!r}")
+    if fam.name == "gaussian" and fam.link.name == "identity":
+        # the linear mixed model itself, by maximum likelihood (lme4's glmer does the same)
+        return lmer(formula, data, reml=False, weights=weights, offset=offset,
+                    na_action=na_action, start=start, check_convergence=check_convergence,
+                    optimizer_options=optimizer_options, factor_mode=factor_mode)
     parsed = parse_formula(formula)
     if not parsed.random:
         raise ModelSpecError(
@@ -132,7 +139,7 @@ def glmer(formula: str, data, *, family="binomial", link: str | None = None, nag
     frame = build_frame(parsed, formula, as_pandas(data), weights=weights, offset=offset,
                         na_action=na_action, response=response)
     prior_w = np.ones(frame.n) if frame.weights is None else frame.weights
-    fam.check_response(frame.y, prior_w)
+    fam.check_response(frame.y, prior_w, name=parsed.response)
     check_agq_model(tuple(t.k for t in frame.terms), int(nagq))
     gdata = GlmmData(frame.y, frame.X, np.zeros(frame.n) if frame.offset is None else frame.offset,
                      prior_w, fam, CrossprodPlan.from_terms(frame.terms))

@@ -66,8 +66,9 @@ def binomial_response(expr: str, data: pd.DataFrame, evaluate) -> tuple[np.ndarr
             raise DataError(f"cbind({parts[0]}, {parts[1]}): row {row} has {trials[row]:g} "
                             f"trials; successes + failures must be positive")
         return succ / trials, trials
-    if expr in data.columns and not pd.api.types.is_numeric_dtype(data[expr]):
-        return _factor_response(data[expr], expr), None
+    col = data[expr] if expr in data.columns else None
+    if col is not None and (pd.api.types.is_bool_dtype(col) or not pd.api.types.is_numeric_dtype(col)):
+        return _factor_response(col, expr), None
     return evaluate(expr, data, "response"), None
 
 

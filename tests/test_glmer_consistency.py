@@ -1,0 +1,127 @@
+"""glmer against itself: identities that must hold whatever lme4 says (issue 3)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import glmm_sparse as gs
+from glmm_sparse.agq import agq_deviance
+from refdata import load_data
+
+CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
+
+
+@pytest.fixture(scope="module")
+def cbpp():
+    return load_data("cbpp")
+
+
+@pytest.fixture(scope="module")
+def cbpp_fit(cbpp):
+    return gs.glmer(CBPP, cbpp, family="binomial")
+
+
+def test_gaussian_identity_is_lmer_ml():
+    sleep = load_data("sleepstudy")
+    f = "Reaction ~ Days + (Days | Subject)"
+    g = gs.glmer(f, sleep, family="gaussian")
+    m = gs.lmer(f, sleep, reml=False)
+    assert g.loglik == m.loglik
+    assert np.array_equal(g.fixef.to_numpy(), m.fixef.to_numpy())
+
+
+def test_one_node_agq_is_laplace(cbpp):
+    m = gs.glmer(CBPP, cbpp, family="binomial", nagq=1)
+    from glmm_sparse.crossprod import CrossprodPlan
+    from glmm_sparse.families import get_family
+    from glmm_sparse.formula import parse_formula
+    from glmm_sparse.frame import build_frame
+    from glmm_sparse.glmm import GlmmObjective
+    from glmm_sparse.pirls import GlmmData
+    from glmm_sparse.responses import binomial_response
+
+    frame = build_frame(parse_formula(CBPP), CBPP, cbpp, response=binomial_response)
+    data = GlmmData(frame.y, frame.X, np.zeros(frame.n), frame.weights, get_family("binomial"),
+                    CrossprodPlan.from_terms(frame.terms))
+    obj = GlmmObjective(data, nagq=1)
+    laplace = obj.stage2(np.concatenate([m.theta, m.fixef.to_numpy()]))
+    assert laplace == pytest.approx(m.objective, rel=1e-10)
+    assert agq_deviance(obj, n_nodes=1) == pytest.approx(laplace, rel=1e-12)
+
+
+def test_agq_deviance_settles_as_nodes_grow(cbpp):
+    """The error against 25 nodes shrinks from 5 nodes on (with 2 or 3 nodes the rule can
+    overshoot: cbpp gives 184.053, 184.071, 184.035, 183.966 for 1..4 nodes)."""
+    devs = {k: gs.glmer(CBPP, cbpp, family="binomial", nagq=k).objective for k in (5, 9, 15, 25)}
+    errors = [abs(devs[k] - devs[25]) for k in (5, 9, 15)]
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < 1e-6
+
+
+def test_proportions_with_weights_equal_cbind(cbpp, cbpp_fit):
+    data = cbpp.assign(prop=cbpp["incidence"] / cbpp["size"])
+    m = gs.glmer("prop ~ period + (1 | herd)", data, family="binomial", weights="size")
+    assert m.loglik == pytest.approx(cbpp_fit.loglik, rel=1e-10)
+    assert np.allclose(m.fixef.to_numpy(), cbpp_fit.fixef.to_numpy(), rtol=1e-7)
+
+
+def test_constant_offset_shifts_the_intercept(cbpp, cbpp_fit):
+    m = gs.glmer(CBPP, cbpp, family="binomial", offset=np.full(len(cbpp), 0.7))
+    assert m.loglik == pytest.approx(cbpp_fit.loglik, rel=1e-9)
+    shifted = cbpp_fit.fixef.to_numpy() - np.array([0.7, 0, 0, 0])
+    assert np.allclose(m.fixef.to_numpy(), shifted, atol=1e-5)
+
+
+def test_unit_weights_equal_no_weights(cbpp, cbpp_fit):
+    m = gs.glmer(CBPP, cbpp.assign(one=1.0), family="binomial", weights="one")
+    assert m.loglik == cbpp_fit.loglik
+
+
+@pytest.fixture(scope="module")
+def binary():
+    rng = np.random.default_rng(5)
+    g = rng.integers(0, 40, 600)
+    x = rng.normal(size=600)
+    p = 1 / (1 + np.exp(-(0.3 + 0.8 * x + rng.normal(0, 0.8, 40)[g])))
+    y = (rng.random(600) < p).astype(int)
+    return pd.DataFrame({"y": y, "x": x, "g": g})
+
+
+def test_binary_response_as_numbers_booleans_and_factor(binary):
+    base = gs.glmer("y ~ x + (1 | g)", binary, family="binomial")
+    as_bool = gs.glmer("y ~ x + (1 | g)", binary.assign(y=binary["y"] == 1), family="binomial")
+    as_factor = gs.glmer("y ~ x + (1 | g)", binary.assign(
+        y=pd.Categorical(np.where(binary["y"] == 1, "yes", "no"), categories=["no", "yes"])),
+        family="binomial")
+    for other in (as_bool, as_factor):
+        assert other.loglik == base.loglik
+
+
+def test_agq_needs_one_scalar_term(binary):
+    with pytest.raises(gs.ModelSpecError, match="nAGQ = 5 needs exactly one random-effects term"):
+        gs.glmer("y ~ x + (x | g)", binary, family="binomial", nagq=5)
+
+
+@pytest.mark.parametrize("family, link", [("poisson", "logit"), ("binomial", "inverse")])
+def test_impossible_family_link_pairs(binary, family, link):
+    with pytest.raises(gs.ModelSpecError, match=link):
+        gs.glmer("y ~ x + (1 | g)", binary, family=family, link=link)
+
+
+@pytest.mark.parametrize("family, column, words", [
+    ("binomial", "twos", r"twos: binomial proportions must lie in \[0, 1\]; first at row 1"),
+    ("poisson", "negative", "negative: .*negative"),
+    ("gamma", "zero", "zero: .*positive"),
+])
+def test_bad_responses_name_the_problem(binary, family, column, words):
+    data = binary.assign(twos=2.0 * binary["y"], negative=binary["y"] - 1.0, zero=binary["y"] * 1.0)
+    with pytest.raises(gs.DataError, match=words):
+        gs.glmer(f"{column} ~ x + (1 | g)", data, family=family)
+
+
+def test_nagq0_is_at_most_laplace(binary):
+    """nAGQ = 0 optimizes a restricted problem: its Laplace log-likelihood is not higher."""
+    m0 = gs.glmer("y ~ x + (1 | g)", binary, family="binomial", nagq=0)
+    m1 = gs.glmer("y ~ x + (1 | g)", binary, family="binomial", nagq=1)
+    assert m1.loglik >= m0.loglik - 1e-8
+    assert m0.optimizer is m0.stage1
