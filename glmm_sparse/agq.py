@@ -27,8 +27,12 @@ def nodes(n: int) -> tuple[np.ndarray, np.ndarray]:
     return t, w / w.sum()
 
 
-def check_agq_model(k: tuple[int, ...], nagq: int) -> None:
-    """AGQ needs a single random-effects term with a single column."""
+def check_agq_model(k: tuple[int, ...], nagq: int, family) -> None:
+    """AGQ needs a single random-effects term with a single column, and no scale parameter."""
+    if nagq > 1 and family.has_dispersion:
+        raise ModelSpecError(
+            f"nAGQ = {nagq} is available for the binomial and Poisson families; for the "
+            f"{family.name} family (a dispersion parameter) use nagq=1 (Laplace)")
     if nagq > 1 and (len(k) != 1 or k[0] != 1):
         raise ModelSpecError(
             f"nAGQ = {nagq} needs exactly one random-effects term with one column, such as "
@@ -48,7 +52,6 @@ def group_deviance(obj, u: np.ndarray) -> np.ndarray:
 
 def agq_deviance(obj, n_nodes: int | None = None) -> float:
     """-2 log L by AGQ at the current PIRLS mode (full log-likelihood scale)."""
-    d = obj.data
     t, w = nodes(obj.nagq if n_nodes is None else n_nodes)
     u_hat = obj.state.u
     M_jj = 1.0 + obj.pls.theta[0] ** 2 * obj.pls.cp.diag[0][:, 0, 0]
@@ -60,4 +63,4 @@ def agq_deviance(obj, n_nodes: int | None = None) -> float:
     peak = terms.max(axis=0)
     log_sum = peak + np.log(np.einsum("k,kj->j", w, np.exp(terms - peak)))
     total = np.sum(np.log(M_jj) + g0 - 2.0 * log_sum)
-    return float(total - 2.0 * d.family.loglik_saturated(d.y, d.prior_w))
+    return float(total - 2.0 * obj.saturated)

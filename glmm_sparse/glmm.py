@@ -30,6 +30,9 @@ class GlmmObjective:
         self.n_theta = self.pls.theta_map.n_theta
         self.state = PirlsState(np.zeros(cp0.q), np.zeros(data.X.shape[1]), eta0, from_start=True)
         self.joint = True  # which PIRLS the factor in self.pls reflects
+        # binomial, Poisson: -2 sum log p(y | mu) = sum devres - 2 loglik_saturated, and the
+        # saturated part depends on y only: once per fit instead of lgamma per row and call
+        self.saturated = None if fam.has_dispersion else fam.loglik_saturated(data.y, data.prior_w)
 
     # -- updates ----------------------------------------------------------------------
     def update_stage1(self, theta) -> None:
@@ -56,11 +59,17 @@ class GlmmObjective:
         d = self.data
         return float(d.family.dev_resids(d.y, self.mu(), d.prior_w).sum())
 
+    def minus2_loglik_conditional(self) -> float:
+        """-2 sum log p(y | mu) at the mode (R's family aic; with the dispersion dev / sum(w))."""
+        d, dev = self.data, self.conditional_deviance()
+        if self.saturated is not None:
+            return dev - 2.0 * self.saturated
+        return float(d.family.aic(d.y, self.mu(), d.prior_w, dev))
+
     def laplace(self) -> float:
-        """-2 log L by Laplace: family aic (-2 sum log p) + |u|^2 + log|L|^2."""
-        d, u = self.data, self.state.u
-        return float(d.family.aic(d.y, self.mu(), d.prior_w, self.conditional_deviance())
-                     + u @ u + self.pls.ldL2)
+        """-2 log L by Laplace: -2 sum log p(y | mu) + |u|^2 + log|L|^2."""
+        u = self.state.u
+        return float(self.minus2_loglik_conditional() + u @ u + self.pls.ldL2)
 
     def deviance(self) -> float:
         """The criterion of the current stage: Laplace, or AGQ when nagq > 1 in stage 2."""
@@ -79,19 +88,29 @@ class GlmmObjective:
         return self.deviance()
 
 
+# Stage 1 only starts stage 2 (unless nagq == 0), so it can stop early; stage 2 stops at
+# moderate tolerances and the convergence check's Newton step finishes it. Measured on the
+# GLMM references: the same optimum (log-likelihood to 1e-8, scaled gradient ~1e-10) with
+# 40-60% fewer evaluations than tight tolerances in both stages.
+STAGE1_START_ONLY = {"ftol_abs": 1e-6, "xtol_abs": 1e-4}
+STAGE2 = {"ftol_abs": 1e-8, "xtol_abs": 1e-6}
+
+
 def fit_glmm(obj: GlmmObjective, *, theta0=None, check: bool = True,
              optimizer_options: dict | None = None) -> tuple[OptSummary, OptSummary | None]:
     """Stage 1 over theta; then, unless nagq == 0, stage 2 over (theta, beta)."""
     lower = obj.pls.theta_map.lower
     start = obj.pls.theta_map.start if theta0 is None else np.asarray(theta0, dtype=np.float64)
-    opts = optimizer_options or {}
-    stage1 = minimize_theta(obj.stage1, start, lower, check=check and obj.nagq == 0, **opts)
+    final1 = obj.nagq == 0
+    opts1 = dict({} if final1 else STAGE1_START_ONLY, **(optimizer_options or {}))
+    stage1 = minimize_theta(obj.stage1, start, lower, check=check and final1, **opts1)
     obj.update_stage1(stage1.theta)
-    if obj.nagq == 0:
+    if final1:
         return stage1, None
     p = obj.data.X.shape[1]
     params0 = np.concatenate([stage1.theta, obj.state.beta])
     bounds = np.concatenate([lower, np.full(p, -np.inf)])
-    stage2 = minimize_theta(obj.stage2, params0, bounds, check=check, **opts)
+    opts2 = dict(STAGE2 if check else {}, **(optimizer_options or {}))
+    stage2 = minimize_theta(obj.stage2, params0, bounds, check=check, **opts2)
     obj.update_stage2(stage2.theta)
     return stage1, stage2

@@ -140,7 +140,7 @@ def glmer(formula: str, data, *, family="binomial", link: str | None = None, nag
                         na_action=na_action, response=response)
     prior_w = np.ones(frame.n) if frame.weights is None else frame.weights
     fam.check_response(frame.y, prior_w, name=parsed.response)
-    check_agq_model(tuple(t.k for t in frame.terms), int(nagq))
+    check_agq_model(tuple(t.k for t in frame.terms), int(nagq), fam)
     gdata = GlmmData(frame.y, frame.X, np.zeros(frame.n) if frame.offset is None else frame.offset,
                      prior_w, fam, CrossprodPlan.from_terms(frame.terms))
     obj = GlmmObjective(gdata, nagq=int(nagq), factor_mode=factor_mode)

@@ -65,13 +65,14 @@ class _Counted:
 
 
 def bobyqa(fun, theta0: np.ndarray, lower: np.ndarray, *, ftol_abs=1e-12, xtol_abs=1e-10,
-           maxeval=100_000) -> tuple[np.ndarray, float, int, str]:
+           ftol_rel=0.0, maxeval=100_000) -> tuple[np.ndarray, float, int, str]:
     """Minimize fun over theta >= lower from theta0; (theta, f, evaluations, NLopt result)."""
     opt = nlopt.opt(nlopt.LN_BOBYQA, theta0.shape[0])
     counted = _Counted(fun)
     opt.set_min_objective(counted)
     opt.set_lower_bounds(lower)
     opt.set_ftol_abs(ftol_abs)
+    opt.set_ftol_rel(ftol_rel)
     opt.set_xtol_abs(xtol_abs)
     opt.set_maxeval(maxeval)
     opt.set_initial_step(np.where(np.abs(theta0) > 0, 0.25 * np.abs(theta0), 0.25))
@@ -91,25 +92,39 @@ def _result_name(opt) -> str:
     return names.get(opt.last_optimize_result(), str(opt.last_optimize_result()))
 
 
+def _axis_values(fun, x, i, h, one_sided):
+    """f at the two points along axis i: x + h e_i, x - h e_i (or x + h, x + 2h at a bound)."""
+    ei = np.zeros_like(x)
+    ei[i] = h
+    return (fun(x + ei), fun(x + 2 * ei)) if one_sided else (fun(x + ei), fun(x - ei))
+
+
+def fd_gradient(fun, x: np.ndarray, lower: np.ndarray, h: float = 1e-4):
+    """Central-difference gradient (one-sided, second order, at a bound), f(x), at_bound."""
+    at_bound = x - h < lower
+    f0 = fun(x)
+    g = np.zeros_like(x)
+    for i in range(x.shape[0]):
+        a, b = _axis_values(fun, x, i, h, at_bound[i])
+        g[i] = (-3 * f0 + 4 * a - b) / (2 * h) if at_bound[i] else (a - b) / (2 * h)
+    return g, at_bound
+
+
 def fd_derivatives(fun, x: np.ndarray, lower: np.ndarray, h: float = 1e-4):
     """Central-difference gradient and Hessian; one-sided for parameters at their bound."""
     p = x.shape[0]
     at_bound = x - h < lower
-    step = np.full(p, h)
     f0 = fun(x)
     g = np.zeros(p)
     H = np.zeros((p, p))
     for i in range(p):
-        ei = np.zeros(p)
-        ei[i] = step[i]
+        a, b = _axis_values(fun, x, i, h, at_bound[i])
         if at_bound[i]:
-            f1, f2 = fun(x + ei), fun(x + 2 * ei)
-            g[i] = (-3 * f0 + 4 * f1 - f2) / (2 * h)
-            H[i, i] = (f0 - 2 * f1 + f2) / h**2
+            g[i] = (-3 * f0 + 4 * a - b) / (2 * h)
+            H[i, i] = (f0 - 2 * a + b) / h**2
         else:
-            fp, fm = fun(x + ei), fun(x - ei)
-            g[i] = (fp - fm) / (2 * h)
-            H[i, i] = (fp - 2 * f0 + fm) / h**2
+            g[i] = (a - b) / (2 * h)
+            H[i, i] = (a - 2 * f0 + b) / h**2
     for i in range(p):
         for j in range(i + 1, p):
             if at_bound[i] or at_bound[j]:
@@ -169,12 +184,14 @@ def minimize_theta(fun, theta0: np.ndarray, lower: np.ndarray, *, check: bool = 
         # BOBYQA resolves theta only to about sqrt(ftol / curvature): one Newton step from
         # the check's derivatives gets closer. f cannot always tell the points apart (the
         # decrease is below its rounding noise), so the scaled gradient decides then.
+        # The step is tiny, so the Hessian is kept; only the gradient is recomputed there.
         step = newton_step(fun, theta, g, H, free, lower)
         if step is not None and step[1] <= fmin + F_NOISE * max(1.0, abs(fmin)):
-            g2, H2, free2 = check_derivatives(fun, step[0], lower)
-            sg2 = scaled_gradient(g2, H2, free2)
+            g2, at_bound2 = fd_gradient(fun, step[0], lower)
+            free2 = ~(at_bound2 & (g2 >= 0))
+            sg2 = scaled_gradient(g2, H, free2)
             if step[1] < fmin or sg2 < sg:
-                theta, fmin, g, H, free, sg = step[0], step[1], g2, H2, free2, sg2
+                theta, fmin, g, free, sg = step[0], step[1], g2, free2, sg2
         if sg > GRAD_TOL:
             messages.append(f"Model failed to converge with max|grad| = {sg:.3g} (tol = "
                             f"{GRAD_TOL}); the scaled gradient at the optimum is not small")

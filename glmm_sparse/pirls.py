@@ -101,10 +101,13 @@ def pirls(pls: LmmObjective, data: GlmmData, state: PirlsState, theta, *, joint:
     eta = state.eta if state.from_start else (
         fixed + z_lambda(data, pls.T, u, offsets) + (data.X @ beta if joint else 0.0))
     pdev = penalized_deviance(data, eta, u)
+    p = data.X.shape[1] if joint else 0
+    rhs = np.empty((data.n, p + 1))  # [X z]: X written once, z every iteration
+    rhs[:, :p] = data.X[:, :p]
     for it in range(1, MAX_ITER + 1):
         _, w, resid = working_quantities(data, eta)
-        z = eta - fixed + resid
-        rhs = np.column_stack([data.X, z]) if joint else z[:, None]
+        np.subtract(eta, fixed, out=rhs[:, p])
+        rhs[:, p] += resid
         pls.set_crossproducts(data.plan.accumulate(w, rhs))
         pls.update_L()
         pls.update_RZX()
@@ -116,7 +119,7 @@ def pirls(pls: LmmObjective, data: GlmmData, state: PirlsState, theta, *, joint:
         eta_new = fixed + z_lambda(data, pls.T, u_new, offsets) + (data.X @ beta_new if joint else 0.0)
         u_new, beta_new, eta_new, pdev_new = _halve(data, (u, beta, eta, pdev),
                                                     (u_new, beta_new, eta_new),
-                                                    it == 1 and state.from_start, theta)
+                                                    it == 1 and state.from_start, theta, it)
         step = max(np.max(np.abs(u_new - u), initial=0.0), np.max(np.abs(beta_new - beta), initial=0.0))
         scale = 1.0 + max(np.max(np.abs(u_new), initial=0.0), np.max(np.abs(beta_new), initial=0.0))
         converged = abs(pdev - pdev_new) < TOL * (0.1 + abs(pdev_new)) and step < STEP_TOL * scale
@@ -127,7 +130,7 @@ def pirls(pls: LmmObjective, data: GlmmData, state: PirlsState, theta, *, joint:
                          f"deviance {pdev:.6g})", theta=np.asarray(theta))
 
 
-def _halve(data, old, new, accept_first: bool, theta):
+def _halve(data, old, new, accept_first: bool, theta, iteration: int):
     """Step from old towards new, halving until the penalized deviance does not rise.
 
     The first step from the family's starting values is taken whole: that start is not
@@ -140,5 +143,5 @@ def _halve(data, old, new, accept_first: bool, theta):
         if np.isfinite(pdev1) and (accept_first or pdev1 <= pdev0 + 1e-12 * (1 + abs(pdev0))):
             return u1, b1, e1, pdev1
         u1, b1, e1 = 0.5 * (u0 + u1), 0.5 * (b0 + b1), 0.5 * (e0 + e1)
-    raise NumericalError(f"PIRLS step-halving failed: the penalized deviance did not decrease "
-                         f"from {pdev0:.6g} in {MAX_HALVINGS} halvings", theta=np.asarray(theta))
+    raise NumericalError(f"PIRLS iteration {iteration}: the penalized deviance did not decrease "
+                         f"from {pdev0:.6g} in {MAX_HALVINGS} step halvings", theta=np.asarray(theta))

@@ -102,6 +102,13 @@ def test_agq_needs_one_scalar_term(binary):
         gs.glmer("y ~ x + (x | g)", binary, family="binomial", nagq=5)
 
 
+def test_agq_refuses_scale_families():
+    rng = np.random.default_rng(1)
+    data = pd.DataFrame({"y": rng.gamma(5.0, 0.2, 300), "g": rng.integers(0, 30, 300)})
+    with pytest.raises(gs.ModelSpecError, match="nAGQ = 7 is available for the binomial and Poisson"):
+        gs.glmer("y ~ 1 + (1 | g)", data, family="gamma", link="log", nagq=7)
+
+
 @pytest.mark.parametrize("family, link", [("poisson", "logit"), ("binomial", "inverse")])
 def test_impossible_family_link_pairs(binary, family, link):
     with pytest.raises(gs.ModelSpecError, match=link):
@@ -125,3 +132,21 @@ def test_nagq0_is_at_most_laplace(binary):
     m1 = gs.glmer("y ~ x + (1 | g)", binary, family="binomial", nagq=1)
     assert m1.loglik >= m0.loglik - 1e-8
     assert m0.optimizer is m0.stage1
+
+
+def test_pirls_failure_names_theta_iteration_and_cause(binary, monkeypatch):
+    """A deviance that never decreases: the error says where and why."""
+    import glmm_sparse.pirls as pirls_module
+
+    real = pirls_module.penalized_deviance
+    calls = {"n": 0}
+
+    def rising(data, eta, u):
+        calls["n"] += 1
+        return real(data, eta, u) + (0.0 if calls["n"] <= 2 else 1e6)
+
+    monkeypatch.setattr(pirls_module, "penalized_deviance", rising)
+    with pytest.raises(gs.NumericalError, match=r"PIRLS iteration \d+: the penalized deviance did "
+                       r"not decrease .* step halvings \(at theta = \[") as err:
+        gs.glmer("y ~ x + (1 | g)", binary, family="binomial")
+    assert err.value.theta is not None
