@@ -80,7 +80,8 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
     obj.update(opt.theta)
     result = build_lmer_result(formula, frame, obj, opt,
                                data_name=data if isinstance(data, str) else None,
-                               weights_name=weights if isinstance(weights, str) else None)
+                               weights_name=weights if isinstance(weights, str) else None,
+                               offset_name=offset if isinstance(offset, str) else None)
     if result.is_singular:
         warnings.warn("boundary (singular) fit: a random-effect variance is estimated as 0 "
                       "or a correlation as +-1; the model is more complex than the data "
@@ -148,7 +149,8 @@ def glmer(formula: str, data, *, family="binomial", link: str | None = None, nag
                               optimizer_options=optimizer_options)
     result = build_glmer_result(formula, frame, obj, stage1, stage2,
                                 weights_name=weights if isinstance(weights, str) else None,
-                                data_name=data if isinstance(data, str) else None)
+                                data_name=data if isinstance(data, str) else None,
+                                offset_name=offset if isinstance(offset, str) else None)
     if result.is_singular:
         warnings.warn("boundary (singular) fit: a random-effect variance is estimated as 0 "
                       "or a correlation as +-1; the model is more complex than the data "

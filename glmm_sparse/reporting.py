@@ -1,14 +1,18 @@
 """Reporting: lme4's printed summary and a JSON-ready dict of a fitted model.
 
 Last stage (... -> optimize -> results -> report). ``summary_tables`` reads an immutable
-``LmerResult`` once into small tables (fit statistics, residual quantiles, random and fixed
-effects, correlations, notes); ``summary_text`` and ``result_dict`` only render them.
+``LmerResult`` or ``GlmerResult`` once into small tables (fit statistics, residual quantiles,
+random and fixed effects, correlations, notes); ``summary_text`` and ``result_dict`` only
+render them. GLMMs differ in the tables, not in the renderers: a family and link, a title
+naming the approximation, z (or t) values with normal p-values, no Residual row for
+binomial and Poisson (their varcorr has none).
 
 The text follows ``print(summary(m))`` of lme4 1.1-31 on R 4.2 line by line: R's
 ``format()`` (common width, ``digits`` significant digits, fixed unless scientific is
-narrower), ``printCoefmat`` for the fixed effects, ``abbreviate()`` for the correlation
-headers and R's matrix printing (one space between columns, wrapped at 80 characters).
-Golden outputs: tests/reference/summaries/.
+narrower), ``printCoefmat`` for the fixed effects (``format.pval`` and significance stars),
+``abbreviate()`` for the correlation headers, ``strwrap()`` for long titles and R's matrix
+printing (one space between columns, wrapped at 80 characters).
+Golden outputs: tests/reference/summaries/ (lmer), tests/reference/glmm/summaries/ (glmer).
 """
 from __future__ import annotations
 
@@ -19,11 +23,18 @@ from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 import numpy as np
 import pandas as pd
 
+from .results_glmm import GlmerResult
+
 DIGITS = 4  # lme4's print digits: max(3, getOption("digits") - 3)
 WIDTH = 80  # getOption("width")
 COR_MAX = 12  # getOption("lme4.summary.cor.max")
+EPS = 2.220446049250313e-16  # .Machine$double.eps: printCoefmat's eps.Pvalue
 OK_CODES = {"SUCCESS", "FTOL_REACHED", "XTOL_REACHED", "STOPVAL_REACHED", "ROUNDOFF_LIMITED"}
 SINGULAR_NOTE = "boundary (singular) fit: a variance is estimated as 0 or a correlation as +-1"
+SIGNIF_LEGEND = ["---", "Signif. codes:  0 ‘***’ 0.001 ‘**’ 0.01 ‘*’ 0.05 "
+                 "‘.’ 0.1 ‘ ’ 1"]  # printCoefmat in a UTF-8 locale
+STAR_CUTS = ((0.001, "***"), (0.01, "**"), (0.05, "*"), (0.1, "."), (1.0, " "))  # symnum
+R_FAMILY = {"gamma": "Gamma", "inverse_gaussian": "inverse.gaussian"}  # else the same name
 
 
 # ---- R's number formatting -----------------------------------------------------------------
@@ -104,6 +115,39 @@ def zapsmall(x: np.ndarray, digits: int) -> np.ndarray:
     """R 4.2's zapsmall (round to digits - log10(max |x|) places)."""
     mx = float(np.max(np.abs(x))) if len(x) else 0.0
     return r_round(x, max(0.0, digits - math.log10(mx)) if mx > 0 else digits)
+
+
+def format_pval(pv, digits: int) -> list[str]:
+    """R's format.pval(pv, digits, eps = .Machine$double.eps) for finite p-values."""
+    pv = [float(p) for p in pv]
+    out = [""] * len(pv)
+    large = [i for i, p in enumerate(pv) if not p < EPS]
+    expo = {i: math.floor(math.log10(pv[i])) if pv[i] > 0 else -50 for i in large}
+    fixp = [i for i in large if expo[i] >= -3 or (expo[i] == -4 and digits > 1)]
+    for group in (fixp, [i for i in large if i not in fixp]):  # each formatted on its own
+        for i, s in zip(group, r_format([pv[i] for i in group], digits) if group else []):
+            out[i] = s
+    small = [i for i, p in enumerate(pv) if p < EPS]
+    if small:
+        d = max(1, digits - 2)
+        if large:
+            nc = max(len(out[i]) for i in large)
+            if d > 1 and d + 6 > nc:
+                d = max(1, nc - 7)
+            sep = "" if d == 1 and nc <= 6 else " "
+        else:
+            sep = "" if d == 1 else " "
+        for i in small:
+            out[i] = "<" + sep + r_format([EPS], d)[0]
+    return out
+
+
+def signif_stars(pv) -> list[str]:
+    """symnum's stars for p-values (intervals closed on the right), format()-padded."""
+    stars = [next((s for cut, s in STAR_CUTS if p <= cut), "") if math.isfinite(p) else ""
+             for p in map(float, pv)]
+    width = max((len(s) for s in stars), default=0)
+    return [s.ljust(width) for s in stars]
 
 
 # ---- R's abbreviate() and printing layouts --------------------------------------------------
@@ -194,19 +238,40 @@ def named_vector_lines(names, strings) -> list[str]:
     return lines
 
 
-def fill_lines(items) -> list[str]:
-    """R's cat(..., fill = TRUE): items and separating spaces, a new line before an item
+def fill_lines(items, sep: str = " ") -> list[str]:
+    """R's cat(..., sep = sep, fill = TRUE): items and separators, a new line before an item
     that would pass the width (the separator stays at the end of the broken line)."""
     lines, cur, width = [], "", 0
     for k, item in enumerate(items):
         if k > 0:
-            cur += " "
-            if width + len(item) + 1 > WIDTH:
+            cur += sep
+            if width + len(item) + len(sep) > WIDTH:
                 lines.append(cur)
                 cur, width = "", 0
         cur += item
-        width += len(item) + 1
+        width += len(item) + len(sep)
     return lines + [cur]
+
+
+def strwrap(text: str, width: int, exdent: int = 0) -> list[str]:
+    """R's strwrap() of one paragraph: greedy words, each line shorter than `width`
+    (runs of spaces become one space, which R keeps only after a sentence end)."""
+    lines: list[list[str]] = [[]]
+    length, limit = 0, width - 1
+    for word in text.split():
+        if lines[-1] and length + len(word) > limit:
+            lines.append([])
+            length, limit = 0, width - exdent - 1
+        lines[-1].append(word)
+        length += len(word) + 1
+    return [" " * (exdent if k else 0) + " ".join(ws) for k, ws in enumerate(lines)]
+
+
+def title_lines(title: str, model_class: str) -> list[str]:
+    """lme4's .prt.methTit: one line, or the title wrapped with the class after it."""
+    if len(title) + 5 + len(model_class) > WIDTH:
+        return fill_lines(strwrap(title, WIDTH - 2, exdent=2) + [" [", model_class, "]"], "")
+    return [f"{title} ['{model_class}']"]
 
 
 # ---- the intermediate tables ----------------------------------------------------------------
@@ -215,7 +280,9 @@ def fill_lines(items) -> list[str]:
 class SummaryTables:
     """Everything a report shows, as plain tables; renderers only format these."""
 
-    title: str
+    title: str  # lme4's methTitle, e.g. "Linear mixed model fit by REML"
+    model_class: str  # "lmerMod" or "glmerMod"
+    family: tuple[str, str] | None  # (family, link) of a GLMM, our names
     reml: bool
     call: tuple[tuple[str, str], ...]  # ("Formula:", ...), ("   Data:", ...), ...
     fit: pd.Series
@@ -229,14 +296,31 @@ class SummaryTables:
     notes: tuple[str, ...]
 
 
+def method_title(result) -> tuple[str, str]:
+    """lme4's methTitle and class: the criterion, for GLMMs the integral's approximation."""
+    if not isinstance(result, GlmerResult):
+        method = "REML" if result.reml else "maximum likelihood "  # lme4 prints 2 spaces
+        return f"Linear mixed model fit by {method}", "lmerMod"
+    approx = ("(Laplace Approximation)" if result.nagq == 1 else
+              f"(Adaptive Gauss-Hermite Quadrature, nAGQ = {result.nagq})")  # also nAGQ = 0
+    return f"Generalized linear mixed model fit by maximum likelihood {approx}", "glmerMod"
+
+
 def fit_statistics(result) -> pd.Series:
-    """Criterion and information criteria (lme4's AICtab, plus what result_dict needs)."""
-    return pd.Series({
+    """Criterion and information criteria (lme4's AICtab, plus what result_dict needs).
+
+    "deviance" is -2 logLik as in lme4's AICtab (GLMMs: the full Laplace / AGQ
+    log-likelihood); a GLMM's conditional deviance, lme4's deviance(m), is
+    "conditional_deviance"."""
+    stats = {
         "objective": float(result.objective), "loglik": float(result.loglik),
         "aic": float(result.aic), "bic": float(result.bic),
         "deviance": float(result.objective) if not result.reml else np.nan,
         "df_resid": int(result.df_resid), "npar": int(result.npar), "sigma": float(result.sigma),
-    }, dtype=object)
+    }
+    if isinstance(result, GlmerResult):
+        stats["conditional_deviance"] = float(result.deviance)
+    return pd.Series(stats, dtype=object)
 
 
 def residual_quantiles(result) -> pd.Series:
@@ -265,11 +349,21 @@ def random_effects_rows(result) -> pd.DataFrame:
 
 
 def fixed_effects_table(result) -> pd.DataFrame:
-    """Estimate, Std. Error and t value = Estimate / SE, one row per fixed effect."""
+    """Estimate, Std. Error and t value = Estimate / SE, one row per fixed effect.
+
+    GLMMs (lme4's summary.merMod): "z value", or "t value" when a scale is estimated
+    (Gamma, inverse Gaussian), and the normal p-value Pr(>|z|) = 2 pnorm(-|z|) in both cases.
+    """
     se = np.sqrt(np.diag(result.vcov.to_numpy()))
     est = result.fixef.to_numpy(dtype=float)
-    return pd.DataFrame({"Estimate": est, "Std. Error": se, "t value": est / se},
-                        index=list(result.fixef.index))
+    stat = est / se
+    glmm = isinstance(result, GlmerResult)
+    table = {"Estimate": est, "Std. Error": se,
+             "z value" if glmm and not result.n_scale else "t value": stat}
+    if glmm:
+        table["Pr(>|z|)"] = [math.erfc(abs(z) / math.sqrt(2.0)) if math.isfinite(z) else np.nan
+                             for z in stat]
+    return pd.DataFrame(table, index=list(result.fixef.index))
 
 
 def fixed_correlation(result) -> pd.DataFrame:
@@ -296,17 +390,21 @@ def fit_notes(result) -> tuple[str, ...]:
     return tuple(notes)
 
 
+def call_lines(result) -> tuple[tuple[str, str], ...]:
+    """lme4's .prt.call: formula, then the data, weights and offset names when known."""
+    named = (("   Data:", result.data_name), ("Weights:", result.weights_name),
+             (" Offset:", result.offset_name))
+    return (("Formula:", result.formula),) + tuple((k, str(v)) for k, v in named if v is not None)
+
+
 def summary_tables(result) -> SummaryTables:
     """The intermediate tables behind summary_text and result_dict."""
-    method = "REML" if result.reml else "maximum likelihood "
-    call = [("Formula:", result.formula)]
-    if result.data_name is not None:
-        call.append(("   Data:", str(result.data_name)))
-    if result.weights_name is not None:
-        call.append(("Weights:", str(result.weights_name)))
+    title, model_class = method_title(result)
+    glmm = isinstance(result, GlmerResult)
     return SummaryTables(
-        title=f"Linear mixed model fit by {method} ['lmerMod']", reml=bool(result.reml),
-        call=tuple(call),
+        title=title, model_class=model_class,
+        family=(result.family, result.link) if glmm else None, reml=bool(result.reml),
+        call=call_lines(result),
         fit=fit_statistics(result), residual_quantiles=residual_quantiles(result),
         random_effects=random_effects_rows(result), ngrps=dict(result.ngrps),
         nobs=int(result.nobs), n_dropped=int(result.n_dropped),
@@ -370,8 +468,10 @@ def _groups_lines(t: SummaryTables) -> list[str]:
     return lines
 
 
-def _coef_strings(fe: pd.DataFrame) -> list[list[str]]:
-    """printCoefmat: estimates and SEs rounded and formatted together; t values to 3 places."""
+def _coef_strings(fe: pd.DataFrame) -> tuple[list[str], list[list[str]], bool]:
+    """printCoefmat: estimates and SEs rounded and formatted together; t values to 3 places;
+    format.pval'd p-values and a star column when a p-value is below 0.1. Returns the column
+    names, the cells and whether the stars (and so their legend) are shown."""
     cs = fe[["Estimate", "Std. Error"]].to_numpy(dtype=float)
     acs = np.abs(cs[np.isfinite(cs) & (cs != 0)])
     digmin = 1 + (np.floor(np.log10(acs.min())) if acs.size else 0)
@@ -383,15 +483,28 @@ def _coef_strings(fe: pd.DataFrame) -> list[list[str]]:
         idx = [i for i, z in enumerate(zero_shown) if z]
         flat[idx] = r_format(cs.ravel()[idx], max(1, DIGITS - 1))
         cs_str = flat.reshape(cs.shape)
-    t_str = r_format(r_round(fe["t value"].to_numpy(dtype=float), max(1, min(5, DIGITS - 1))),
-                     DIGITS)
-    return [[a, b, c] for (a, b), c in zip(cs_str, t_str)]
+    dig_tst = max(1, min(5, DIGITS - 1))
+    t_str = r_format(r_round(fe.iloc[:, 2].to_numpy(dtype=float), dig_tst), DIGITS)
+    cells = [[a, b, c] for (a, b), c in zip(cs_str, t_str)]
+    columns, stars = list(fe.columns), False
+    if "Pr(>|z|)" in fe:
+        pv = fe["Pr(>|z|)"].to_numpy(dtype=float)
+        ok = np.isfinite(pv)
+        p_str = np.full(len(pv), "NaN", dtype=object)
+        p_str[ok] = format_pval(pv[ok], dig_tst)
+        stars = bool(np.any(pv[ok] < 0.1))
+        for row, ps, st in zip(cells, p_str, signif_stars(pv)):
+            row += [ps, st] if stars else [ps]
+        columns += [""] if stars else []
+    return columns, cells, stars
 
 
 def _fixed_effects_lines(t: SummaryTables) -> list[str]:
     fe = t.fixed_effects
     lines = ["", "Fixed effects:"]
-    lines += matrix_lines(list(fe.index), list(fe.columns), _coef_strings(fe), right=True)
+    columns, cells, stars = _coef_strings(fe)
+    lines += matrix_lines(list(fe.index), columns, cells, right=True)
+    lines += SIGNIF_LEGEND if stars else []
     p = len(fe)
     if p > COR_MAX:
         return lines + ["", f"Correlation matrix not shown by default, as p = {p} > {COR_MAX}."]
@@ -408,7 +521,10 @@ def _fixed_effects_lines(t: SummaryTables) -> list[str]:
 
 def render_text(t: SummaryTables) -> str:
     """The summary tables laid out as lme4's print(summary(m))."""
-    lines = [t.title]
+    lines = title_lines(t.title, t.model_class)
+    if t.family is not None:
+        family, link = t.family
+        lines += fill_lines([" Family:", R_FAMILY.get(family, family), f" ( {link} )"])
     for label, value in t.call:
         lines += fill_lines([label, value])
     lines.append("")
@@ -422,7 +538,7 @@ def render_text(t: SummaryTables) -> str:
 
 
 def summary_text(result) -> str:
-    """lme4's print(summary(m)) for a fitted LmerResult."""
+    """lme4's print(summary(m)) for a fitted LmerResult or GlmerResult."""
     return render_text(summary_tables(result))
 
 
@@ -460,6 +576,17 @@ def _optimizer_dict(opt) -> dict | None:
                    "messages": list(opt.messages)})
 
 
+def _glmm_fields(result, t: SummaryTables) -> dict:
+    """A GLMM's family, link, nAGQ, conditional deviance (lme4's deviance(m); "objective"
+    is -2 logLik), coef(summary(m)) with z or t values and p-values, and stage 1's run."""
+    family, link = t.family
+    fe = t.fixed_effects
+    return {"family": family, "link": link, "nagq": int(result.nagq),
+            "deviance": t.fit["conditional_deviance"],
+            "fixed_effects": [{"term": name, **row} for name, row in zip(fe.index, _records(fe))],
+            "stage1": _optimizer_dict(result.stage1)}
+
+
 def result_dict(result) -> dict:
     """All results as str, float, int, bool, None, list and dict (json.dumps-ready)."""
     t = summary_tables(result)
@@ -477,4 +604,6 @@ def result_dict(result) -> dict:
            "optimizer": _optimizer_dict(result.optimizer),
            "dropped_columns": list(result.dropped_columns),
            "fitted": result.fitted.to_numpy(), "residuals": result.residuals.to_numpy()}
+    if t.family is not None:
+        out.update(_glmm_fields(result, t))
     return _plain(out)

@@ -44,6 +44,7 @@ class LmerResult:
     dropped_columns: tuple[str, ...] = ()
     data_name: str | None = None
     weights_name: str | None = None
+    offset_name: str | None = None
     n_scale: int = 1  # scale parameters estimated: sigma for an LMM
     u: np.ndarray = field(default=None, repr=False)
     b: np.ndarray = field(default=None, repr=False)
@@ -172,7 +173,8 @@ def linear_predictor(frame: ModelFrame, beta: np.ndarray, b: np.ndarray, offsets
 
 
 def build_lmer_result(formula: str, frame: ModelFrame, obj: LmmObjective, opt: OptSummary,
-                      data_name: str | None = None, weights_name: str | None = None) -> LmerResult:
+                      data_name: str | None = None, weights_name: str | None = None,
+                      offset_name: str | None = None) -> LmerResult:
     """The immutable result at the optimum held by ``obj``."""
     cp = obj.cp
     offsets = cp.offsets
@@ -200,5 +202,5 @@ def build_lmer_result(formula: str, frame: ModelFrame, obj: LmmObjective, opt: O
         ngrps={t.group_name: t.nlev for t in terms},
         is_singular=is_singular(obj.theta, obj.theta_map.lower), optimizer=opt,
         dropped_columns=frame.dropped_columns, data_name=data_name, weights_name=weights_name,
-        u=u, b=b,
+        offset_name=offset_name, u=u, b=b,
     )

@@ -72,7 +72,8 @@ def glmm_vcov(obj: GlmmObjective, stage2: OptSummary | None, sigma: float) -> np
 
 def build_glmer_result(formula: str, frame: ModelFrame, obj: GlmmObjective,
                        stage1: OptSummary, stage2: OptSummary | None, *,
-                       weights_name: str | None = None, data_name: str | None = None) -> GlmerResult:
+                       weights_name: str | None = None, data_name: str | None = None,
+                       offset_name: str | None = None) -> GlmerResult:
     """The immutable result at the optimum held by ``obj``."""
     d, pls = obj.data, obj.pls
     fam = d.family
@@ -107,6 +108,6 @@ def build_glmer_result(formula: str, frame: ModelFrame, obj: GlmmObjective,
         ngrps={t.group_name: t.nlev for t in terms},
         is_singular=is_singular(theta, pls.theta_map.lower), optimizer=opt,
         dropped_columns=frame.dropped_columns, data_name=data_name, weights_name=weights_name,
-        n_scale=int(fam.has_dispersion), u=u, b=b, family=fam.name, link=fam.link.name,
+        offset_name=offset_name, n_scale=int(fam.has_dispersion), u=u, b=b, family=fam.name, link=fam.link.name,
         nagq=obj.nagq, deviance=cond_dev, stage1=stage1,
     )
