@@ -17,7 +17,9 @@ from functools import lru_cache
 import numpy as np
 from numpy.polynomial.hermite_e import hermegauss
 
+from ._core import _glm
 from .errors import ModelSpecError
+from .pirls import kernel_codes
 
 
 @lru_cache(maxsize=64)
@@ -46,8 +48,9 @@ def group_deviance(obj, u: np.ndarray) -> np.ndarray:
     term = d.plan.terms[0]
     theta = obj.pls.theta[0]
     eta = d.offset + d.X @ obj.state.beta + theta * term.X[:, 0] * u[term.codes]
-    dev = d.family.dev_resids(d.y, d.family.link.linkinv(eta), d.prior_w)
-    return np.bincount(term.codes, weights=dev, minlength=term.nlev) + u**2
+    out = np.zeros(term.nlev)
+    _glm.deviance_by_group(*kernel_codes(d.family), d.y, d.prior_w, eta, term.codes, out)
+    return out + u**2
 
 
 def agq_deviance(obj, n_nodes: int | None = None) -> float:

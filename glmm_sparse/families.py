@@ -139,9 +139,9 @@ LINKS: dict[str, Link] = _make_links()
 
 
 def _ylogy(y, mu):
-    """y * log(y / mu) with 0 where y == 0 (R's ``y_log_y`` in family.c); one ufunc pass."""
+    """y * log(y / mu) with 0 where y == 0 (R's ``y_log_y`` in family.c), also when mu == 0."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        return xlogy(y, y / mu)
+        return np.where(y != 0, y * np.log(y / mu), 0.0)
 
 
 def _dbinom_log(k, n, p):

@@ -12,7 +12,7 @@ import numpy as np
 
 from .objective import LmmObjective
 from .optimize import OptSummary, minimize_theta
-from .pirls import GlmmData, PirlsState, factor_at_mode, pirls
+from .pirls import GlmmData, PirlsState, deviance, factor_at_mode, pirls
 
 
 class GlmmObjective:
@@ -56,8 +56,7 @@ class GlmmObjective:
 
     def conditional_deviance(self) -> float:
         """sum of deviance residuals at the mode (lme4's deviance() of a GLMM)."""
-        d = self.data
-        return float(d.family.dev_resids(d.y, self.mu(), d.prior_w).sum())
+        return deviance(self.data, self.state.eta)
 
     def minus2_loglik_conditional(self) -> float:
         """-2 sum log p(y | mu) at the mode (R's family aic; with the dispersion dev / sum(w))."""

@@ -489,3 +489,9 @@ def test_check_response_accepts_valid_data(fam, y, wt):
 def test_check_response_rejects_mismatched_weights():
     with pytest.raises(DataError, match="shape"):
         get_family("poisson").check_response([1.0, 2.0, 3.0], [1.0, 2.0])
+
+
+def test_binomial_deviance_at_y_equal_mu_equal_one_is_zero():
+    """R: binomial("log")$dev.resids(1, 1, 1) == 0 (0 log 0 = 0 on the failure side too)."""
+    fam = get_family("binomial", "log")
+    assert fam.dev_resids(np.array([1.0, 0.0]), np.array([1.0, 0.0]), np.ones(2)).tolist() == [0.0, 0.0]

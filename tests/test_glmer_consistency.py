@@ -138,14 +138,15 @@ def test_pirls_failure_names_theta_iteration_and_cause(binary, monkeypatch):
     """A deviance that never decreases: the error says where and why."""
     import glmm_sparse.pirls as pirls_module
 
-    real = pirls_module.penalized_deviance
+    real = pirls_module.penalized_working
     calls = {"n": 0}
 
     def rising(data, eta, u):
         calls["n"] += 1
-        return real(data, eta, u) + (0.0 if calls["n"] <= 2 else 1e6)
+        wk, pdev = real(data, eta, u)
+        return wk, pdev + (0.0 if calls["n"] <= 2 else 1e6)
 
-    monkeypatch.setattr(pirls_module, "penalized_deviance", rising)
+    monkeypatch.setattr(pirls_module, "penalized_working", rising)
     with pytest.raises(gs.NumericalError, match=r"PIRLS iteration \d+: the penalized deviance did "
                        r"not decrease .* step halvings \(at theta = \[") as err:
         gs.glmer("y ~ x + (1 | g)", binary, family="binomial")

@@ -102,3 +102,22 @@ cdef _check_codes(const cnp.int64_t[::1] codes, Py_ssize_t nlev):
     if codes.shape[0]:
         arr = np.asarray(codes)
         _require(arr.min() >= 0 and arr.max() < nlev, f"codes must lie in [0, {nlev})")
+
+
+def add_term_times(const cnp.int64_t[::1] codes, const double[:, ::1] Xt,
+                   const double[:, ::1] b, double[::1] out):
+    """out[i] += sum_r Xt[i, r] b[codes[i], r]  (Z_t b for one term, Z implicit)."""
+    cdef Py_ssize_t n = codes.shape[0], k = Xt.shape[1], i, r
+    cdef double s
+    cdef cnp.int64_t g
+    _require(Xt.shape[0] == n and out.shape[0] == n and b.shape[1] == k,
+             "codes, Xt and out must have n rows and b k columns")
+    _check_codes(codes, b.shape[0])
+    with nogil:
+        for i in range(n):
+            g = codes[i]
+            s = 0.0
+            for r in range(k):
+                s += Xt[i, r] * b[g, r]
+            out[i] += s
+    return None
