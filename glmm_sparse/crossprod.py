@@ -14,6 +14,7 @@ import pandas as pd
 
 from ._core import _crossprod
 from .frame import ModelFrame
+from .parallel import run_all
 from .terms import ReTerm
 
 
@@ -95,27 +96,32 @@ class CrossprodPlan:
         return cls(tuple(terms), tuple(pairs), tuple(rows), tuple(levels))
 
     def accumulate(self, w: np.ndarray, B: np.ndarray, *, sum_log_w: float = 0.0) -> CrossProducts:
-        """Z'WZ (blocks), Z'WB and B'WB for weights w and right-hand sides B (n, m)."""
+        """Z'WZ (blocks), Z'WB and B'WB for weights w and right-hand sides B (n, m).
+
+        Each kernel writes its own output, so they run side by side on large inputs and the
+        result does not depend on the thread count.
+        """
         w = np.ascontiguousarray(w, dtype=np.float64)
         B = np.ascontiguousarray(B, dtype=np.float64)
-        diag, cross = [], []
-        for t in self.terms:
-            D = np.zeros((t.nlev, t.k, t.k))
-            _crossprod.add_term_diag(t.codes, t.X, w, D)
-            C = np.zeros((t.q, B.shape[1]))
-            _crossprod.add_term_cross(t.codes, t.X, B, w, C)
-            diag.append(D)
-            cross.append(C)
-        pairs = []
-        for (i, j), block, (lev_t, lev_s) in zip(self.pair_terms, self.pair_rows, self.pair_levels):
-            t, s = self.terms[i], self.terms[j]
-            A = np.zeros((lev_t.shape[0], t.k, s.k))
-            _crossprod.add_pair_blocks(block, t.X, s.X, w, A)
-            pairs.append(PairBlocks(i, j, lev_t, lev_s, A))
+        terms = self.terms
+        diag = [np.zeros((t.nlev, t.k, t.k)) for t in terms]
+        cross = [np.zeros((t.q, B.shape[1])) for t in terms]
+        pair_out = [np.zeros((lev_t.shape[0], terms[i].k, terms[j].k))
+                    for (i, j), (lev_t, _) in zip(self.pair_terms, self.pair_levels)]
         gram = np.zeros((B.shape[1], B.shape[1]))
-        _crossprod.add_weighted_gram(B, w, gram)
+        tasks = [lambda t=t, D=D: _crossprod.add_term_diag(t.codes, t.X, w, D)
+                 for t, D in zip(terms, diag)]
+        tasks += [lambda t=t, C=C: _crossprod.add_term_cross(t.codes, t.X, B, w, C)
+                  for t, C in zip(terms, cross)]
+        tasks += [lambda ij=ij, rows=rows, A=A: _crossprod.add_pair_blocks(
+                      rows, terms[ij[0]].X, terms[ij[1]].X, w, A)
+                  for ij, rows, A in zip(self.pair_terms, self.pair_rows, pair_out)]
+        tasks.append(lambda: _crossprod.add_weighted_gram(B, w, gram))
+        run_all(tasks, w.shape[0])
+        pairs = [PairBlocks(i, j, lev_t, lev_s, A) for (i, j), (lev_t, lev_s), A
+                 in zip(self.pair_terms, self.pair_levels, pair_out)]
         return CrossProducts(
-            k=tuple(t.k for t in self.terms), nlev=tuple(t.nlev for t in self.terms),
+            k=tuple(t.k for t in terms), nlev=tuple(t.nlev for t in terms),
             diag=tuple(diag), pairs=tuple(pairs),
             ZtWXy=np.vstack(cross) if cross else np.zeros((0, B.shape[1])), XtWXy=gram,
             n=int(np.count_nonzero(w > 0)), sum_log_w=sum_log_w)

@@ -109,7 +109,11 @@ def fit_glmm(obj: GlmmObjective, *, theta0=None, check: bool = True,
     p = obj.data.X.shape[1]
     params0 = np.concatenate([stage1.theta, obj.state.beta])
     bounds = np.concatenate([lower, np.full(p, -np.inf)])
-    opts2 = dict(STAGE2 if check else {}, **(optimizer_options or {}))
+    # stage 1 ends near the optimum: lme4's first steps, 0.02 for theta and 0.2 standard
+    # errors (from R_X at the stage-1 mode) for beta
+    se = np.sqrt(np.diag(obj.pls.vcov_unscaled()))
+    steps = np.concatenate([np.full(lower.shape[0], 0.02), 0.2 * np.minimum(se, 10.0)])
+    opts2 = dict(STAGE2 if check else {}, initial_step=steps, **(optimizer_options or {}))
     stage2 = minimize_theta(obj.stage2, params0, bounds, check=check, **opts2)
     obj.update_stage2(stage2.theta)
     return stage1, stage2

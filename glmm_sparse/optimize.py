@@ -65,7 +65,8 @@ class _Counted:
 
 
 def bobyqa(fun, theta0: np.ndarray, lower: np.ndarray, *, ftol_abs=1e-12, xtol_abs=1e-10,
-           ftol_rel=0.0, maxeval=100_000) -> tuple[np.ndarray, float, int, str]:
+           ftol_rel=0.0, xtol_rel=0.0, maxeval=100_000,
+           initial_step=None) -> tuple[np.ndarray, float, int, str]:
     """Minimize fun over theta >= lower from theta0; (theta, f, evaluations, NLopt result)."""
     opt = nlopt.opt(nlopt.LN_BOBYQA, theta0.shape[0])
     counted = _Counted(fun)
@@ -74,8 +75,11 @@ def bobyqa(fun, theta0: np.ndarray, lower: np.ndarray, *, ftol_abs=1e-12, xtol_a
     opt.set_ftol_abs(ftol_abs)
     opt.set_ftol_rel(ftol_rel)
     opt.set_xtol_abs(xtol_abs)
+    opt.set_xtol_rel(xtol_rel)
     opt.set_maxeval(maxeval)
-    opt.set_initial_step(np.where(np.abs(theta0) > 0, 0.25 * np.abs(theta0), 0.25))
+    if initial_step is None:
+        initial_step = np.where(np.abs(theta0) > 0, 0.25 * np.abs(theta0), 0.25)
+    opt.set_initial_step(np.asarray(initial_step, dtype=np.float64))
     start = np.maximum(theta0, lower)
     try:
         opt.optimize(start)

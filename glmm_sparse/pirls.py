@@ -18,6 +18,7 @@ from .crossprod import CrossprodPlan
 from .errors import NumericalError
 from .families import Family
 from .objective import LmmObjective
+from .parallel import row_chunks, run_all
 
 MAX_ITER = 200
 MAX_HALVINGS = 30
@@ -88,10 +89,19 @@ class Working:
 
 
 def working_at(data: GlmmData, eta: np.ndarray) -> Working:
-    """mu, weights, working residuals and the deviance at eta (tested against families.py)."""
+    """mu, weights, working residuals and the deviance at eta (tested against families.py).
+
+    Row chunks run in parallel; their deviances are added in chunk order.
+    """
     mu, w, resid = np.empty(data.n), np.empty(data.n), np.empty(data.n)
-    dev = _glm.working(*kernel_codes(data.family), data.y, data.prior_w, eta, mu, w, resid)
-    return Working(eta, mu, w, resid, float(dev))
+    codes = kernel_codes(data.family)
+
+    def chunk(sl):
+        return lambda: _glm.working(*codes, data.y[sl], data.prior_w[sl], eta[sl], mu[sl],
+                                    w[sl], resid[sl])
+
+    parts = run_all([chunk(sl) for sl in row_chunks(data.n)], data.n)
+    return Working(eta, mu, w, resid, float(sum(parts)))
 
 
 def usable_weights(wk: Working, theta) -> np.ndarray:
@@ -102,8 +112,11 @@ def usable_weights(wk: Working, theta) -> np.ndarray:
 
 
 def deviance(data: GlmmData, eta: np.ndarray) -> float:
-    """sum of deviance residuals at mu = linkinv(eta), one compiled pass."""
-    return float(_glm.deviance(*kernel_codes(data.family), data.y, data.prior_w, eta))
+    """sum of deviance residuals at mu = linkinv(eta): the chunked sum of working_at."""
+    codes = kernel_codes(data.family)
+    parts = run_all([lambda sl=sl: _glm.deviance(*codes, data.y[sl], data.prior_w[sl], eta[sl])
+                     for sl in row_chunks(data.n)], data.n)
+    return float(sum(parts))
 
 
 def penalized_working(data: GlmmData, eta: np.ndarray, u: np.ndarray) -> tuple[Working, float]:

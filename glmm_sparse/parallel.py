@@ -1,0 +1,46 @@
+"""Both cores for the passes over the rows, with results independent of the thread count.
+
+The compiled kernels release the GIL, so plain threads run them in parallel. Determinism:
+work is split into fixed row chunks (never by the number of threads) and partial sums are
+added in chunk order; kernels that write separate outputs simply run side by side.
+Set GLMM_SPARSE_THREADS=1 to stay on one thread.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+CHUNK = 1 << 16  # rows per chunk: fixed, so sums do not depend on the thread count
+PARALLEL_MIN_ROWS = 50_000  # below this, thread hand-offs cost more than they save
+
+_pool: ThreadPoolExecutor | None = None
+
+
+def n_threads() -> int:
+    """Threads to use: GLMM_SPARSE_THREADS, else the machine's cores (at most 8)."""
+    value = os.environ.get("GLMM_SPARSE_THREADS")
+    if value:
+        try:
+            return max(1, int(value))
+        except ValueError:
+            raise ValueError(f"GLMM_SPARSE_THREADS must be a whole number, not {value!r}") from None
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None or _pool._max_workers != n_threads():
+        _pool = ThreadPoolExecutor(max_workers=n_threads(), thread_name_prefix="glmm_sparse")
+    return _pool
+
+
+def run_all(tasks, rows: int) -> list:
+    """Results of the zero-argument callables, in order; in parallel for large inputs."""
+    if n_threads() == 1 or len(tasks) < 2 or rows < PARALLEL_MIN_ROWS:
+        return [task() for task in tasks]
+    return list(_executor().map(lambda task: task(), tasks))
+
+
+def row_chunks(n: int) -> list[slice]:
+    """Fixed chunks of rows: the same for any thread count."""
+    return [slice(start, min(start + CHUNK, n)) for start in range(0, n, CHUNK)] or [slice(0, 0)]

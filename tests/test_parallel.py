@@ -1,0 +1,51 @@
+"""Results do not depend on the number of threads (fixed row chunks, ordered sums)."""
+import numpy as np
+import pandas as pd
+import pytest
+
+import glmm_sparse as gs
+import glmm_sparse.parallel as parallel
+
+
+@pytest.fixture()
+def small_chunks(monkeypatch):
+    """Chunks of 997 rows and no size threshold, so that small data use several threads."""
+    monkeypatch.setattr(parallel, "CHUNK", 997)
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_ROWS", 0)
+
+
+def data(n=6000, seed=2):
+    rng = np.random.default_rng(seed)
+    g, h = rng.integers(0, 60, n), rng.integers(0, 15, n)
+    x = rng.normal(size=n)
+    eta = 0.2 + 0.6 * x + rng.normal(0, 0.7, 60)[g] + rng.normal(0, 0.4, 15)[h]
+    return pd.DataFrame({"y": (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(float),
+                         "r": eta + rng.normal(size=n), "x": x, "g": g, "h": h})
+
+
+def fits(d, threads, monkeypatch):
+    monkeypatch.setenv("GLMM_SPARSE_THREADS", str(threads))
+    return (gs.glmer("y ~ x + (1 | g) + (1 | h)", d, family="binomial"),
+            gs.lmer("r ~ x + (x | g) + (1 | h)", d))
+
+
+def test_one_and_two_threads_give_identical_fits(small_chunks, monkeypatch):
+    d = data()
+    one, two = fits(d, 1, monkeypatch), fits(d, 2, monkeypatch)
+    for a, b in zip(one, two):
+        assert a.loglik == b.loglik
+        assert np.array_equal(a.theta, b.theta)
+        assert np.array_equal(a.fixef.to_numpy(), b.fixef.to_numpy())
+        assert np.array_equal(a.ranef["condsd"].to_numpy(), b.ranef["condsd"].to_numpy())
+
+
+def test_bad_thread_setting_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("GLMM_SPARSE_THREADS", "two")
+    with pytest.raises(ValueError, match="GLMM_SPARSE_THREADS must be a whole number, not 'two'"):
+        parallel.n_threads()
+
+
+def test_row_chunks_cover_every_row_once():
+    for n in (0, 1, parallel.CHUNK - 1, parallel.CHUNK, 3 * parallel.CHUNK + 5):
+        covered = np.concatenate([np.arange(n)[sl] for sl in parallel.row_chunks(n)])
+        assert np.array_equal(covered, np.arange(n))
