@@ -13,19 +13,26 @@ import warnings
 
 from . import __version__
 from .errors import GlmmSparseError, NumericalError
-from .models import lmer
+from .models import glmer, lmer
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m glmm_sparse",
-        description="Fit linear mixed-effects models with lme4's formula language.")
+        description="Fit linear and generalized linear mixed-effects models with lme4's "
+                    "formula language.")
     parser.add_argument("--version", action="version", version=f"glmm_sparse {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     fit = sub.add_parser("fit", help="fit a model to a CSV or Parquet file and print its summary")
     fit.add_argument("formula", help='an lme4 formula, e.g. "Reaction ~ Days + (Days | Subject)"')
     fit.add_argument("data", help="a .csv, .tsv or .parquet file")
     fit.add_argument("--ml", action="store_true", help="maximum likelihood instead of REML")
+    fit.add_argument("--family", default="gaussian",
+                     help="gaussian (a linear mixed model, the default), binomial, poisson, "
+                          "gamma or inverse_gaussian (a GLMM by Laplace / AGQ)")
+    fit.add_argument("--link", help="link function of a GLMM (default: the canonical link)")
+    fit.add_argument("--nagq", type=int, default=1,
+                     help="GLMM: 0, 1 (Laplace, the default) or adaptive Gauss-Hermite nodes")
     fit.add_argument("--weights", help="column holding prior weights")
     fit.add_argument("--json", metavar="OUT", help="also write all results as JSON to OUT")
     syn = sub.add_parser("synthetic", help="fit a seeded synthetic crossed model and time it")
@@ -40,7 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_fit(args) -> int:
     t0 = time.perf_counter()
-    result = lmer(args.formula, args.data, reml=not args.ml, weights=args.weights)
+    if args.family == "gaussian" and args.link in (None, "identity"):
+        result = lmer(args.formula, args.data, reml=not args.ml, weights=args.weights)
+    else:
+        result = glmer(args.formula, args.data, family=args.family, link=args.link,
+                       nagq=args.nagq, weights=args.weights)
     print(result.summary())
     print(f"\nwall time: {time.perf_counter() - t0:.3f} s (read + fit)")
     if args.json:

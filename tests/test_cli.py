@@ -52,3 +52,25 @@ def test_synthetic_prints_fit_and_truth(capsys):
     out = capsys.readouterr().out
     assert "Number of obs: 5000, groups:  g1, 50; g2, 10" in out
     assert "truth: beta = (1, 0.5, -0.5)" in out
+
+
+def test_glmm_fit_from_the_command_line(tmp_path, capsys):
+    cbpp = Path(__file__).parent / "reference" / "data" / "cbpp.csv"
+    out = tmp_path / "glmm.json"
+    code = main(["fit", "cbind(incidence, size - incidence) ~ period + (1 | herd)", str(cbpp),
+                 "--family", "binomial", "--nagq", "25", "--json", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "(Adaptive\n  Gauss-Hermite Quadrature, nAGQ = 25) [glmerMod]" in text
+    assert " Family: binomial  ( logit )" in text
+    result = json.loads(out.read_text())
+    assert result["family"] == "binomial" and result["nagq"] == 25
+    assert result["loglik"] == pytest.approx(-91.9833690390309, rel=1e-8)  # lme4, full scale
+
+
+def test_impossible_link_exits_with_2(capsys):
+    cbpp = Path(__file__).parent / "reference" / "data" / "cbpp.csv"
+    code = main(["fit", "incidence ~ period + (1 | herd)", str(cbpp), "--family", "poisson",
+                 "--link", "logit"])
+    assert code == 2
+    assert "logit" in capsys.readouterr().err
