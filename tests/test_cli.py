@@ -57,7 +57,7 @@ def test_synthetic_prints_fit_and_truth(capsys):
 def test_glmm_fit_from_the_command_line(tmp_path, capsys):
     cbpp = Path(__file__).parent / "reference" / "data" / "cbpp.csv"
     out = tmp_path / "glmm.json"
-    code = main(["fit", "cbind(incidence, size - incidence) ~ period + (1 | herd)", str(cbpp),
+    code = main(["fit", "cbind(incidence, size - incidence) ~ C(period) + (1 | herd)", str(cbpp),
                  "--family", "binomial", "--nagq", "25", "--json", str(out)])
     assert code == 0
     text = capsys.readouterr().out
