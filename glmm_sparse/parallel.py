@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 
 CHUNK = 1 << 16  # rows per chunk: fixed, so sums do not depend on the thread count
 PARALLEL_MIN_ROWS = 50_000  # below this, thread hand-offs cost more than they save
@@ -24,6 +25,11 @@ def n_threads() -> int:
             return max(1, int(value))
         except ValueError:
             raise ValueError(f"GLMM_SPARSE_THREADS must be a whole number, not {value!r}") from None
+    return _cores()
+
+
+@lru_cache(maxsize=1)
+def _cores() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
