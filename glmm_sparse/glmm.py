@@ -8,8 +8,11 @@ part, so Laplace and AGQ values are on the same scale.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
+from .crossprod import CrossprodPlan
 from .objective import LmmObjective
 from .optimize import OptSummary, minimize_theta
 from .pirls import GlmmData, PirlsState, deviance, factor_at_mode, pirls
@@ -93,6 +96,26 @@ class GlmmObjective:
 # 40-60% fewer evaluations than tight tolerances in both stages.
 STAGE1_START_ONLY = {"ftol_abs": 1e-6, "xtol_abs": 1e-4}
 STAGE2 = {"ftol_abs": 1e-8, "xtol_abs": 1e-6}
+# When stage 1 only starts stage 2, it runs on every k-th row of large data: stage 2 then
+# converges to the same optimum on all rows (1.4M-row binomial: stage 1 took 19 of 48 s).
+STAGE1_MAX_ROWS = 200_000
+
+
+def subsample(data: GlmmData, rows: np.ndarray) -> GlmmData:
+    """The same model on a subset of the rows (same levels, so the same theta and beta)."""
+    terms = tuple(replace(t, codes=np.ascontiguousarray(t.codes[rows]),
+                          X=np.ascontiguousarray(t.X[rows])) for t in data.plan.terms)
+    return GlmmData(data.y[rows], np.ascontiguousarray(data.X[rows]), data.offset[rows],
+                    data.prior_w[rows], data.family, CrossprodPlan.from_terms(terms))
+
+
+def stage1_objective(obj: "GlmmObjective") -> tuple["GlmmObjective", float]:
+    """The objective stage 1 runs on, and sqrt(n / rows used) to rescale its standard errors."""
+    n = obj.data.n
+    if obj.nagq == 0 or n <= 2 * STAGE1_MAX_ROWS:
+        return obj, 1.0
+    rows = np.arange(0, n, -(-n // STAGE1_MAX_ROWS))
+    return GlmmObjective(subsample(obj.data, rows), nagq=0), float(np.sqrt(n / rows.shape[0]))
 
 
 def fit_glmm(obj: GlmmObjective, *, theta0=None, check: bool = True,
@@ -102,16 +125,17 @@ def fit_glmm(obj: GlmmObjective, *, theta0=None, check: bool = True,
     start = obj.pls.theta_map.start if theta0 is None else np.asarray(theta0, dtype=np.float64)
     final1 = obj.nagq == 0
     opts1 = dict({} if final1 else STAGE1_START_ONLY, **(optimizer_options or {}))
-    stage1 = minimize_theta(obj.stage1, start, lower, check=check and final1, **opts1)
-    obj.update_stage1(stage1.theta)
+    s1, se_scale = stage1_objective(obj)
+    stage1 = minimize_theta(s1.stage1, start, lower, check=check and final1, **opts1)
+    s1.update_stage1(stage1.theta)
     if final1:
         return stage1, None
     p = obj.data.X.shape[1]
-    params0 = np.concatenate([stage1.theta, obj.state.beta])
+    params0 = np.concatenate([stage1.theta, s1.state.beta])
     bounds = np.concatenate([lower, np.full(p, -np.inf)])
     # stage 1 ends near the optimum: lme4's first steps, 0.02 for theta and 0.2 standard
-    # errors (from R_X at the stage-1 mode) for beta
-    se = np.sqrt(np.diag(obj.pls.vcov_unscaled()))
+    # errors (from R_X at the stage-1 mode, rescaled to all rows) for beta
+    se = np.sqrt(np.diag(s1.pls.vcov_unscaled())) / se_scale
     steps = np.concatenate([np.full(lower.shape[0], 0.02), 0.2 * np.minimum(se, 10.0)])
     opts2 = dict(STAGE2 if check else {}, initial_step=steps, **(optimizer_options or {}))
     stage2 = minimize_theta(obj.stage2, params0, bounds, check=check, **opts2)

@@ -25,9 +25,12 @@ MAX_HALVINGS = 30
 TOL = 1e-10  # relative change of the penalized deviance at convergence
 STEP_TOL = 1e-10  # and of (u, beta): derivatives of the deviance by finite differences need
 # the mode to ~1e-10, while a 1e-10 change in the deviance still allows errors of ~1e-5
-# (Stopping canonical-link PIRLS after a step below 1e-5, trusting quadratic convergence,
-# saved ~25% of iterations but moved standard errors by 2e-5 relative: the Hessian's
-# finite differences amplify the mode's error by 1/h^2. Not taken.)
+# Canonical links make PIRLS Newton's method: after a step below 1e-7 (relative) the
+# error is ~1e-14, so the confirming iteration is skipped: 21% fewer iterations. Measured
+# against STEP_TOL on the references: log-likelihood equal to 5e-13, fixed effects to
+# 1e-10, standard errors to 1.2e-6 relative (the Hessian's finite differences amplify the
+# mode's error by 1/h^2; a threshold of 1e-5 moved them by 2e-5 and was not taken).
+NEWTON_STEP_TOL = 1e-7
 
 
 @dataclass(frozen=True, eq=False)
@@ -149,6 +152,7 @@ def pirls(pls: LmmObjective, data: GlmmData, state: PirlsState, theta, *, joint:
         data, fixed, pls.T, u, offsets, data.X @ beta if joint else None)
     cur, pdev = penalized_working(data, eta, u)
     p = data.X.shape[1] if joint else 0
+    newton = data.family.link.name == data.family.canonical
     rhs = np.empty((data.n, p + 1))  # [X z]: X written once, z every iteration
     rhs[:, :p] = data.X[:, :p]
     for it in range(1, MAX_ITER + 1):
@@ -169,7 +173,8 @@ def pirls(pls: LmmObjective, data: GlmmData, state: PirlsState, theta, *, joint:
                                                 it == 1 and state.from_start, theta, it)
         step = max(np.max(np.abs(u_new - u), initial=0.0), np.max(np.abs(beta_new - beta), initial=0.0))
         scale = 1.0 + max(np.max(np.abs(u_new), initial=0.0), np.max(np.abs(beta_new), initial=0.0))
-        converged = abs(pdev - pdev_new) < TOL * (0.1 + abs(pdev_new)) and step < STEP_TOL * scale
+        step_tol = NEWTON_STEP_TOL if newton else STEP_TOL
+        converged = abs(pdev - pdev_new) < TOL * (0.1 + abs(pdev_new)) and step < step_tol * scale
         u, beta, cur, pdev = u_new, beta_new, nxt, pdev_new
         if converged:
             return PirlsState(u, beta, cur.eta, it, working=cur)

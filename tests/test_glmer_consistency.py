@@ -151,3 +151,21 @@ def test_pirls_failure_names_theta_iteration_and_cause(binary, monkeypatch):
                        r"not decrease .* step halvings \(at theta = \[") as err:
         gs.glmer("y ~ x + (1 | g)", binary, family="binomial")
     assert err.value.theta is not None
+
+
+@pytest.mark.parametrize("case, base", [("cbpp_binomial_laplace", "shared"),
+                                        ("poisson_nested_offset", "glmm")])
+def test_newton_early_stop_costs_no_accuracy_that_matters(case, base, monkeypatch):
+    """Canonical-link PIRLS skips its confirming iteration; against the strict rule the fit
+    moves by less than 1e-9 in log-likelihood and 1e-5 relative in standard errors."""
+    import glmm_sparse.pirls as pirls_module
+    from refdata import glmer_args, load_case
+
+    ref = load_case(case, base)
+    data = load_data(ref["data"], base)
+    fast = gs.glmer(ref["formula"], data, **glmer_args(ref))
+    monkeypatch.setattr(pirls_module, "NEWTON_STEP_TOL", pirls_module.STEP_TOL)
+    strict = gs.glmer(ref["formula"], data, **glmer_args(ref))
+    assert fast.loglik == pytest.approx(strict.loglik, rel=1e-9)
+    assert np.allclose(fast.fixef.to_numpy(), strict.fixef.to_numpy(), rtol=0, atol=1e-8)
+    assert np.allclose(np.sqrt(np.diag(fast.vcov)), np.sqrt(np.diag(strict.vcov)), rtol=1e-5)
