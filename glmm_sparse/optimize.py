@@ -115,28 +115,34 @@ def fd_gradient(fun, x: np.ndarray, lower: np.ndarray, h: float = 1e-4):
 
 
 def fd_derivatives(fun, x: np.ndarray, lower: np.ndarray, h: float = 1e-4):
-    """Central-difference gradient and Hessian; one-sided for parameters at their bound."""
+    """Central-difference gradient and Hessian; one-sided for parameters at their bound.
+
+    Mixed partials reuse the axis points: H_ij = (f(+i+j) + f(-i-j) - f(+i) - f(-i) - f(+j)
+    - f(-j) + 2 f0) / (2 h^2), O(h^2) like the 4-point rule but with 2 new evaluations per
+    pair instead of 4 (P^2 + P + 1 evaluations in all instead of 2 P^2 + 1).
+    """
     p = x.shape[0]
     at_bound = x - h < lower
     f0 = fun(x)
     g = np.zeros(p)
     H = np.zeros((p, p))
+    plus, minus = np.zeros(p), np.zeros(p)
     for i in range(p):
-        a, b = _axis_values(fun, x, i, h, at_bound[i])
-        if at_bound[i]:
-            g[i] = (-3 * f0 + 4 * a - b) / (2 * h)
-            H[i, i] = (f0 - 2 * a + b) / h**2
+        plus[i], minus[i] = _axis_values(fun, x, i, h, at_bound[i])
+        if at_bound[i]:  # minus[i] holds f(x + 2h e_i) here
+            g[i] = (-3 * f0 + 4 * plus[i] - minus[i]) / (2 * h)
+            H[i, i] = (f0 - 2 * plus[i] + minus[i]) / h**2
         else:
-            g[i] = (a - b) / (2 * h)
-            H[i, i] = (a - 2 * f0 + b) / h**2
+            g[i] = (plus[i] - minus[i]) / (2 * h)
+            H[i, i] = (plus[i] - 2 * f0 + minus[i]) / h**2
     for i in range(p):
         for j in range(i + 1, p):
             if at_bound[i] or at_bound[j]:
                 continue
             ei, ej = np.zeros(p), np.zeros(p)
             ei[i], ej[j] = h, h
-            H[i, j] = H[j, i] = (fun(x + ei + ej) - fun(x + ei - ej) - fun(x - ei + ej)
-                                 + fun(x - ei - ej)) / (4 * h * h)
+            H[i, j] = H[j, i] = (fun(x + ei + ej) + fun(x - ei - ej) - plus[i] - minus[i]
+                                 - plus[j] - minus[j] + 2 * f0) / (2 * h * h)
     return g, H, at_bound
 
 
