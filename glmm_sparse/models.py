@@ -25,6 +25,15 @@ from .optimize import minimize_theta
 from .results import LmerResult, build_lmer_result
 
 
+def warn_if_singular(result) -> None:
+    """lme4's boundary message, saying what it means (issued from the user's call site)."""
+    if result.is_singular:
+        warnings.warn("boundary (singular) fit: a random-effect variance is estimated as 0 "
+                      "or a correlation as +-1; the model is more complex than the data "
+                      f"support (see {type(result).__name__}.varcorr)", SingularFitWarning,
+                      stacklevel=3)
+
+
 def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
          na_action: str = "omit", start=None, check_convergence: bool = True,
          optimizer_options: dict | None = None, factor_mode: str = "measure") -> LmerResult:
@@ -82,10 +91,7 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
                                data_name=data if isinstance(data, str) else None,
                                weights_name=weights if isinstance(weights, str) else None,
                                offset_name=offset if isinstance(offset, str) else None)
-    if result.is_singular:
-        warnings.warn("boundary (singular) fit: a random-effect variance is estimated as 0 "
-                      "or a correlation as +-1; the model is more complex than the data "
-                      "support (see LmerResult.varcorr)", SingularFitWarning, stacklevel=2)
+    warn_if_singular(result)
     return result
 
 
@@ -151,8 +157,5 @@ def glmer(formula: str, data, *, family="binomial", link: str | None = None, nag
                                 weights_name=weights if isinstance(weights, str) else None,
                                 data_name=data if isinstance(data, str) else None,
                                 offset_name=offset if isinstance(offset, str) else None)
-    if result.is_singular:
-        warnings.warn("boundary (singular) fit: a random-effect variance is estimated as 0 "
-                      "or a correlation as +-1; the model is more complex than the data "
-                      "support (see GlmerResult.varcorr)", SingularFitWarning, stacklevel=2)
+    warn_if_singular(result)
     return result

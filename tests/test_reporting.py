@@ -7,7 +7,6 @@ the 8th-9th digit of the criterion); every token must sit in the same columns.
 """
 import dataclasses
 import json
-import math
 import re
 import warnings
 from decimal import Decimal, InvalidOperation
@@ -19,6 +18,7 @@ import pytest
 
 import glmm_sparse
 from glmm_sparse import GlmmSparseWarning, LmerResult
+from jsonplain import LMM_RESULT_KEYS, plain_only
 from glmm_sparse.reporting import (SINGULAR_NOTE, abbreviate, fill_lines, matrix_lines,
                                    r_format, r_round, result_dict, summary_tables,
                                    summary_text)
@@ -288,28 +288,12 @@ def test_fill_lines_breaks_before_an_item_that_passes_80():
 
 # ---- result_dict ----------------------------------------------------------------------------
 
-KEYS = {"formula", "reml", "data_name", "nobs", "n_dropped", "objective", "loglik", "aic", "bic",
-        "npar", "df_resid", "sigma", "theta", "theta_names", "fixef", "fixef_se", "vcov",
-        "varcorr", "ranef", "ngrps", "is_singular", "converged", "optimizer",
-        "dropped_columns", "fitted", "residuals"}
-
-
-def _plain_only(x) -> bool:
-    if isinstance(x, dict):
-        return all(isinstance(k, str) and _plain_only(v) for k, v in x.items())
-    if isinstance(x, list):
-        return all(_plain_only(v) for v in x)
-    if isinstance(x, float):
-        return math.isfinite(x)
-    return x is None or type(x) in (str, int, bool)
-
-
 @pytest.mark.parametrize("case_id", ["sleepstudy_reml", "dyestuff2_singular", "sleepstudy_na",
                                      "pastes_nested", "weighted_ml"])
 def test_result_dict_is_json_and_round_trips(fits, case_id):
     d = fits(case_id).to_dict()
-    assert set(d) == KEYS
-    assert _plain_only(d)
+    assert set(d) == LMM_RESULT_KEYS
+    assert plain_only(d)
     assert json.loads(json.dumps(d, allow_nan=False)) == d
 
 

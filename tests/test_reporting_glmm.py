@@ -30,7 +30,6 @@ lme4's; it must then still start or end where lme4's does (left / right-justifie
 """
 import dataclasses
 import json
-import math
 import re
 import warnings
 from decimal import Decimal, InvalidOperation
@@ -45,6 +44,7 @@ from glmm_sparse import GlmerResult, GlmmSparseWarning
 from glmm_sparse.reporting import (SIGNIF_LEGEND, _coef_strings, fill_lines, format_pval,
                                    matrix_lines, result_dict, signif_stars, strwrap,
                                    summary_tables, summary_text, title_lines)
+from jsonplain import GLMM_RESULT_KEYS, LMM_RESULT_KEYS, plain_only
 from refdata import glmer_args, load_case, load_data
 
 GOLDEN = Path(__file__).parent / "reference" / "glmm" / "summaries"
@@ -455,29 +455,12 @@ def test_title_lines_short_and_long():
 
 # ---- result_dict ----------------------------------------------------------------------------
 
-LMM_KEYS = {"formula", "reml", "data_name", "nobs", "n_dropped", "objective", "loglik", "aic",
-            "bic", "npar", "df_resid", "sigma", "theta", "theta_names", "fixef", "fixef_se",
-            "vcov", "varcorr", "ranef", "ngrps", "is_singular", "converged", "optimizer",
-            "dropped_columns", "fitted", "residuals"}
-GLMM_KEYS = LMM_KEYS | {"family", "link", "nagq", "deviance", "fixed_effects", "stage1"}
-
-
-def _plain_only(x) -> bool:
-    if isinstance(x, dict):
-        return all(isinstance(k, str) and _plain_only(v) for k, v in x.items())
-    if isinstance(x, list):
-        return all(_plain_only(v) for v in x)
-    if isinstance(x, float):
-        return math.isfinite(x)
-    return x is None or type(x) in (str, int, bool)
-
-
 @pytest.mark.parametrize("case_id", ["binary_crossed", "gamma_log", "binary_crossed_nagq0",
                                      "poisson_agq"])
 def test_result_dict_is_json_and_round_trips(fits, case_id):
     d = fits(case_id).to_dict()
-    assert set(d) == GLMM_KEYS
-    assert _plain_only(d)
+    assert set(d) == GLMM_RESULT_KEYS
+    assert plain_only(d)
     assert json.loads(json.dumps(d, allow_nan=False)) == d
 
 
@@ -517,4 +500,4 @@ def test_lmm_result_dict_keeps_its_keys():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", GlmmSparseWarning)
         d = gs.lmer("Yield ~ 1 + (1 | Batch)", df, reml=False).to_dict()
-    assert set(d) == LMM_KEYS
+    assert set(d) == LMM_RESULT_KEYS
