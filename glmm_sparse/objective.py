@@ -21,6 +21,7 @@ from .pattern import MPattern, build_pattern
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 MEASURE_ABOVE_NNZ = 1_000_000  # entries of L above which the factorization mode is timed
+FACTOR_MODES = ("measure", "simplicial", "supernodal", "auto")
 
 
 class ThetaMap:
@@ -65,6 +66,8 @@ def fastest_factor(pattern: MPattern, Mx: np.ndarray, mode: str) -> SymbolicFact
     supernodal one can be. For a large factor, one factorization of each at the start
     theta decides (pass mode "simplicial" or "supernodal" for bitwise reproducibility).
     """
+    if mode not in FACTOR_MODES:
+        raise ValueError(f"factor_mode must be one of {FACTOR_MODES}, not {mode!r}")
     if mode == "measure":
         probe = SymbolicFactor(pattern.indptr, pattern.indices, pattern.q, "simplicial")
         if probe.factor_nnz() < MEASURE_ABOVE_NNZ:

@@ -2,7 +2,6 @@
 import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import glmm_sparse as gs
@@ -165,3 +164,15 @@ def test_bad_input_errors_name_the_culprit(sleep, formula, kwargs, exc, match):
 def test_wrong_data_type_is_a_type_error():
     with pytest.raises(TypeError, match="data must be a pandas, polars or pyarrow table"):
         gs.lmer(FORMULA, 42)
+
+
+def test_unknown_factor_mode_lists_the_choices(sleep):
+    with pytest.raises(ValueError, match="factor_mode must be one of .*'measure'.*not 'fast'"):
+        gs.lmer(FORMULA, sleep, factor_mode="fast")
+
+
+@pytest.mark.parametrize("mode", ["simplicial", "supernodal"])
+def test_both_factorizations_give_the_same_fit(sleep, fit, mode):
+    m = gs.lmer(FORMULA, sleep, factor_mode=mode)
+    assert m.loglik == pytest.approx(fit.loglik, rel=1e-12)
+    assert np.allclose(m.ranef["condsd"], fit.ranef["condsd"], rtol=1e-8)
