@@ -7,15 +7,16 @@ row, so that Lambda' Z'WZ Lambda has the same blocks (and the same sparsity patt
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from ._core import _crossprod
-from .frame import ModelFrame
+from .frame import ModelFrame, tsqr_r
 from .parallel import run_all
 from .terms import ReTerm
+from .validate import check_residual_variation
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,6 +42,7 @@ class CrossProducts:
     XtWXy: np.ndarray  # (p + 1, p + 1), the last row/column is X'Wy, y'Wy
     n: int
     sum_log_w: float
+    beta_shift: np.ndarray | None = None  # least-squares coefficients taken out of y
 
     @property
     def p(self) -> int:
@@ -57,10 +59,25 @@ class CrossProducts:
         return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
 
-def response_matrix(frame: ModelFrame) -> np.ndarray:
-    """[X, y - offset] as one C-ordered (n, p + 1) array."""
+def response_matrix(frame: ModelFrame) -> tuple[np.ndarray, np.ndarray | None]:
+    """[X, y - offset - X beta0] as one C-ordered (n, p + 1) array, and beta0.
+
+    beta0 are the least-squares coefficients of y - offset on X. The criterion and theta
+    do not change when X beta0 is taken out of y (beta moves by beta0, added back by
+    ``LmmObjective.beta``), but pwrss, found by downdating y'Wy, loses the digits that a
+    large mean of y holds: relative precision eps |y|^2 / pwrss, which for sleepstudy's
+    Reaction + 1e6 had moved sigma by 1e-3.
+    """
     y = frame.y if frame.offset is None else frame.y - frame.offset
-    return np.ascontiguousarray(np.column_stack([frame.X, y]))
+    B = np.ascontiguousarray(np.column_stack([frame.X, y]))
+    p = frame.X.shape[1]
+    if p == 0:
+        return B, None
+    R = tsqr_r(B)
+    beta0 = np.linalg.lstsq(R[:p, :p], R[:p, p], rcond=None)[0]
+    B[:, p] -= frame.X @ beta0
+    check_residual_variation(B[:, p], y)
+    return B, beta0
 
 
 def pair_index(t: ReTerm, s: ReTerm) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -128,8 +145,10 @@ class CrossprodPlan:
 
 
 def accumulate(frame: ModelFrame) -> CrossProducts:
-    """All cross-products of an LMM's frame: prior weights, [X, y - offset]."""
+    """All cross-products of an LMM's frame: prior weights, [X, y - offset - X beta0]."""
     w = np.ones(frame.n) if frame.weights is None else frame.weights
     positive = w > 0
-    return CrossprodPlan.from_terms(frame.terms).accumulate(
-        w, response_matrix(frame), sum_log_w=float(np.log(w[positive]).sum()))
+    B, beta0 = response_matrix(frame)
+    cp = CrossprodPlan.from_terms(frame.terms).accumulate(
+        w, B, sum_log_w=float(np.log(w[positive]).sum()))
+    return replace(cp, beta_shift=beta0)

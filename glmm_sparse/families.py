@@ -19,6 +19,7 @@ import numpy as np
 from scipy.special import gammaln, ndtr, ndtri, xlog1py, xlogy
 
 from .errors import DataError, ModelSpecError
+from .validate import row_label
 
 EPS = float(np.finfo(float).eps)  # R's .Machine$double.eps / DBL_EPSILON
 _LOGIT_THRESH = 30.0  # THRESH / MTHRESH of R's src/library/stats/src/family.c
@@ -172,11 +173,13 @@ def _weights(wt, y: np.ndarray) -> np.ndarray:
                         f"shape {y.shape}") from None
 
 
-def _refuse(bad: np.ndarray, values: np.ndarray, name: str, problem: str) -> None:
-    """Raise DataError for the first row where ``bad`` holds, naming its 0-based index."""
+def _refuse(bad: np.ndarray, values: np.ndarray, name: str, problem: str, rows=None) -> None:
+    """Raise DataError for the first row where ``bad`` holds, naming its label in ``rows``
+    (default: its 0-based index)."""
     if np.any(bad):
         i = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{name}: {problem}; first at row {i} (value {values[i]:.10g}), "
+        raise DataError(f"{name}: {problem}; first at row {row_label(rows, i)} (value "
+                        f"{values[i]:.10g}), "
                         f"{int(np.count_nonzero(bad))} row(s) in all")
 
 
@@ -213,16 +216,19 @@ class Family:
         """Starting mu from R's ``family$initialize``."""
         return _f(y).copy()
 
-    def check_response(self, y, wt, name: str = "response") -> None:
-        """Raise DataError if y (and the prior weights) are impossible for this family."""
+    def check_response(self, y, wt, name: str = "response", rows=None) -> None:
+        """Raise DataError if y (and the prior weights) are impossible for this family.
+
+        ``rows``: the row labels to name in the message (default: 0-based positions).
+        """
         y = _f(y)
         w = _weights(wt, y)
-        _refuse(~np.isfinite(y), y, name, "non-finite value")
+        _refuse(~np.isfinite(y), y, name, "non-finite value", rows)
         _refuse(~np.isfinite(w) | (w < 0), w, f"{name} weights",
-                "weights must be finite and non-negative")
-        self._check_values(y.ravel(), w.ravel(), name)
+                "weights must be finite and non-negative", rows)
+        self._check_values(y.ravel(), w.ravel(), name, rows)
 
-    def _check_values(self, y, wt, name) -> None:
+    def _check_values(self, y, wt, name, rows) -> None:
         pass
 
 
@@ -262,11 +268,11 @@ class Binomial(Family):
         w = _weights(wt, y)
         return (w * y + 0.5) / (w + 1.0)
 
-    def _check_values(self, y, wt, name):
-        _refuse((y < 0) | (y > 1), y, name, "binomial proportions must lie in [0, 1]")
+    def _check_values(self, y, wt, name, rows):
+        _refuse((y < 0) | (y > 1), y, name, "binomial proportions must lie in [0, 1]", rows)
         successes = wt * y
         _refuse(np.abs(successes - np.round(successes)) > 1e-7, successes, name,
-                "non-integer counts of successes (weight * proportion)")
+                "non-integer counts of successes (weight * proportion)", rows)
 
 
 @dataclass(frozen=True)
@@ -293,10 +299,10 @@ class Poisson(Family):
     def mustart(self, y, wt):
         return _f(y) + 0.1
 
-    def _check_values(self, y, wt, name):
-        _refuse(y < 0, y, name, "negative counts are not allowed for the poisson family")
+    def _check_values(self, y, wt, name, rows):
+        _refuse(y < 0, y, name, "negative counts are not allowed for the poisson family", rows)
         _refuse(np.abs(y - np.round(y)) > 1e-7, y, name,
-                "non-integer counts are not allowed for the poisson family")
+                "non-integer counts are not allowed for the poisson family", rows)
 
 
 @dataclass(frozen=True)
@@ -323,8 +329,8 @@ class Gamma(Family):
         ll = _dgamma_log(_f(y), 1.0 / disp, _f(mu) * disp)
         return float(-2.0 * np.sum(ll * wt) + 2.0)
 
-    def _check_values(self, y, wt, name):
-        _refuse(y <= 0, y, name, "non-positive values are not allowed for the gamma family")
+    def _check_values(self, y, wt, name, rows):
+        _refuse(y <= 0, y, name, "non-positive values are not allowed for the gamma family", rows)
 
 
 @dataclass(frozen=True)
@@ -352,9 +358,9 @@ class InverseGaussian(Family):
         return float(sw * (1.0 + np.log(dev / sw * 2.0 * np.pi))
                      + 3.0 * np.sum(np.log(y) * wt) + 2.0)
 
-    def _check_values(self, y, wt, name):
+    def _check_values(self, y, wt, name, rows):
         _refuse(y <= 0, y, name,
-                "non-positive values are not allowed for the inverse_gaussian family")
+                "non-positive values are not allowed for the inverse_gaussian family", rows)
 
 
 @dataclass(frozen=True)

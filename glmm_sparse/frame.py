@@ -10,15 +10,29 @@ from __future__ import annotations
 import difflib
 import warnings
 from dataclasses import dataclass
+from functools import partial
 
-import formulaic
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, DroppedRowsWarning, FormulaError, RankDeficiencyWarning
+from .design import expression_variables, model_matrix
+from .errors import (
+    DataError,
+    DroppedRowsWarning,
+    FormulaError,
+    ModelSpecError,
+    RankDeficiencyWarning,
+)
 from .formula import ParsedFormula
-from .responses import numeric_response, response_expressions
-from .terms import ReTerm, check_identifiable, materialize, order_terms, r_column_name
+from .responses import column_name, numeric_response, response_expressions
+from .terms import ReTerm, check_identifiable, materialize, order_terms
+from .validate import (
+    check_column_types,
+    check_has_rows,
+    check_values,
+    check_weights,
+    numeric_argument,
+)
 
 RANK_TOL = 1e-7  # lme4's default tolerance for rank deficiency of X (qr)
 
@@ -42,39 +56,50 @@ class ModelFrame:
         return self.y.shape[0]
 
 
-def _variables(expr: str) -> set[str]:
-    """Data columns an expression reads."""
-    return {str(v) for v in formulaic.Formula(expr).required_variables}
-
-
-def used_columns(parsed: ParsedFormula, extra: list[str]) -> list[str]:
-    """All data columns the model reads (formula and named weights/offset), sorted."""
-    names: set[str] = set()
-    for expr in [parsed.fixed, *parsed.offsets, *(t.lhs for t in parsed.random)]:
-        names |= _variables(expr)
+def used_columns(parsed: ParsedFormula, extra: list[str],
+                 formula: str | None = None) -> dict[str, bool]:
+    """All names the model reads (formula and named weights/offset), each mapped to whether
+    it is only called as a function; the response and offsets are read as I(...)."""
+    names: dict[str, bool] = {}
+    exprs = [parsed.fixed, *(f"I({e})" for e in parsed.offsets), *(t.lhs for t in parsed.random)]
     if parsed.response:
-        for expr in response_expressions(parsed.response):
-            names |= _variables(expr)
-    for t in parsed.random:
-        names |= set(t.group)
-    return sorted(names | set(extra))
+        exprs += [f"I({e})" for e in response_expressions(parsed.response)]
+    for expr in exprs:
+        for name, called in expression_variables(expr, formula).items():
+            names[name] = names.get(name, True) and called
+    for name in [g for t in parsed.random for g in t.group] + extra:
+        names[name] = False
+    return dict(sorted(names.items()))
 
 
-def check_columns(columns: list[str], data: pd.DataFrame, formula: str) -> None:
-    """Every used column exists, or an error names it with close matches."""
-    have = [str(c) for c in data.columns]
-    for name in columns:
+def check_columns(columns: dict[str, bool], data: pd.DataFrame, formula: str) -> None:
+    """Every used column exists and every called name is a function, or an error names it."""
+    for name, called in columns.items():
+        if called:
+            raise FormulaError(f"unknown function {name!r} in the formula: use numpy's "
+                               f"(np.{name}) or formulaic's transforms (log, exp, scale, "
+                               f"poly, C, ...)", formula=formula, position=_find(formula, name))
         if name not in data.columns:
-            close = difflib.get_close_matches(name, have, n=3)
-            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise FormulaError(f"column {name!r} used in the formula is not in the data{hint}",
-                               formula=formula, position=formula.find(name) if name in formula else None)
+            raise FormulaError(f"column {name!r} used in the formula is not in the data"
+                               f"{_close(name, data)}", formula=formula,
+                               position=_find(formula, name))
+
+
+def _close(name: str, data: pd.DataFrame) -> str:
+    """A hint naming the data's columns closest to a missing name (empty if none is)."""
+    close = difflib.get_close_matches(name, [str(c) for c in data.columns], n=3)
+    return f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+
+
+def _find(formula: str, name: str) -> int | None:
+    at = formula.find(name)
+    return at if at >= 0 else None
 
 
 def drop_missing(data: pd.DataFrame, columns: list[str], na_action: str) -> tuple[pd.DataFrame, np.ndarray]:
     """Rows complete in the used columns, and the mask of the rows kept."""
     if na_action not in ("omit", "raise"):
-        raise ValueError(f"na_action must be 'omit' or 'raise', not {na_action!r}")
+        raise ModelSpecError(f"na_action must be 'omit' or 'raise', not {na_action!r}")
     sub = data[columns]
     missing = sub.isna().any(axis=1).to_numpy()
     n_missing = int(missing.sum())
@@ -91,37 +116,40 @@ def drop_missing(data: pd.DataFrame, columns: list[str], na_action: str) -> tupl
     return sub.loc[~missing], ~missing
 
 
-def numeric_column(expr: str, data: pd.DataFrame, what: str) -> np.ndarray:
+def numeric_column(expr: str, data: pd.DataFrame, what: str,
+                   formula: str | None = None) -> np.ndarray:
     """A one-column numeric expression of the data (response, offset), as float64.
 
     A column name is read as it is; anything else is arithmetic, evaluated inside I() so
     that formula operators do not apply ("size - incidence" is a difference, not a model
     without incidence).
     """
-    name = expr.strip()
-    if name.startswith("`") and name.endswith("`"):
-        name = name[1:-1]
+    name = column_name(expr)
     if name in data.columns:
         col = data[name]
         if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
             raise DataError(f"the {what} {expr!r} must be one numeric column, not "
                             f"{col.dtype} (is it a factor or text?)")
         return col.to_numpy(dtype=np.float64)
-    try:
-        mm = formulaic.model_matrix(f"0 + I({expr})", data, na_action="ignore")
-    except Exception as err:  # formulaic raises many types for bad expressions
-        raise DataError(f"cannot evaluate the {what} {expr!r}: {err}") from None
-    if mm.shape[1] != 1:
+    values, _ = model_matrix(f"0 + I({expr})", data, formula, what)
+    if values.shape[1] != 1:
         raise DataError(f"the {what} {expr!r} must be one numeric column, not "
-                        f"{mm.shape[1]} columns (is it a factor or text?)")
-    return np.asarray(mm.to_numpy(dtype=np.float64)[:, 0])
+                        f"{values.shape[1]} columns (is it a factor or text?)")
+    return values[:, 0].copy()
 
 
-def fixed_matrix(fixed: str, data: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+def fixed_matrix(fixed: str, data: pd.DataFrame,
+                 formula: str | None = None) -> tuple[np.ndarray, list[str]]:
     """The fixed-effects model matrix (treatment contrasts) and R's column names."""
-    mm = formulaic.model_matrix(fixed, data, na_action="ignore")
-    names = [r_column_name(c) for c in mm.columns]
-    return np.ascontiguousarray(mm.to_numpy(dtype=np.float64)), names
+    return model_matrix(fixed, data, formula, "fixed-effects term")
+
+
+def tsqr_r(A: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    """R of an unpivoted QR of A, by a row-chunked (TSQR) reduction: A is never copied whole."""
+    R = np.zeros((0, A.shape[1]))
+    for start in range(0, A.shape[0], chunk):
+        R = np.linalg.qr(np.vstack([R, A[start:start + chunk]]), mode="r")
+    return R
 
 
 def aliased_columns(X: np.ndarray, tol: float = RANK_TOL, chunk: int = 1 << 16) -> list[int]:
@@ -133,9 +161,7 @@ def aliased_columns(X: np.ndarray, tol: float = RANK_TOL, chunk: int = 1 << 16) 
     p = X.shape[1]
     if p == 0:
         return []
-    R = np.zeros((0, p))
-    for start in range(0, X.shape[0], chunk):
-        R = np.linalg.qr(np.vstack([R, X[start:start + chunk]]), mode="r")
+    R = tsqr_r(X, chunk)
     norms = np.sqrt(np.einsum("ij,ij->j", X, X))
     diag = np.abs(np.diag(R)) if R.shape[0] >= p else np.concatenate(
         [np.abs(np.diag(R)), np.zeros(p - R.shape[0])])
@@ -143,51 +169,61 @@ def aliased_columns(X: np.ndarray, tol: float = RANK_TOL, chunk: int = 1 << 16) 
 
 
 def prior_weights(weights, data: pd.DataFrame, n: int) -> np.ndarray | None:
-    """Prior weights from a column name or an array, checked finite and non-negative."""
+    """Prior weights from a column name or an array, checked finite, >= 0 and not all 0."""
     if weights is None:
         return None
-    w = data[weights].to_numpy(dtype=np.float64) if isinstance(weights, str) else \
-        np.asarray(weights, dtype=np.float64)
-    if w.shape != (n,):
-        raise DataError(f"weights must have one value per row ({n}), got shape {w.shape}")
-    if not np.all(np.isfinite(w)) or np.any(w < 0):
-        bad = np.flatnonzero(~np.isfinite(w) | (w < 0))[0]
-        raise DataError(f"weights must be finite and >= 0; row {bad} has {w[bad]}")
+    w = numeric_argument(weights, data, n, "weights")
+    check_weights(w, data.index)
     return w
 
 
 def build_frame(parsed: ParsedFormula, formula: str, data: pd.DataFrame, *, weights=None,
-                offset=None, na_action: str = "omit", response=numeric_response) -> ModelFrame:
+                offset=None, na_action: str = "omit", response=numeric_response,
+                glmm: bool = False) -> ModelFrame:
     """The ModelFrame of a parsed formula on a pandas DataFrame.
 
     ``response(expr, data, evaluate)`` returns (y, trials or None); trials multiply the
-    prior weights (binomial counts).
+    prior weights (binomial counts). ``glmm`` selects glmer's identifiability checks.
     """
     if parsed.response is None:
         raise FormulaError("the formula has no response: write it as 'y ~ ...'", formula, 0)
-    cols = used_columns(parsed, [a for a in (weights, offset) if isinstance(a, str)])
+    for value, what in ((weights, "weights"), (offset, "offset")):
+        if isinstance(value, str) and value not in data.columns:
+            raise DataError(f"the {what} column {value!r} is not in the data{_close(value, data)}")
+    cols = used_columns(parsed, [a for a in (weights, offset) if isinstance(a, str)], formula)
     check_columns(cols, data, formula)
-    sub, kept = drop_missing(data, cols, na_action)
+    check_has_rows(len(data))
+    sub, kept = drop_missing(data, list(cols), na_action)
+    groups = {g for t in parsed.random for g in t.group}
+    check_column_types(sub, [c for c in cols if c not in groups])
     weights, offset = (_rows(a, kept) for a in (weights, offset))
     n = len(sub)
-    y, trials = response(parsed.response, sub, numeric_column)
-    X, xnames = fixed_matrix(parsed.fixed, sub)
-    dropped = aliased_columns(X)
-    if dropped:
-        names = [xnames[j] for j in dropped]
-        warnings.warn(f"fixed-effect model matrix is rank deficient so dropping "
-                      f"{len(dropped)} column(s): {', '.join(names)}", RankDeficiencyWarning,
-                      stacklevel=3)
-        keep = [j for j in range(X.shape[1]) if j not in dropped]
-        X, xnames = np.ascontiguousarray(X[:, keep]), [xnames[j] for j in keep]
-    off = _total_offset(parsed, sub, offset, n)
-    terms = order_terms([materialize(t, sub) for t in parsed.random])
-    check_identifiable(terms, n)
+    y, trials = response(parsed.response, sub, partial(numeric_column, formula=formula))
+    check_values(y, [parsed.response], sub.index, "the response {}")
+    X, xnames = fixed_matrix(parsed.fixed, sub, formula)
+    check_values(X, xnames, sub.index, "the fixed-effects column {}")
+    X, xnames, dropped = _drop_aliased(X, xnames)
+    off = _total_offset(parsed, sub, offset, n, formula)
+    terms = order_terms([materialize(t, sub, formula) for t in parsed.random])
+    check_identifiable(terms, n, allow_n=glmm)
     w = prior_weights(weights, sub, n)
     if trials is not None:
         w = trials if w is None else w * trials
     return ModelFrame(y, X, tuple(xnames), w, off, tuple(terms),
-                      sub.index, int((~kept).sum()), tuple(names) if dropped else ())
+                      sub.index, int((~kept).sum()), tuple(dropped))
+
+
+def _drop_aliased(X: np.ndarray, xnames: list[str]) -> tuple[np.ndarray, list[str], list[str]]:
+    """X without its aliased columns (with a warning naming them), its names, the dropped."""
+    dropped = aliased_columns(X)
+    if not dropped:
+        return X, xnames, []
+    names = [xnames[j] for j in dropped]
+    warnings.warn(f"fixed-effect model matrix is rank deficient so dropping "
+                  f"{len(dropped)} column(s): {', '.join(names)}", RankDeficiencyWarning,
+                  stacklevel=4)
+    keep = [j for j in range(X.shape[1]) if j not in dropped]
+    return np.ascontiguousarray(X[:, keep]), [xnames[j] for j in keep], names
 
 
 def _rows(values, kept: np.ndarray):
@@ -198,13 +234,15 @@ def _rows(values, kept: np.ndarray):
     return values[kept] if values.shape == kept.shape else values
 
 
-def _total_offset(parsed: ParsedFormula, data: pd.DataFrame, offset, n: int) -> np.ndarray | None:
+def _total_offset(parsed: ParsedFormula, data: pd.DataFrame, offset, n: int,
+                  formula: str) -> np.ndarray | None:
     """Sum of the formula's offset(...) terms and the offset= argument, or None."""
-    parts = [numeric_column(expr, data, "offset") for expr in parsed.offsets]
+    parts = [numeric_column(expr, data, "offset", formula) for expr in parsed.offsets]
+    labels = [f"offset({expr})" for expr in parsed.offsets]
     if offset is not None:
-        extra = data[offset].to_numpy(np.float64) if isinstance(offset, str) else \
-            np.asarray(offset, dtype=np.float64)
-        if extra.shape != (n,):
-            raise DataError(f"offset must have one value per row ({n}), got shape {extra.shape}")
-        parts.append(extra)
+        parts.append(numeric_argument(offset, data, n, "offset"))
+        labels.append(offset if isinstance(offset, str) else "offset=")
+    for part, label in zip(parts, labels):
+        check_values(part, [label], data.index, "the offset {}" if label != "offset=" else
+                     "the {} argument")
     return np.sum(parts, axis=0) if parts else None

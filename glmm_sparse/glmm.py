@@ -16,6 +16,7 @@ from .crossprod import CrossprodPlan
 from .objective import LmmObjective
 from .optimize import OptSummary, minimize_theta
 from .pirls import GlmmData, PirlsState, deviance, factor_at_mode, pirls
+from .scaling import beta_units
 
 
 class GlmmObjective:
@@ -119,14 +120,19 @@ def stage1_objective(obj: "GlmmObjective") -> tuple["GlmmObjective", float]:
 
 
 def fit_glmm(obj: GlmmObjective, *, theta0=None, check: bool = True,
-             optimizer_options: dict | None = None) -> tuple[OptSummary, OptSummary | None]:
-    """Stage 1 over theta; then, unless nagq == 0, stage 2 over (theta, beta)."""
+             optimizer_options: dict | None = None,
+             units: np.ndarray | None = None) -> tuple[OptSummary, OptSummary | None]:
+    """Stage 1 over theta; then, unless nagq == 0, stage 2 over (theta, beta).
+
+    ``units``: those of theta (scaling.py); stage 2 adds beta's, from its standard errors.
+    """
     lower = obj.pls.theta_map.lower
     start = obj.pls.theta_map.start if theta0 is None else np.asarray(theta0, dtype=np.float64)
+    units = np.ones_like(lower) if units is None else units
     final1 = obj.nagq == 0
     opts1 = dict({} if final1 else STAGE1_START_ONLY, **(optimizer_options or {}))
     s1, se_scale = stage1_objective(obj)
-    stage1 = minimize_theta(s1.stage1, start, lower, check=check and final1, **opts1)
+    stage1 = minimize_theta(s1.stage1, start, lower, check=check and final1, units=units, **opts1)
     s1.update_stage1(stage1.theta)
     if final1:
         return stage1, None
@@ -136,8 +142,10 @@ def fit_glmm(obj: GlmmObjective, *, theta0=None, check: bool = True,
     # stage 1 ends near the optimum: lme4's first steps, 0.02 for theta and 0.2 standard
     # errors (from R_X at the stage-1 mode, rescaled to all rows) for beta
     se = np.sqrt(np.diag(s1.pls.vcov_unscaled())) / se_scale
-    steps = np.concatenate([np.full(lower.shape[0], 0.02), 0.2 * np.minimum(se, 10.0)])
+    beta_u = beta_units(se)
+    steps = np.concatenate([0.02 * units, 0.2 * np.minimum(se, 10.0 * beta_u)])
+    units2 = np.concatenate([units, beta_u])
     opts2 = dict(STAGE2 if check else {}, initial_step=steps, **(optimizer_options or {}))
-    stage2 = minimize_theta(obj.stage2, params0, bounds, check=check, **opts2)
+    stage2 = minimize_theta(obj.stage2, params0, bounds, check=check, units=units2, **opts2)
     obj.update_stage2(stage2.theta)
     return stage1, stage2

@@ -41,8 +41,13 @@ def read_table(path) -> pd.DataFrame:
     if not path.exists():
         raise DataError(f"data file {str(path)!r} does not exist")
     suffix = path.suffix.lower()
-    if suffix in (".parquet", ".pq"):
-        return pd.read_parquet(path)
-    if suffix in (".csv", ".txt", ".tsv"):
+    if suffix not in (".parquet", ".pq", ".csv", ".txt", ".tsv"):
+        raise DataError(f"cannot read {str(path)!r}: use a .csv, .tsv or .parquet file")
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
         return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
-    raise DataError(f"cannot read {str(path)!r}: use a .csv, .tsv or .parquet file")
+    # pandas' ParserError and EmptyDataError and pyarrow's ArrowInvalid are ValueErrors;
+    # an unreadable file or a directory is an OSError
+    except (ValueError, UnicodeDecodeError, OSError) as err:
+        raise DataError(f"cannot read the data file {str(path)!r}: {err}") from None

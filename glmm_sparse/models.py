@@ -15,6 +15,7 @@ from .families import get_family
 from .glmm import GlmmObjective, fit_glmm
 from .pirls import GlmmData
 from .responses import binomial_response, numeric_response
+from .scaling import theta_units
 from .results_glmm import GlmerResult, build_glmer_result
 from .errors import ModelSpecError, SingularFitWarning
 from .formula import parse_formula
@@ -23,6 +24,7 @@ from .io import as_pandas
 from .objective import LmmObjective
 from .optimize import minimize_theta
 from .results import LmerResult, build_lmer_result
+from .validate import check_glmm_response_varies, check_response_varies
 
 
 def warn_if_singular(result) -> None:
@@ -32,6 +34,44 @@ def warn_if_singular(result) -> None:
                       "or a correlation as +-1; the model is more complex than the data "
                       f"support (see {type(result).__name__}.varcorr)", SingularFitWarning,
                       stacklevel=3)
+
+
+OPTIMIZER_OPTIONS = ("ftol_abs", "xtol_abs", "ftol_rel", "xtol_rel", "maxeval")
+
+
+def check_optimizer_options(options) -> dict:
+    """The optimizer options as a dict, each a known name with a number."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise TypeError(f"optimizer_options must be a dict, not {type(options).__name__}")
+    for key, value in options.items():
+        if key not in OPTIMIZER_OPTIONS:
+            raise TypeError(f"unknown optimizer option {key!r}; the options are "
+                            f"{', '.join(OPTIMIZER_OPTIONS)}")
+        integer = key == "maxeval"
+        kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            kind = "an integer" if integer else "a number"
+            raise TypeError(f"optimizer option {key} must be {kind}, not {value!r}")
+    return dict(options)
+
+
+def start_theta(start, theta_map, units: np.ndarray) -> np.ndarray:
+    """The starting theta: the user's, checked finite and of the right length, or lme4's
+    default (identity factors) in the optimizer's units (scaling.py)."""
+    if start is None:
+        return theta_map.start * units
+    try:
+        theta0 = np.asarray(start, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"start must be a sequence of numbers, not {start!r}") from None
+    if theta0.shape != (theta_map.n_theta,):
+        raise ModelSpecError(f"start must have {theta_map.n_theta} values (one per theta), "
+                             f"got {theta0.shape}")
+    if not np.all(np.isfinite(theta0)):
+        raise ModelSpecError(f"start must be finite, got {theta0.tolist()}")
+    return theta0
 
 
 def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
@@ -77,16 +117,16 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
         raise ModelSpecError(
             f"the formula {formula!r} has no random-effects term such as (1 | group); for a "
             "model without random effects use ordinary least squares (e.g. statsmodels OLS)")
+    options = check_optimizer_options(optimizer_options)
     frame = build_frame(parsed, formula, as_pandas(data), weights=weights, offset=offset,
                         na_action=na_action)
+    check_response_varies(frame.y, parsed.response)
     obj = LmmObjective(accumulate(frame), reml=bool(reml), factor_mode=factor_mode)
-    theta0 = obj.theta_map.start if start is None else np.asarray(start, dtype=np.float64)
-    if theta0.shape != (obj.theta_map.n_theta,):
-        raise ModelSpecError(f"start must have {obj.theta_map.n_theta} values (one per theta), "
-                             f"got {theta0.shape}")
-    opt = minimize_theta(obj, theta0, obj.theta_map.lower, check=check_convergence,
-                         **(optimizer_options or {}))
+    units = theta_units(frame.terms, obj.theta_map, frame.weights)
+    opt = minimize_theta(obj, start_theta(start, obj.theta_map, units), obj.theta_map.lower,
+                         check=check_convergence, units=units, **options)
     obj.update(opt.theta)
+    obj.check_residual_left()
     result = build_lmer_result(formula, frame, obj, opt,
                                data_name=data if isinstance(data, str) else None,
                                weights_name=weights if isinstance(weights, str) else None,
@@ -142,17 +182,21 @@ def glmer(formula: str, data, *, family="binomial", link: str | None = None, nag
         raise ModelSpecError(
             f"the formula {formula!r} has no random-effects term such as (1 | group); for a "
             "model without random effects use a GLM (e.g. statsmodels GLM)")
+    options = check_optimizer_options(optimizer_options)
     response = binomial_response if fam.name == "binomial" else numeric_response
     frame = build_frame(parsed, formula, as_pandas(data), weights=weights, offset=offset,
-                        na_action=na_action, response=response)
+                        na_action=na_action, response=response, glmm=True)
     prior_w = np.ones(frame.n) if frame.weights is None else frame.weights
-    fam.check_response(frame.y, prior_w, name=parsed.response)
+    fam.check_response(frame.y, prior_w, name=parsed.response, rows=frame.row_index)
+    check_glmm_response_varies(frame.y, prior_w, fam, parsed.response)
     check_agq_model(tuple(t.k for t in frame.terms), int(nagq), fam)
     gdata = GlmmData(frame.y, frame.X, np.zeros(frame.n) if frame.offset is None else frame.offset,
                      prior_w, fam, CrossprodPlan.from_terms(frame.terms))
     obj = GlmmObjective(gdata, nagq=int(nagq), factor_mode=factor_mode)
-    stage1, stage2 = fit_glmm(obj, theta0=start, check=check_convergence,
-                              optimizer_options=optimizer_options)
+    theta_map = obj.pls.theta_map
+    units = theta_units(frame.terms, theta_map)  # sigma = 1: prior weights do not scale theta
+    stage1, stage2 = fit_glmm(obj, theta0=start_theta(start, theta_map, units),
+                              check=check_convergence, optimizer_options=options, units=units)
     result = build_glmer_result(formula, frame, obj, stage1, stage2,
                                 weights_name=weights if isinstance(weights, str) else None,
                                 data_name=data if isinstance(data, str) else None,

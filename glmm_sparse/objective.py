@@ -16,12 +16,16 @@ import scipy.linalg
 from ._core import _lambda
 from ._core._cholmod import CholmodNotPositiveDefiniteError, SymbolicFactor
 from .crossprod import CrossProducts
-from .errors import NumericalError
+from .errors import ModelSpecError, NumericalError
 from .pattern import MPattern, build_pattern
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 MEASURE_ABOVE_NNZ = 1_000_000  # entries of L above which the factorization mode is timed
 FACTOR_MODES = ("measure", "simplicial", "supernodal", "auto")
+# pwrss / y'Wy below which a fit is exact to rounding (objective.check_residual_left):
+# at 1e-9 pwrss still has 7 digits; a random intercept 1e4 times the residual sd (theta
+# within 1.5e-4 of a QR-based oracle) leaves 1e-8, an exact fit stopped at 1.6e-10.
+RESIDUAL_FLOOR = 1e-9
 
 
 class ThetaMap:
@@ -67,7 +71,7 @@ def fastest_factor(pattern: MPattern, Mx: np.ndarray, mode: str) -> SymbolicFact
     theta decides (pass mode "simplicial" or "supernodal" for bitwise reproducibility).
     """
     if mode not in FACTOR_MODES:
-        raise ValueError(f"factor_mode must be one of {FACTOR_MODES}, not {mode!r}")
+        raise ModelSpecError(f"factor_mode must be one of {FACTOR_MODES}, not {mode!r}")
     if mode == "measure":
         probe = SymbolicFactor(pattern.indptr, pattern.indices, pattern.q, "simplicial")
         if probe.factor_nnz() < MEASURE_ABOVE_NNZ:
@@ -153,9 +157,24 @@ class LmmObjective:
         try:
             self.Ry = scipy.linalg.cholesky(S, lower=False)
         except np.linalg.LinAlgError:
-            raise NumericalError("the fixed effects and response are (numerically) collinear "
-                                 "given the random effects: X'WX - R_ZX'R_ZX is not positive "
-                                 "definite", theta=self.theta) from None
+            self.Ry = self._factor_exact_fit(S)
+
+    def _factor_exact_fit(self, S: np.ndarray) -> np.ndarray:
+        """The factor when only its last pivot (pwrss) fails: the response is fitted exactly
+        at this theta, pwrss = 0 (PIRLS needs R_X and c_b only). A failing R_X is an error."""
+        p = self.cp.p
+        try:
+            RX = scipy.linalg.cholesky(S[:p, :p], lower=False)
+        except np.linalg.LinAlgError:
+            raise NumericalError("the fixed-effects columns are (numerically) collinear given "
+                                 "the random effects: X'WX - R_ZX'R_ZX is not positive "
+                                 "definite; remove fixed effects that the random-effects "
+                                 "terms reproduce, or rescale columns of very different "
+                                 "sizes", theta=self.theta) from None
+        Ry = np.zeros_like(S)
+        Ry[:p, :p] = RX
+        Ry[:p, p] = scipy.linalg.solve_triangular(RX, S[:p, p], trans="T")
+        return Ry
 
     def update(self, theta) -> None:
         self.set_theta(theta)
@@ -182,7 +201,10 @@ class LmmObjective:
         dof = n - p if self.reml else n
         pwrss = self.pwrss
         if not pwrss > 0.0:
-            return np.inf  # an exact fit: the profiled deviance is unbounded below
+            raise NumericalError("the penalized residual sum of squares is 0: the fixed and "
+                                 "random effects fit the response exactly, so the residual "
+                                 "variance cannot be estimated; check that the response is "
+                                 "not computed from the predictors", theta=self.theta)
         dev = self.ldL2 + dof * (1.0 + LOG_2PI + np.log(pwrss / dof)) - self.cp.sum_log_w
         return float(dev + self.ldRX2) if self.reml else float(dev)
 
@@ -190,8 +212,30 @@ class LmmObjective:
         self.update(theta)
         return self.objective()
 
+    def check_residual_left(self) -> None:
+        """Refuse an optimum whose pwrss is below what the downdate of y'Wy resolves.
+
+        pwrss is found as y'Wy minus the fitted part, to a precision of eps y'Wy; a fit
+        that leaves less than RESIDUAL_FLOOR of y'Wy (y taken from the least-squares fit
+        on X, crossprod.py) is an exact fit by the random effects, whose criterion falls
+        without bound as theta grows: BOBYQA stops where rounding hides the slope.
+        """
+        yy = float(self.cp.XtWXy[-1, -1])
+        if self.pwrss < RESIDUAL_FLOOR * yy:
+            raise NumericalError(
+                f"the random effects fit the response almost exactly (residual sum of "
+                f"squares {self.pwrss:.3g} of {yy:.3g} after the fixed effects): the "
+                "residual variance is at the limit of double precision and the maximum of "
+                "the likelihood lies at infinite theta; check that the response is not "
+                "computed from the grouping factors, or drop the term", theta=self.theta)
+
     def beta(self) -> np.ndarray:
-        """R_X beta = c_b."""
+        """R_X beta = c_b, plus the least-squares coefficients taken out of y (crossprod.py)."""
+        shift = self.cp.beta_shift
+        return self._beta_fitted() if shift is None else self._beta_fitted() + shift
+
+    def _beta_fitted(self) -> np.ndarray:
+        """R_X beta = c_b: the fixed effects of the response in the cross-products."""
         p = self.cp.p
         return scipy.linalg.solve_triangular(self.Ry[:p, :p], self.Ry[:p, p])
 
@@ -202,7 +246,7 @@ class LmmObjective:
     def u(self) -> np.ndarray:
         """u = P' L'^-1 (c_u - R_ZX beta)."""
         p = self.cp.p
-        v = self.RZXy[:, p] - self.RZXy[:, :p] @ self.beta()
+        v = self.RZXy[:, p] - self.RZXy[:, :p] @ self._beta_fitted()
         return self.factor.solve("Pt", self.factor.solve("Lt", v))
 
     def lambda_times(self, u: np.ndarray) -> np.ndarray:

@@ -20,6 +20,10 @@ from .errors import ConvergenceWarning, NumericalError
 SINGULAR_TOL = 1e-4  # lme4's isSingular tolerance on theta / its bounds
 GRAD_TOL = 2e-3  # lme4's check.conv.grad tolerance on the scaled gradient
 F_NOISE = 1e-12  # relative rounding noise of the criterion (a sum of logs of O(n) terms)
+# A relative covariance factor (a diagonal theta, in the optimizer's units) beyond which
+# the "+ I" of Lambda'Z'WZ Lambda + I and the residual are below rounding: the criterion
+# no longer tells such thetas apart. Reached when the random effects fit the data exactly.
+THETA_LIMIT = 1e5
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class OptSummary:
     converged: bool
     messages: tuple[str, ...] = ()
     hessian: np.ndarray | None = field(default=None, repr=False)
+    units: np.ndarray | None = field(default=None, repr=False)  # see scaling.py
 
     @property
     def grad_norm(self) -> float:
@@ -61,6 +66,21 @@ class _Counted:
             raise NumericalError("the objective evaluated to NaN", theta=x)
         if value < self.best_f:
             self.best_x, self.best_f = x, value
+        return value
+
+
+class _InUnits:
+    """fun of theta = x * units, for an optimizer that works on x (scaling.py)."""
+
+    def __init__(self, fun, units: np.ndarray):
+        self.fun = fun
+        self.units = units
+
+    def __call__(self, x):
+        theta = x * self.units
+        value = self.fun(theta)
+        if np.isnan(value):
+            raise NumericalError("the objective evaluated to NaN", theta=theta)
         return value
 
 
@@ -178,30 +198,30 @@ def check_derivatives(fun, theta, lower):
 
 
 def minimize_theta(fun, theta0: np.ndarray, lower: np.ndarray, *, check: bool = True,
-                   **options) -> OptSummary:
-    """Optimize, polish and check convergence; warns (ConvergenceWarning) only when it is real."""
+                   units: np.ndarray | None = None, **options) -> OptSummary:
+    """Optimize, polish and check convergence; warns (ConvergenceWarning) only when it is real.
+
+    The optimizer and the derivative checks work on theta / units (scaling.py; default 1);
+    theta, the gradient and the Hessian are reported in theta's own units, the scaled
+    gradient in the optimizer's. ``initial_step`` is in theta's units, the tolerances in
+    the optimizer's.
+    """
     t0 = time.perf_counter()
-    theta, fmin, n_evals, code = bobyqa(fun, theta0, lower, **options)
-    theta = np.where(np.abs(theta - lower) < 1e-10, lower, theta)  # snap to the boundary
-    fmin = fun(theta)
+    units = np.ones_like(theta0, dtype=np.float64) if units is None else units
+    if options.get("initial_step") is not None:
+        options["initial_step"] = np.asarray(options["initial_step"]) / units
+    fun = fun if np.all(units == 1.0) else _InUnits(fun, units)
+    x0, lower = theta0 / units, lower / units
+    x, fmin, n_evals, code = bobyqa(fun, x0, lower, **options)
+    x = np.where(np.abs(x - lower) < 1e-10, lower, x)  # snap to the boundary
+    check_theta_limit(x, lower, units)
+    fmin = fun(x)
     messages: list[str] = []
-    g = np.zeros_like(theta)
+    g = np.zeros_like(x)
     H = None
     sg = 0.0
     if check:
-        g, H, free = check_derivatives(fun, theta, lower)
-        sg = scaled_gradient(g, H, free)
-        # BOBYQA resolves theta only to about sqrt(ftol / curvature): one Newton step from
-        # the check's derivatives gets closer. f cannot always tell the points apart (the
-        # decrease is below its rounding noise), so the scaled gradient decides then.
-        # The step is tiny, so the Hessian is kept; only the gradient is recomputed there.
-        step = newton_step(fun, theta, g, H, free, lower)
-        if step is not None and step[1] <= fmin + F_NOISE * max(1.0, abs(fmin)):
-            g2, at_bound2 = fd_gradient(fun, step[0], lower)
-            free2 = ~(at_bound2 & (g2 >= 0))
-            sg2 = scaled_gradient(g2, H, free2)
-            if step[1] < fmin or sg2 < sg:
-                theta, fmin, g, free, sg = step[0], step[1], g2, free2, sg2
+        x, fmin, g, H, sg = _polish(fun, x, fmin, lower)
         if sg > GRAD_TOL:
             messages.append(f"Model failed to converge with max|grad| = {sg:.3g} (tol = "
                             f"{GRAD_TOL}); the scaled gradient at the optimum is not small")
@@ -209,12 +229,49 @@ def minimize_theta(fun, theta0: np.ndarray, lower: np.ndarray, *, check: bool = 
         messages.append(f"the optimizer stopped at its evaluation limit ({n_evals})")
     for msg in messages:
         warnings.warn(msg, ConvergenceWarning, stacklevel=3)
-    return OptSummary(np.asarray(theta0), theta, float(fmin), n_evals,
-                      time.perf_counter() - t0, "NLopt BOBYQA", code, g, sg, not messages,
-                      tuple(messages), H)
+    return OptSummary(np.asarray(theta0), x * units, float(fmin), n_evals,
+                      time.perf_counter() - t0, "NLopt BOBYQA", code, g / units, sg,
+                      not messages, tuple(messages),
+                      None if H is None else H / np.outer(units, units), units)
 
 
-def is_singular(theta: np.ndarray, lower: np.ndarray, tol: float = SINGULAR_TOL) -> bool:
-    """lme4's isSingular: a bounded (diagonal) theta within tol of its bound."""
+def check_theta_limit(x: np.ndarray, lower: np.ndarray, units: np.ndarray) -> None:
+    """Refuse an optimum where a variance ratio is beyond what double precision resolves."""
+    huge = np.isfinite(lower) & (x > THETA_LIMIT)
+    if huge.any():
+        i = int(np.flatnonzero(huge)[0])
+        raise NumericalError(
+            f"theta[{i}] went to {x[i] * units[i]:.3g}: a random-effect standard deviation "
+            f"over {THETA_LIMIT:.0e} times the residual one, so the random effects fit the "
+            "data (almost) exactly and the residual variance is below rounding; check that "
+            "the response is not computed from the grouping factors, or drop that term",
+            theta=x * units)
+
+
+def _polish(fun, x, fmin, lower):
+    """Derivatives at x and one Newton step from them: (x, f, gradient, Hessian, scaled gradient).
+
+    BOBYQA resolves x only to about sqrt(ftol / curvature): one Newton step from the
+    check's derivatives gets closer. f cannot always tell the points apart (the decrease
+    is below its rounding noise), so the scaled gradient decides then. The step is tiny,
+    so the Hessian is kept; only the gradient is recomputed there.
+    """
+    g, H, free = check_derivatives(fun, x, lower)
+    sg = scaled_gradient(g, H, free)
+    step = newton_step(fun, x, g, H, free, lower)
+    if step is not None and step[1] <= fmin + F_NOISE * max(1.0, abs(fmin)):
+        g2, at_bound2 = fd_gradient(fun, step[0], lower)
+        free2 = ~(at_bound2 & (g2 >= 0))
+        sg2 = scaled_gradient(g2, H, free2)
+        if step[1] < fmin or sg2 < sg:
+            x, fmin, g, sg = step[0], step[1], g2, sg2
+    return x, fmin, g, H, sg
+
+
+def is_singular(theta: np.ndarray, lower: np.ndarray, tol: float = SINGULAR_TOL,
+                units: np.ndarray | None = None) -> bool:
+    """lme4's isSingular: a bounded (diagonal) theta within tol of its bound (in the
+    optimizer's units, scaling.py; 1 unless a covariate is of extreme size)."""
     bounded = np.isfinite(lower)
-    return bool(np.any(theta[bounded] - lower[bounded] < tol))
+    units = np.ones_like(theta) if units is None else units
+    return bool(np.any((theta[bounded] - lower[bounded]) / units[bounded] < tol))

@@ -107,10 +107,10 @@ def working_at(data: GlmmData, eta: np.ndarray) -> Working:
     return Working(eta, mu, w, resid, float(sum(parts)))
 
 
-def usable_weights(wk: Working, theta) -> np.ndarray:
+def usable_weights(wk: Working, theta, family: Family) -> np.ndarray:
     if not np.all(np.isfinite(wk.w)):
-        raise NumericalError("PIRLS weights are not finite (the linear predictor diverged)",
-                             theta=np.asarray(theta))
+        raise NumericalError("PIRLS weights are not finite (the linear predictor diverged)"
+                             f"{divergence_hint(wk.eta, np.inf, family)}", theta=np.asarray(theta))
     return wk.w
 
 
@@ -134,7 +134,7 @@ def factor_at_mode(pls: LmmObjective, data: GlmmData, state: PirlsState, theta, 
     fixed = data.offset + (0.0 if joint else data.X @ state.beta)
     z = state.eta - fixed + wk.resid
     rhs = np.column_stack([data.X, z]) if joint else z[:, None]
-    pls.set_crossproducts(data.plan.accumulate(usable_weights(wk, theta), rhs))
+    pls.set_crossproducts(data.plan.accumulate(usable_weights(wk, theta, data.family), rhs))
     pls.set_theta(theta)
     pls.update_L()
     pls.update_RZX()
@@ -158,7 +158,7 @@ def pirls(pls: LmmObjective, data: GlmmData, state: PirlsState, theta, *, joint:
     for it in range(1, MAX_ITER + 1):
         np.subtract(cur.eta, fixed, out=rhs[:, p])
         rhs[:, p] += cur.resid
-        pls.set_crossproducts(data.plan.accumulate(usable_weights(cur, theta), rhs))
+        pls.set_crossproducts(data.plan.accumulate(usable_weights(cur, theta, data.family), rhs))
         pls.update_L()
         pls.update_RZX()
         if joint:
@@ -179,7 +179,30 @@ def pirls(pls: LmmObjective, data: GlmmData, state: PirlsState, theta, *, joint:
         if converged:
             return PirlsState(u, beta, cur.eta, it, working=cur)
     raise NumericalError(f"PIRLS did not converge in {MAX_ITER} iterations (penalized "
-                         f"deviance {pdev:.6g})", theta=np.asarray(theta))
+                         f"deviance {pdev:.6g}, last step {step:.3g} in (u, beta))"
+                         f"{divergence_hint(cur.eta, pdev, data.family)}", theta=np.asarray(theta))
+
+
+def _step_size(u0, u1, b0, b1) -> float:
+    return max(np.max(np.abs(u1 - u0), initial=0.0), np.max(np.abs(b1 - b0), initial=0.0))
+
+
+# Links whose mean reaches the edge of its range (0, or 0 and 1) as |eta| grows past ~30.
+EDGE_LINKS = ("logit", "probit", "cloglog", "cauchit", "log")
+
+
+def divergence_hint(eta: np.ndarray, pdev: float, family: Family) -> str:
+    """Why PIRLS may not settle, when the linear predictor runs off or the fit is exact."""
+    largest = float(np.max(np.abs(eta), initial=0.0))
+    runs_off = family.link.name in EDGE_LINKS and largest > 30
+    if not (pdev < 1e-8 * max(eta.shape[0], 1) or runs_off):
+        return ""
+    return ("; the fitted values approach the edge of the family's range (|eta| up to "
+            f"{largest:.3g}): the maximum-likelihood estimates are "
+            "infinite, typically complete separation (a fixed-effect predictor splits the "
+            "0s from the 1s, or all counts of a category are 0), or an offset far outside "
+            "the link's range; remove or merge the separating predictor or categories, or "
+            "check the offset")
 
 
 def _halve(data, old, new, accept_first: bool, theta, iteration: int):
@@ -196,5 +219,8 @@ def _halve(data, old, new, accept_first: bool, theta, iteration: int):
         if np.isfinite(pdev1) and (accept_first or pdev1 <= pdev0 + 1e-12 * (1 + abs(pdev0))):
             return u1, b1, wk, pdev1
         u1, b1, e1 = 0.5 * (u0 + u1), 0.5 * (b0 + b1), 0.5 * (cur.eta + e1)
+    hint = divergence_hint(np.concatenate([cur.eta, new[2]]), pdev0, data.family)
     raise NumericalError(f"PIRLS iteration {iteration}: the penalized deviance did not decrease "
-                         f"from {pdev0:.6g} in {MAX_HALVINGS} step halvings", theta=np.asarray(theta))
+                         f"from {pdev0:.6g}{hint}; the proposed step of "
+                         f"{_step_size(u0, new[0], b0, new[1]):.3g} in (u, beta) failed in "
+                         f"{MAX_HALVINGS} step halvings", theta=np.asarray(theta))

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
+from .validate import row_label
 
 CBIND = re.compile(r"^\s*cbind\s*\((.*)\)\s*$", re.S)
 
@@ -41,6 +42,14 @@ def cbind_parts(expr: str) -> tuple[str, str] | None:
     return parts[0], parts[1]
 
 
+def column_name(expr: str) -> str:
+    """A response or offset expression as a column name: backticks removed."""
+    name = expr.strip()
+    if len(name) > 1 and name.startswith("`") and name.endswith("`"):
+        return name[1:-1]
+    return name
+
+
 def response_expressions(expr: str) -> list[str]:
     """The expressions whose data columns the response reads."""
     parts = cbind_parts(expr)
@@ -60,16 +69,30 @@ def binomial_response(expr: str, data: pd.DataFrame, evaluate) -> tuple[np.ndarr
     parts = cbind_parts(expr)
     if parts:
         succ, fail = (evaluate(p, data, "response") for p in parts)
+        for part, counts in zip(parts, (succ, fail)):
+            _check_counts(counts, part, expr, data.index)
         trials = succ + fail
         if np.any(trials <= 0):
             row = int(np.flatnonzero(trials <= 0)[0])
-            raise DataError(f"cbind({parts[0]}, {parts[1]}): row {row} has {trials[row]:g} "
-                            f"trials; successes + failures must be positive")
+            raise DataError(f"cbind({parts[0]}, {parts[1]}): row {row_label(data.index, row)} has "
+                            f"{trials[row]:g} trials; successes + failures must be positive "
+                            "(drop rows without trials)")
         return succ / trials, trials
-    col = data[expr] if expr in data.columns else None
+    name = column_name(expr)
+    col = data[name] if name in data.columns else None
     if col is not None and (pd.api.types.is_bool_dtype(col) or not pd.api.types.is_numeric_dtype(col)):
         return _factor_response(col, expr), None
     return evaluate(expr, data, "response"), None
+
+
+def _check_counts(counts: np.ndarray, part: str, expr: str, rows: pd.Index) -> None:
+    """The counts of a cbind() response are whole numbers >= 0."""
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(counts) | (counts < 0) | (np.abs(counts - np.round(counts)) > 1e-7)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{expr}: the counts {part!r} must be whole numbers >= 0; row "
+                        f"{row_label(rows, i)} has {counts[i]:g} ({int(bad.sum())} row(s) in all)")
 
 
 def _factor_response(col: pd.Series, name: str) -> np.ndarray:

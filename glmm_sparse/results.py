@@ -200,7 +200,8 @@ def build_lmer_result(formula: str, frame: ModelFrame, obj: LmmObjective, opt: O
         residuals=pd.Series(resid, index=frame.row_index, name="residuals"),
         scaled_residuals=np.sqrt(w) * resid / sigma,
         ngrps={t.group_name: t.nlev for t in terms},
-        is_singular=is_singular(obj.theta, obj.theta_map.lower), optimizer=opt,
+        is_singular=is_singular(obj.theta, obj.theta_map.lower, units=opt.units),
+        optimizer=opt,
         dropped_columns=frame.dropped_columns, data_name=data_name, weights_name=weights_name,
         offset_name=offset_name, u=u, b=b,
     )

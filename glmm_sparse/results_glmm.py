@@ -60,14 +60,22 @@ def glmm_vcov(obj: GlmmObjective, stage2: OptSummary | None, sigma: float) -> np
     definite (lme4's use.hessian), else sigma^2 R_X^-1 R_X^-T at the joint mode."""
     p = obj.data.X.shape[1]
     if stage2 is not None and stage2.hessian is not None:
-        H = stage2.hessian
+        # in the optimizer's units (scaling.py), where H is not ill-conditioned by them
+        scale = np.ones(stage2.hessian.shape[0]) if stage2.units is None else stage2.units
+        H = stage2.hessian * np.outer(scale, scale)
         if np.all(np.isfinite(H)) and np.all(np.linalg.eigvalsh(H) > 0):
-            return np.linalg.inv(H / 2.0)[-p:, -p:]
+            fixed = slice(H.shape[0] - p, None)  # not [-p:]: p may be 0
+            return (np.linalg.inv(H / 2.0) * np.outer(scale, scale))[fixed, fixed]
         warnings.warn("the Hessian of the deviance is not positive definite; vcov(beta) from "
                       "the PIRLS information instead", ConvergenceWarning, stacklevel=4)
     factor_at_mode(obj.pls, obj.data, obj.state, obj.pls.theta, joint=True)
     V = sigma**2 * obj.pls.vcov_unscaled()
     return V
+
+
+def theta_part(units: np.ndarray | None, theta: np.ndarray) -> np.ndarray | None:
+    """The units of theta among the optimizer's (stage 2 appends beta's)."""
+    return None if units is None else units[:theta.shape[0]]
 
 
 def build_glmer_result(formula: str, frame: ModelFrame, obj: GlmmObjective,
@@ -106,7 +114,8 @@ def build_glmer_result(formula: str, frame: ModelFrame, obj: GlmmObjective,
         residuals=pd.Series(resid, index=frame.row_index, name="residuals"),
         scaled_residuals=(d.y - mu) * np.sqrt(d.prior_w / fam.variance(mu)) / sigma,
         ngrps={t.group_name: t.nlev for t in terms},
-        is_singular=is_singular(theta, pls.theta_map.lower), optimizer=opt,
+        is_singular=is_singular(theta, pls.theta_map.lower, units=theta_part(opt.units, theta)),
+        optimizer=opt,
         dropped_columns=frame.dropped_columns, data_name=data_name, weights_name=weights_name,
         offset_name=offset_name, n_scale=int(fam.has_dispersion), u=u, b=b, family=fam.name, link=fam.link.name,
         nagq=obj.nagq, deviance=cond_dev, stage1=stage1,

@@ -8,15 +8,15 @@ Z'Z first.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-import formulaic
 import numpy as np
 import pandas as pd
 
+from .design import model_matrix
 from .errors import DataError, ModelSpecError
 from .formula import RandomTerm
+from .validate import check_values
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,14 +40,6 @@ class ReTerm:
     @property
     def q(self) -> int:
         return self.k * self.nlev
-
-
-def r_column_name(name: str) -> str:
-    """formulaic's column name as R writes it: ``recipe[T.B]`` -> ``recipeB``, ``Intercept`` -> ``(Intercept)``."""
-    if name == "Intercept":
-        return "(Intercept)"
-    name = re.sub(r"\[T\.([^\]]*)\]", r"\1", name)
-    return re.sub(r"\[([^\]]*)\]", r"\1", name)
 
 
 def _factor_codes(col: pd.Series, name: str) -> tuple[np.ndarray, list[str]]:
@@ -79,18 +71,13 @@ def grouping_codes(data: pd.DataFrame, group: tuple[str, ...]) -> tuple[np.ndarr
     return codes, labels
 
 
-def term_model_matrix(lhs: str, data: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
-    """The k columns of a random term's left-hand side, with R's column names."""
-    mm = formulaic.model_matrix(lhs, data, na_action="ignore")
-    names = [r_column_name(c) for c in mm.columns]
-    return np.ascontiguousarray(mm.to_numpy(dtype=np.float64)), names
-
-
-def materialize(term: RandomTerm, data: pd.DataFrame) -> ReTerm:
+def materialize(term: RandomTerm, data: pd.DataFrame, formula: str | None = None) -> ReTerm:
     """The ReTerm of one parsed random term on these rows."""
-    X, names = term_model_matrix(term.lhs, data)
+    what = f"random-effects term ({term.lhs} | {term.group_name})"
+    X, names = model_matrix(term.lhs, data, formula, what)
     if X.shape[1] == 0:
-        raise ModelSpecError(f"random term ({term.lhs} | {term.group_name}) has no columns")
+        raise ModelSpecError(f"{what} has no columns")
+    check_values(X, names, data.index, f"the column {{}} of the {what}")
     codes, labels = grouping_codes(data, term.group)
     return ReTerm(term.group_name, tuple(names), tuple(labels), codes, X)
 
@@ -100,17 +87,43 @@ def order_terms(terms: list[ReTerm]) -> list[ReTerm]:
     return sorted(terms, key=lambda t: -t.nlev)
 
 
-def check_identifiable(terms: list[ReTerm], nobs: int) -> None:
-    """lme4's checks: every grouping factor needs 2 <= levels < observations."""
+def check_identifiable(terms: list[ReTerm], nobs: int, *, allow_n: bool = False) -> None:
+    """lme4's checkNlevels and checkZdims (their default "stop" levels).
+
+    lmer (allow_n False): every grouping factor needs 2 <= levels < observations and every
+    term fewer random effects than observations; glmer (allow_n True) allows as many
+    (observation-level random effects), as lme4 does.
+    """
     for t in terms:
         if t.nlev < 2:
             raise ModelSpecError(
                 f"grouping factor {t.group_name!r} has only {t.nlev} level: a variance "
                 f"needs at least 2 groups; drop the term ( ... | {t.group_name})"
             )
-        if t.nlev >= nobs:
+        if t.nlev > nobs or (t.nlev == nobs and not allow_n):
             raise ModelSpecError(
                 f"grouping factor {t.group_name!r} has {t.nlev} levels for {nobs} "
                 f"observations: the number of levels of each grouping factor must be < "
                 f"number of observations, or its variance cannot be told from the residual"
             )
+    _check_random_effects(terms, nobs, allow_n)
+
+
+def _lhs_text(term: ReTerm) -> str:
+    """A term's columns as lme4 prints its left side: "1 + Days"."""
+    return " + ".join("1" if c == "(Intercept)" else c for c in term.cnames)
+
+
+def _check_random_effects(terms: list[ReTerm], nobs: int, allow_n: bool) -> None:
+    """Refuse terms with more random effects (levels x columns) than observations."""
+    over = [t for t in terms if t.q > nobs or (t.q == nobs and not allow_n)]
+    if not over:
+        return
+    relation = "<" if allow_n else "<="
+    listed = "; ".join(f"(={t.q}) for term ({_lhs_text(t)} | {t.group_name})" for t in over)
+    raise ModelSpecError(
+        f"number of observations (={nobs}) {relation} number of random effects {listed}; "
+        "the random-effects parameters and the residual variance are probably "
+        "unidentifiable: simplify the term (fewer columns left of the bar, e.g. (1 | g) "
+        "instead of (x | g), or (x || g), which splits it into smaller terms) or use more "
+        "data")

@@ -1,0 +1,92 @@
+"""formulaic at one boundary: the columns an expression reads and its model matrix.
+
+Used while building the model frame (formula -> frame -> terms -> ...) for the fixed
+part, the random terms' left sides, the response and offsets. formulaic's exceptions
+(and the SyntaxError of a malformed Python expression) become ``FormulaError`` here,
+naming the expression and where it sits in the formula.
+"""
+from __future__ import annotations
+
+import builtins
+import re
+
+import formulaic
+import numpy as np
+import pandas as pd
+from formulaic.errors import FormulaicError
+from formulaic.transforms import TRANSFORMS
+from formulaic.utils.variables import Variable, get_required_variables
+
+from .errors import DataError, FormulaError
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m|[⧛⧚]")
+_FACTOR = re.compile(r"factor `(.+?)`")
+
+
+def r_column_name(name: str) -> str:
+    """formulaic's column name as R writes it: ``recipe[T.B]`` -> ``recipeB``,
+    ``Intercept`` -> ``(Intercept)``."""
+    if name == "Intercept":
+        return "(Intercept)"
+    name = re.sub(r"\[T\.([^\]]*)\]", r"\1", name)
+    return re.sub(r"\[([^\]]*)\]", r"\1", name)
+
+
+def formula_error(err: Exception, expr: str, formula: str | None, what: str) -> FormulaError:
+    """A FormulaError for formulaic's (or Python's) complaint about ``expr``."""
+    reason = " ".join(_ANSI.sub("", str(err)).split())
+    culprit = _FACTOR.search(reason)
+    target = culprit.group(1) if culprit else expr
+    position = None
+    if formula is not None:
+        found = formula.find(target)
+        position = found if found >= 0 else (formula.find(expr) if expr in formula else None)
+    return FormulaError(f"cannot evaluate the {what} {target!r}: {reason}; check the "
+                        f"column names and functions it uses", formula=formula, position=position)
+
+
+def expression_variables(expr: str, formula: str | None = None) -> dict[str, bool]:
+    """The names an expression reads, each mapped to whether it is only called (a function).
+
+    formulaic's own ``required_variables`` drops the arguments of stateful transforms
+    (``scale(x)``, ``poly(x, 2)``) and counts builtins (``abs``) as data; this reads the
+    expression of every factor instead. Names of formulaic's transforms are not data.
+    """
+    try:
+        factors = [f for term in formulaic.Formula(expr) for f in term.factors]
+        found: dict[str, bool] = {}
+        for factor in factors:
+            method = factor.eval_method
+            if method == factor.EvalMethod.LOOKUP:
+                found[factor.expr] = False
+            elif method == factor.EvalMethod.PYTHON:
+                for var in get_required_variables(factor.expr):
+                    _add_variable(found, var)
+    except (FormulaicError, SyntaxError) as err:
+        raise formula_error(err, expr, formula, "expression") from None
+    return found
+
+
+def _add_variable(found: dict[str, bool], var: Variable) -> None:
+    root = var.root
+    if root in TRANSFORMS:
+        return
+    called = var.roles == {Variable.Role.CALLABLE} and "." not in var
+    if called and hasattr(builtins, root):
+        return
+    found[str(root)] = found.get(str(root), True) and called
+
+
+def model_matrix(expr: str, data: pd.DataFrame, formula: str | None,
+                 what: str) -> tuple[np.ndarray, list[str]]:
+    """The float64 model matrix of ``expr`` on ``data`` (C order) and R's column names."""
+    try:
+        mm = formulaic.model_matrix(expr, data, na_action="ignore")
+    except (FormulaicError, SyntaxError) as err:
+        raise formula_error(err, expr, formula, what) from None
+    names = [r_column_name(c) for c in mm.columns]
+    for name, col in zip(names, mm.columns):
+        if not pd.api.types.is_numeric_dtype(mm[col]):
+            raise DataError(f"the {what} column {name!r} is not numeric ({mm[col].dtype}); "
+                            "make it a number or a factor (C(...))")
+    return np.ascontiguousarray(mm.to_numpy(dtype=np.float64)), names
