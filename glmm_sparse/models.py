@@ -27,6 +27,16 @@ from .results import LmerResult, build_lmer_result
 from .validate import check_glmm_response_varies, check_response_varies
 
 
+def parse_mixed_formula(formula: str, without_random: str):
+    """The parsed formula, which must have a random-effects term (else: use without_random)."""
+    parsed = parse_formula(formula)
+    if not parsed.random:
+        raise ModelSpecError(
+            f"the formula {formula!r} has no random-effects term such as (1 | group); for a "
+            f"model without random effects use {without_random}")
+    return parsed
+
+
 def warn_if_singular(result) -> None:
     """lme4's boundary message, saying what it means (issued from the user's call site)."""
     if result.is_singular:
@@ -112,11 +122,7 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
     """
     if not isinstance(reml, (bool, np.bool_)):
         raise TypeError(f"reml must be True or False, not {reml!r}")
-    parsed = parse_formula(formula)
-    if not parsed.random:
-        raise ModelSpecError(
-            f"the formula {formula!r} has no random-effects term such as (1 | group); for a "
-            "model without random effects use ordinary least squares (e.g. statsmodels OLS)")
+    parsed = parse_mixed_formula(formula, "ordinary least squares (e.g. statsmodels OLS)")
     options = check_optimizer_options(optimizer_options)
     frame = build_frame(parsed, formula, as_pandas(data), weights=weights, offset=offset,
                         na_action=na_action)
@@ -177,11 +183,7 @@ def glmer(formula: str, data, *, family="binomial", link: str | None = None, nag
         return lmer(formula, data, reml=False, weights=weights, offset=offset,
                     na_action=na_action, start=start, check_convergence=check_convergence,
                     optimizer_options=optimizer_options, factor_mode=factor_mode)
-    parsed = parse_formula(formula)
-    if not parsed.random:
-        raise ModelSpecError(
-            f"the formula {formula!r} has no random-effects term such as (1 | group); for a "
-            "model without random effects use a GLM (e.g. statsmodels GLM)")
+    parsed = parse_mixed_formula(formula, "a GLM (e.g. statsmodels GLM)")
     options = check_optimizer_options(optimizer_options)
     response = binomial_response if fam.name == "binomial" else numeric_response
     frame = build_frame(parsed, formula, as_pandas(data), weights=weights, offset=offset,
