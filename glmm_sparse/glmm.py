@@ -59,7 +59,13 @@ class GlmmObjective:
         return self.data.family.link.linkinv(self.state.eta)
 
     def conditional_deviance(self) -> float:
-        """sum of deviance residuals at the mode (lme4's deviance() of a GLMM)."""
+        """sum of deviance residuals at the mode (lme4's deviance() of a GLMM).
+
+        PIRLS's last pass already summed them at this eta (same kernel, same chunks).
+        """
+        wk = self.state.working
+        if wk is not None and wk.eta is self.state.eta:
+            return wk.dev
         return deviance(self.data, self.state.eta)
 
     def minus2_loglik_conditional(self) -> float:
