@@ -40,6 +40,21 @@ class NumericalError(GlmmSparseError):
         super().__init__(message)
 
 
+class FactorMemoryError(GlmmSparseError, MemoryError):
+    """The model's Cholesky factor (or the matrix to factor) would not fit the memory budget.
+
+    Raised before the allocation, with the size and what to change. A ``GlmmSparseError``,
+    so one except clause still catches every refusal (the command line exits with 2), and
+    a ``MemoryError``, so code that guards against running out of memory catches it too.
+    ``needed`` and ``budget`` are in bytes.
+    """
+
+    def __init__(self, message, needed=None, budget=None):
+        self.needed = needed
+        self.budget = budget
+        super().__init__(message)
+
+
 class GlmmSparseWarning(UserWarning):
     """Base class of the warnings issued by glmm_sparse."""
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .crossprod import CrossProducts
+from .memory import check_pattern_fits
 
 
 @dataclass(frozen=True, eq=False)
@@ -35,8 +36,22 @@ def _block_coords(row_start: np.ndarray, col_start: np.ndarray, kr: int, kc: int
     return np.broadcast_to(r, (len(row_start), kr, kc)), np.broadcast_to(c, (len(col_start), kr, kc))
 
 
+def pattern_size(cp: CrossProducts) -> tuple[int, int]:
+    """(entries of M's upper triangle, entries of all its blocks), before anything is built."""
+    upper = sum(int(nl) * k * (k + 1) // 2 for k, nl in zip(cp.k, cp.nlev))
+    full = sum(int(nl) * k * k for k, nl in zip(cp.k, cp.nlev))
+    pairs = sum(int(pb.lev_t.shape[0]) * cp.k[pb.t] * cp.k[pb.s] for pb in cp.pairs)
+    return upper + pairs, full + pairs
+
+
 def build_pattern(cp: CrossProducts) -> MPattern:
-    """The pattern of M and the positions of every block entry in the CSC value array."""
+    """The pattern of M and the positions of every block entry in the CSC value array.
+
+    Refuses (FactorMemoryError) a pattern whose construction and analysis would not fit
+    the memory budget, before allocating it.
+    """
+    nnz, block_entries = pattern_size(cp)
+    check_pattern_fits(nnz, cp.q, block_entries=block_entries, levels=cp.nlev)
     offs = cp.offsets
     rows, cols, masks = [], [], []
     for t, (k, nl) in enumerate(zip(cp.k, cp.nlev)):
