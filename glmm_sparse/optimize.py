@@ -84,7 +84,7 @@ class _InUnits:
         return value
 
 
-def bobyqa(fun, theta0: np.ndarray, lower: np.ndarray, *, ftol_abs=1e-12, xtol_abs=1e-10,
+def bobyqa(fun, theta0: np.ndarray, lower: np.ndarray, *, ftol_abs=1e-8, xtol_abs=1e-8,
            ftol_rel=0.0, xtol_rel=0.0, maxeval=100_000,
            initial_step=None) -> tuple[np.ndarray, float, int, str]:
     """Minimize fun over theta >= lower from theta0; (theta, f, evaluations, NLopt result)."""

@@ -27,6 +27,45 @@ static void glmm_cholmod_silent_handler(int status, const char *file, int line,
     (void) status; (void) file; (void) line; (void) message;
 }
 
+/* Fill-reducing ordering for cholmod_analyze: ordering < 0 keeps CHOLMOD's default
+ * strategy (AMD, METIS when AMD fills badly); otherwise exactly one method is tried
+ * (CHOLMOD_NATURAL = 0, CHOLMOD_AMD = 2, CHOLMOD_METIS = 3, CHOLMOD_NESDIS = 4). */
+static void glmm_cholmod_set_ordering(cholmod_common *c, int ordering)
+{
+    if (ordering < 0) return;
+    c->nmethods = 1;
+    c->method[0].ordering = ordering;
+    c->postorder = 1;
+}
+
+/* Relaxed supernode amalgamation lets CHOLMOD merge columns whose patterns differ, storing
+ * the zeros of the union. For the first (diagonal) block of a crossed design the columns
+ * barely overlap, so merged supernodes multiply the update flops: zrelax 0 merges only
+ * columns with the same pattern. */
+static void glmm_cholmod_set_zrelax(cholmod_common *c, double z)
+{
+    c->zrelax[0] = z; c->zrelax[1] = z; c->zrelax[2] = z;
+    if (z == 0.0) c->nrelax[0] = 0;  /* else supernodes of <= 4 columns merge whatever the zeros */
+}
+
+/* CHOLMOD 3's supernodal factorization opens an OpenMP parallel region (4 threads, fixed at
+ * its compile time) for every large enough descendant update. On two cores, with our own
+ * threads and BLAS threads around, thousands of small regions per factorization cost more
+ * than they save (3x the instructions spent spinning, measured on a crossed design).
+ * Making the calling thread's regions inactive runs them on that thread alone. The symbol
+ * is weak: a CHOLMOD built without OpenMP leaves it unresolved and the call is skipped. */
+extern void omp_set_max_active_levels(int) __attribute__((weak));
+/* The same holds for a threaded OpenBLAS behind CHOLMOD (Debian's libopenblas0-pthread): its
+ * many small dsyrk/dgemm calls ran 2x faster on one thread (0.14 s vs 0.27 s per crossed
+ * 10^4 x 10^3 factorization). NumPy's own OpenBLAS has prefixed symbols and is not touched. */
+extern void openblas_set_num_threads(int) __attribute__((weak));
+
+static void glmm_cholmod_serial_openmp(void)
+{
+    if (omp_set_max_active_levels) omp_set_max_active_levels(0);
+    if (openblas_set_num_threads) openblas_set_num_threads(1);
+}
+
 /* log det(L L') = 2 * sum(log(diag(L))) for a numeric LL' factor, supernodal or simplicial. */
 static double glmm_cholmod_logdet(const cholmod_factor *L)
 {

@@ -22,6 +22,8 @@ cdef extern from "glmm_cholmod.h":
         void (*error_handler)(int, const char *, int, const char *)
         int nmethods
         int postorder
+        size_t memory_usage
+        size_t memory_inuse
 
     ctypedef struct cholmod_sparse:
         size_t nrow
@@ -40,6 +42,7 @@ cdef extern from "glmm_cholmod.h":
         void *Perm
         int is_super
         int is_ll
+        size_t maxcsize
 
     ctypedef struct cholmod_dense:
         size_t nrow
@@ -73,6 +76,9 @@ cdef extern from "glmm_cholmod.h":
     int cholmod_free_dense(cholmod_dense **X, cholmod_common *c)
 
     void glmm_cholmod_silent_handler(int status, const char *file, int line, const char *msg)
+    void glmm_cholmod_set_ordering(cholmod_common *c, int ordering)
+    void glmm_cholmod_set_zrelax(cholmod_common *c, double z)
+    void glmm_cholmod_serial_openmp() nogil
     double glmm_cholmod_logdet(const cholmod_factor *L)
     double glmm_cholmod_factor_nnz(const cholmod_factor *L)
 
@@ -90,6 +96,8 @@ class CholmodNotPositiveDefiniteError(CholmodError):
 
 
 _SYSTEMS = {"A": 0, "L": 4, "Lt": 5, "P": 7, "Pt": 8}
+# fill-reducing orderings (CHOLMOD's codes); "default" is CHOLMOD's own strategy
+ORDERINGS = {"default": -1, "natural": 0, "amd": 2, "metis": 3, "nesdis": 4}
 
 
 cdef class SymbolicFactor:
@@ -112,16 +120,26 @@ cdef class SymbolicFactor:
         self.c.final_ll = 1
         self.c.quick_return_if_not_posdef = 1
 
-    def __init__(self, indptr, indices, Py_ssize_t n, str mode="auto"):
+    def __init__(self, indptr, indices, Py_ssize_t n, str mode="auto", str ordering="default",
+                 zrelax=None):
         """Analyse the pattern (indptr, indices) of the upper triangle, CSC, n x n.
 
         mode: "supernodal", "simplicial" or "auto" (CHOLMOD's choice from the flop count).
+        ordering: "default" (CHOLMOD's strategy), "natural" (no fill-reducing permutation;
+        etree postordering only), "amd", "metis" or "nesdis".
+        zrelax: the fraction of zeros CHOLMOD may store to merge columns into supernodes
+        (None: CHOLMOD's defaults 0.8 / 0.1 / 0.05 by supernode size).
         """
         modes = {"auto": CHOLMOD_AUTO, "supernodal": CHOLMOD_SUPERNODAL,
                  "simplicial": CHOLMOD_SIMPLICIAL}
         if mode not in modes:
             raise ValueError(f"mode must be one of {sorted(modes)}, not {mode!r}")
+        if ordering not in ORDERINGS:
+            raise ValueError(f"ordering must be one of {sorted(ORDERINGS)}, not {ordering!r}")
         self.c.supernodal = modes[mode]
+        glmm_cholmod_set_ordering(&self.c, ORDERINGS[ordering])
+        if zrelax is not None:
+            glmm_cholmod_set_zrelax(&self.c, float(zrelax))
         cdef int[::1] p = np.ascontiguousarray(indptr, dtype=np.int32)
         cdef int[::1] i = np.ascontiguousarray(indices, dtype=np.int32)
         _check_pattern(np.asarray(p), np.asarray(i), n)
@@ -167,6 +185,7 @@ cdef class SymbolicFactor:
         b[1] = 0.0
         self.is_factorized = False
         with nogil:
+            glmm_cholmod_serial_openmp()
             cholmod_factorize_p(self.A, b, NULL, 0, self.L, &self.c)
         if self.c.status == CHOLMOD_NOT_POSDEF:
             raise CholmodNotPositiveDefiniteError(
@@ -226,6 +245,22 @@ cdef class SymbolicFactor:
     def factor_nnz(self):
         """Entries stored for the factor L (from the symbolic analysis)."""
         return int(glmm_cholmod_factor_nnz(self.L))
+
+    @property
+    def is_supernodal(self):
+        """Whether the analysis chose a supernodal L (mode "auto" decides by flop count)."""
+        return bool(self.L.is_super)
+
+    def update_size(self):
+        """Entries of the largest supernodal update matrix (CHOLMOD's maxcsize); 0 if simplicial.
+
+        The supernodal factorization allocates this many doubles of scratch beside L.
+        """
+        return int(self.L.maxcsize) if self.L.is_super else 0
+
+    def cholmod_memory(self):
+        """(bytes CHOLMOD holds now, most it has held) for this factor since construction."""
+        return int(self.c.memory_inuse), int(self.c.memory_usage)
 
     def sparse_L(self):
         """(indptr, indices, data) of L in CSC, permuted order, rows sorted, diagonal first."""

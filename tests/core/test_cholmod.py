@@ -284,3 +284,33 @@ def test_malformed_pattern_is_rejected_before_cholmod_reads_it(indptr, indices, 
     """A pattern CHOLMOD would read out of bounds is a ValueError, never a crash."""
     with pytest.raises(ValueError, match=match):
         SymbolicFactor(np.array(indptr), np.array(indices), 2)
+
+
+@pytest.mark.parametrize("mode", ["simplicial", "supernodal"])
+@pytest.mark.parametrize("ordering", ["natural", "amd", "default", "metis", "nesdis"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_ordering_factors_the_same_matrix(spd, to_upper_csc, kind, ordering, mode):
+    M = spd(kind, 1, "large")
+    indptr, indices, data = to_upper_csc(M)
+    F = SymbolicFactor(indptr, indices, M.shape[0], mode, ordering)
+    F.factorize(data)
+    perm = F.perm()
+    L = dense_L(F)
+    assert_close(L @ L.T, M[np.ix_(perm, perm)])
+    assert F.logdet() == pytest.approx(np.linalg.slogdet(M)[1], rel=TOL, abs=TOL)
+
+
+@pytest.mark.parametrize("zrelax", [0.0, 0.01, 0.8])
+def test_supernode_relaxation_changes_storage_not_the_factor(spd, to_upper_csc, zrelax):
+    M = spd("crossed", 2, "large")
+    indptr, indices, data = to_upper_csc(M)
+    F = SymbolicFactor(indptr, indices, M.shape[0], "supernodal", "natural", zrelax)
+    F.factorize(data)
+    perm = F.perm()
+    assert_close(dense_L(F) @ dense_L(F).T, M[np.ix_(perm, perm)])
+
+
+def test_unknown_ordering_is_refused(spd, to_upper_csc):
+    indptr, indices, _ = to_upper_csc(spd("block", 0, "small"))
+    with pytest.raises(ValueError, match="ordering must be one of"):
+        SymbolicFactor(indptr, indices, indptr.shape[0] - 1, "simplicial", "colamd")
