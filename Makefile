@@ -9,7 +9,7 @@ CHOLMOD_H := $(firstword $(wildcard /usr/include/suitesparse/cholmod.h /usr/loca
 SOURCES := pyproject.toml setup.py $(wildcard src/*.h glmm_sparse/_core/*.pyx)
 STAMP := $(VENV)/.installed
 
-.PHONY: all setup sysdeps test demo bench clean
+.PHONY: all setup sysdeps test demo bench bench-peers clean
 
 all: test
 
@@ -44,9 +44,16 @@ demo: setup
 	$(PY) -m glmm_sparse fit "Reaction ~ Days + (Days | Subject)" tests/reference/data/sleepstudy.csv
 	$(PY) -m glmm_sparse synthetic --rows 1000000 --levels 2000 200 --seed 1
 
+# asv suite (benchmarks/suites), run against this checkout; BENCH="-b crossed" picks some.
 bench: setup
 	$(PY) -m pip install -q -e ".[bench]"
-	$(PY) benchmarks/n_free_evaluations.py
+	$(PY) benchmarks/run_asv.py $(BENCH)
+
+# Side by side with lme4 (R from Debian, installed when missing) and statsmodels; rewrites
+# the peers section of docs/benchmarks.md. Never part of CI. PEERS="crossed_1e6" picks cases.
+bench-peers: setup
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) benchmarks/peers/harness.py $(PEERS)
 
 clean:
 	rm -rf build $(VENV) glmm_sparse/_core/*.c glmm_sparse/_core/*.so
