@@ -74,7 +74,9 @@ def run_synthetic(args) -> int:
     sds = ", ".join(f"{s:g}" for s in truth.sd)
     print(f"\ntruth: beta = ({beta}), random-effect SDs = ({sds}), sigma = {truth.sigma:g}")
     print(f"data: {args.rows:,} rows generated in {t1 - t0:.2f} s; fit: {t2 - t1:.2f} s "
-          f"({result.optimizer.n_evals} evaluations, {result.optimizer.seconds:.2f} s optimizing)")
+          f"({result.optimizer.n_evals} evaluations by the optimizer, "
+          f"{result.optimizer.n_total_evals} with the convergence check; "
+          f"{result.optimizer.seconds:.2f} s optimizing)")
     return 0
 
 

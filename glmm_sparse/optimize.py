@@ -43,6 +43,7 @@ class OptSummary:
     messages: tuple[str, ...] = ()
     hessian: np.ndarray | None = field(default=None, repr=False)
     units: np.ndarray | None = field(default=None, repr=False)  # see scaling.py
+    n_total_evals: int = 0  # n_evals plus the convergence check's and the Newton polish's
 
     @property
     def grad_norm(self) -> float:
@@ -67,6 +68,18 @@ class _Counted:
         if value < self.best_f:
             self.best_x, self.best_f = x, value
         return value
+
+
+class _Tally:
+    """fun, counting every call (the optimizer's and the convergence check's)."""
+
+    def __init__(self, fun):
+        self.fun = fun
+        self.count = 0
+
+    def __call__(self, x):
+        self.count += 1
+        return self.fun(x)
 
 
 class _InUnits:
@@ -210,7 +223,7 @@ def minimize_theta(fun, theta0: np.ndarray, lower: np.ndarray, *, check: bool = 
     units = np.ones_like(theta0, dtype=np.float64) if units is None else units
     if options.get("initial_step") is not None:
         options["initial_step"] = np.asarray(options["initial_step"]) / units
-    fun = fun if np.all(units == 1.0) else _InUnits(fun, units)
+    fun = _Tally(fun if np.all(units == 1.0) else _InUnits(fun, units))
     x0, lower = theta0 / units, lower / units
     x, fmin, n_evals, code = bobyqa(fun, x0, lower, **options)
     x = np.where(np.abs(x - lower) < 1e-10, lower, x)  # snap to the boundary
@@ -232,7 +245,7 @@ def minimize_theta(fun, theta0: np.ndarray, lower: np.ndarray, *, check: bool = 
     return OptSummary(np.asarray(theta0), x * units, float(fmin), n_evals,
                       time.perf_counter() - t0, "NLopt BOBYQA", code, g / units, sg,
                       not messages, tuple(messages),
-                      None if H is None else H / np.outer(units, units), units)
+                      None if H is None else H / np.outer(units, units), units, fun.count)
 
 
 def check_theta_limit(x: np.ndarray, lower: np.ndarray, units: np.ndarray) -> None:

@@ -570,7 +570,8 @@ def _records(df: pd.DataFrame) -> list[dict]:
 def _optimizer_dict(opt) -> dict | None:
     if opt is None:
         return None
-    return _plain({"method": opt.method, "n_evals": opt.n_evals, "seconds": opt.seconds,
+    return _plain({"method": opt.method, "n_evals": opt.n_evals,
+                   "n_total_evals": opt.n_total_evals, "seconds": opt.seconds,
                    "grad_norm": opt.grad_norm, "scaled_gradient": opt.scaled_gradient,
                    "return_code": opt.return_code, "converged": opt.converged,
                    "messages": list(opt.messages)})

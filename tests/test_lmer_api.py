@@ -176,3 +176,12 @@ def test_both_factorizations_give_the_same_fit(sleep, fit, mode):
     m = gs.lmer(FORMULA, sleep, factor_mode=mode)
     assert m.loglik == pytest.approx(fit.loglik, rel=1e-12)
     assert np.allclose(m.ranef["condsd"], fit.ranef["condsd"], rtol=1e-8)
+
+
+def test_every_evaluation_is_counted(sleep, fit):
+    # sleepstudy has 3 thetas: the check costs 1 + 2*3 + 2*3 (Hessian) evaluations, the
+    # Newton step 1 and its gradient up to 1 + 2*3, and the re-evaluation at the optimum 1
+    opt = fit.optimizer
+    assert opt.n_evals + 13 <= opt.n_total_evals <= opt.n_evals + 22
+    unchecked = gs.lmer("Reaction ~ Days + (Days | Subject)", sleep, check_convergence=False)
+    assert unchecked.optimizer.n_total_evals == unchecked.optimizer.n_evals + 1
