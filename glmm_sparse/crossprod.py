@@ -67,15 +67,22 @@ def response_matrix(frame: ModelFrame) -> tuple[np.ndarray, np.ndarray | None]:
     ``LmmObjective.beta``), but pwrss, found by downdating y'Wy, loses the digits that a
     large mean of y holds: relative precision eps |y|^2 / pwrss, which for sleepstudy's
     Reaction + 1e6 had moved sigma by 1e-3.
+
+    The frame's buffer [X, slot] is used in place (its last column is rewritten from y on
+    every call), with the QR the frame made of [X, y - offset].
     """
     y = frame.y if frame.offset is None else frame.y - frame.offset
-    B = np.ascontiguousarray(np.column_stack([frame.X, y]))
     p = frame.X.shape[1]
+    if frame.XB is not None:
+        B, R = frame.XB, frame.R_XB
+    else:
+        B = np.ascontiguousarray(np.column_stack([frame.X, y]))
+        R = tsqr_r(B) if p else None
+    B[:, p] = y
     if p == 0:
         return B, None
-    R = tsqr_r(B)
     beta0 = np.linalg.lstsq(R[:p, :p], R[:p, p], rcond=None)[0]
-    B[:, p] -= frame.X @ beta0
+    B[:, p] -= B[:, :p] @ beta0
     check_residual_variation(B[:, p], y)
     return B, beta0
 

@@ -77,9 +77,40 @@ def _add_variable(found: dict[str, bool], var: Variable) -> None:
     found[str(root)] = found.get(str(root), True) and called
 
 
-def model_matrix(expr: str, data: pd.DataFrame, formula: str | None,
-                 what: str) -> tuple[np.ndarray, list[str]]:
-    """The float64 model matrix of ``expr`` on ``data`` (C order) and R's column names."""
+def plain_columns(expr: str, data: pd.DataFrame) -> tuple[bool, list[str]] | None:
+    """(intercept, column names) when ``expr`` is only an intercept and plain numeric columns
+    ("1 + x1 + x2", "0 + x"), else None. Such a model matrix is the columns themselves, in
+    the order written (as formulaic and R give them), so it is copied straight from the
+    frame without building formulaic's intermediate table (0.5 GB at 10^7 rows x 6)."""
+    intercept, names = True, []
+    for part in (piece.strip() for piece in expr.split("+")):
+        if part == "1":
+            continue
+        if part == "0":
+            intercept = False
+            continue
+        col = data.get(part) if part.isidentifier() else None
+        if (col is None or part in names or not pd.api.types.is_numeric_dtype(col)
+                or pd.api.types.is_bool_dtype(col) or isinstance(col.dtype, pd.CategoricalDtype)):
+            return None
+        names.append(part)
+    return intercept, names
+
+
+def model_matrix(expr: str, data: pd.DataFrame, formula: str | None, what: str, *,
+                 extra_columns: int = 0) -> tuple[np.ndarray, list[str]]:
+    """The float64 model matrix of ``expr`` on ``data`` (C order) and R's column names.
+
+    With ``extra_columns``, the array has that many more columns after the model
+    matrix's, left for the caller to fill (the response, next to X, in one buffer).
+    """
+    plain = plain_columns(expr, data)
+    if plain is not None:
+        intercept, cols = plain
+        names = ["(Intercept)"] * intercept + cols
+        columns = [data[name].to_numpy(dtype=np.float64) for name in cols]
+        X = _row_major(([None] if intercept else []) + columns, len(data), extra_columns)
+        return X, names
     try:
         mm = formulaic.model_matrix(expr, data, na_action="ignore")
     except (FormulaicError, SyntaxError) as err:
@@ -89,4 +120,22 @@ def model_matrix(expr: str, data: pd.DataFrame, formula: str | None,
         if not pd.api.types.is_numeric_dtype(mm[col]):
             raise DataError(f"the {what} column {name!r} is not numeric ({mm[col].dtype}); "
                             "make it a number or a factor (C(...))")
-    return np.ascontiguousarray(mm.to_numpy(dtype=np.float64)), names
+    # column by column into one C-ordered array: pandas' to_numpy would interleave into a
+    # temporary first, a second copy of X (1 s and 0.5 GB at 10^7 rows x 6 columns)
+    columns = [mm[col].to_numpy(dtype=np.float64) for col in mm.columns]
+    return _row_major(columns, mm.shape[0], extra_columns), names
+
+
+ROW_BLOCK = 1 << 14  # rows copied at a time: the block of X being written stays in cache
+
+
+def _row_major(columns: list, n: int, extra_columns: int) -> np.ndarray:
+    """The columns (None: all ones) as one C-ordered float64 (n, k + extra) array, copied
+    in blocks of rows (column-at-a-time writes to a row-major array miss the cache: 1.2 s
+    against 0.2 s for 10^7 x 7)."""
+    X = np.empty((n, len(columns) + extra_columns), dtype=np.float64)
+    for start in range(0, n, ROW_BLOCK):
+        rows = slice(start, start + ROW_BLOCK)
+        for j, col in enumerate(columns):
+            X[rows, j] = 1.0 if col is None else col[rows]
+    return X

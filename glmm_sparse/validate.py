@@ -39,10 +39,16 @@ def check_values(values: np.ndarray, names, rows: pd.Index, what: str) -> None:
     is an infinity in the data or one made by a transformation (log(0), 1/0, ...).
     """
     values = values.reshape(values.shape[0], -1)
-    bad = ~np.isfinite(values)
-    if not bad.any():
-        check_size(values, names, what)
+    if not values.size:
         return
+    # a column's min and max are NaN or infinite exactly when a value is; no n x k
+    # temporaries (np.isfinite and np.abs of X were 0.6 GB and 2 s at 10^7 rows)
+    lo = np.array([values[:, j].min() for j in range(values.shape[1])])
+    hi = np.array([values[:, j].max() for j in range(values.shape[1])])
+    if np.isfinite(lo).all() and np.isfinite(hi).all():
+        _check_sizes(np.maximum(np.abs(lo), np.abs(hi)), names, what)
+        return
+    bad = ~np.isfinite(values)
     i, j = np.argwhere(bad)[0]
     n_bad = int(bad.any(axis=1).sum())
     raise DataError(
@@ -76,7 +82,11 @@ def check_size(values: np.ndarray, names, what: str) -> None:
     """Refuse a column of finite values too large or too small for sums of squares."""
     if not values.size:
         return
-    sizes = np.max(np.abs(values.reshape(values.shape[0], -1)), axis=0)
+    _check_sizes(np.max(np.abs(values.reshape(values.shape[0], -1)), axis=0), names, what)
+
+
+def _check_sizes(sizes: np.ndarray, names, what: str) -> None:
+    """check_size on the largest |value| of each column."""
     for name, size in zip(names, sizes):
         if size > MAX_SIZE or 0 < size < MIN_SIZE:
             raise DataError(f"{what.format(repr(name))} has values of size {size:.3g}, beyond "
