@@ -90,9 +90,9 @@ def run(names) -> list[dict]:
 
 
 def table(rows) -> str:
-    out = ["| structure | model | BOBYQA evaluations | with convergence check | L-BFGS-B "
-           "(criterion + gradient) | BOBYQA / L-BFGS-B | criterion: lmer - L-BFGS-B |",
-           "|---|---|---:|---:|---:|---:|---:|"]
+    header = ("| structure | model | BOBYQA evaluations | with convergence check | L-BFGS-B "
+              "(criterion + gradient) | BOBYQA / L-BFGS-B | criterion: lmer - L-BFGS-B |")
+    out = [header, "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         out.append(f"| {r['case']} | `{r['formula']}` | {r['bobyqa']} | {r['total']} | "
                    f"{r['lbfgsb']} | {r['ratio']:.2f} | {r['df']:.2e} |")

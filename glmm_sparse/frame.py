@@ -23,8 +23,8 @@ from .errors import (
     ModelSpecError,
     RankDeficiencyWarning,
 )
-from .parallel import run_all
 from .formula import ParsedFormula
+from .parallel import run_all
 from .responses import column_name, numeric_response, response_expressions
 from .terms import ReTerm, check_identifiable, materialize, order_terms
 from .validate import (
@@ -155,7 +155,7 @@ def tsqr_r(A: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
     chunk of rows (on all threads: LAPACK releases the GIL), then the R of those stacked.
     A is never copied whole, and the chunks, hence the result, do not depend on the
     thread count."""
-    n, p = A.shape
+    n = A.shape[0]
     if n <= chunk:
         return np.linalg.qr(A, mode="r")
     tasks = [lambda start=start: np.linalg.qr(A[start:start + chunk], mode="r")
