@@ -33,7 +33,10 @@ class LmerResult:
     fixef: pd.Series
     vcov: pd.DataFrame
     varcorr: pd.DataFrame
-    ranef: pd.DataFrame
+    # the ranef table, or a callable that makes it: the conditional variances need a
+    # selected inverse of the factor (1-2 s on large crossed designs), so an LMM computes
+    # them on first use, as lme4's ranef(m) does, not in every fit
+    ranef_source: object = field(repr=False)
     coef: dict[str, pd.DataFrame]
     fitted: pd.Series
     residuals: pd.Series
@@ -48,6 +51,20 @@ class LmerResult:
     n_scale: int = 1  # scale parameters estimated: sigma for an LMM
     u: np.ndarray = field(default=None, repr=False)
     b: np.ndarray = field(default=None, repr=False)
+
+    @property
+    def ranef(self) -> pd.DataFrame:
+        """Conditional modes and conditional SDs per level, as.data.frame(ranef(m,
+        condVar=TRUE)) of lme4: grpvar, term, grp, condval, condsd."""
+        if callable(self.ranef_source):
+            object.__setattr__(self, "ranef_source", self.ranef_source())
+        return self.ranef_source
+
+    def __getstate__(self) -> dict:
+        """Pickles carry the table, never the factor it is computed from."""
+        state = dict(self.__dict__)
+        state["ranef_source"] = self.ranef
+        return state
 
     @property
     def npar(self) -> int:
@@ -194,7 +211,7 @@ def build_lmer_result(formula: str, frame: ModelFrame, obj: LmmObjective, opt: O
         fixef=pd.Series(beta, index=names, name="Estimate"),
         vcov=pd.DataFrame(sigma**2 * obj.vcov_unscaled(), index=names, columns=names),
         varcorr=varcorr_table(terms, obj.T, sigma),
-        ranef=ranef_table(terms, b, offsets, condvar_blocks(obj, sigma)),
+        ranef_source=lambda: ranef_table(terms, b, offsets, condvar_blocks(obj, sigma)),
         coef=coef_tables(terms, pd.Series(beta, index=names), b, offsets),
         fitted=pd.Series(fitted, index=frame.row_index, name="fitted"),
         residuals=pd.Series(resid, index=frame.row_index, name="residuals"),

@@ -2,6 +2,7 @@
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import glmm_sparse as gs
@@ -185,3 +186,15 @@ def test_every_evaluation_is_counted(sleep, fit):
     assert opt.n_evals + 13 <= opt.n_total_evals <= opt.n_evals + 22
     unchecked = gs.lmer("Reaction ~ Days + (Days | Subject)", sleep, check_convergence=False)
     assert unchecked.optimizer.n_total_evals == unchecked.optimizer.n_evals + 1
+
+
+def test_conditional_sds_are_computed_on_first_use_and_pickle(sleep):
+    import pickle
+
+    fresh = gs.lmer(FORMULA, sleep)
+    assert callable(fresh.ranef_source)  # not computed by the fit
+    copy = pickle.loads(pickle.dumps(fresh))  # pickling computes it, without the factor
+    assert isinstance(copy.ranef_source, pd.DataFrame)
+    pd.testing.assert_frame_equal(copy.ranef, fresh.ranef)
+    assert fresh.ranef is fresh.ranef  # computed once
+    assert (fresh.ranef["condsd"] > 0).all()
