@@ -6,7 +6,7 @@ people moving from R find the same rows in the same order.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -189,6 +189,14 @@ def linear_predictor(frame: ModelFrame, beta: np.ndarray, b: np.ndarray, offsets
     return eta if frame.offset is None else eta + frame.offset
 
 
+def _deferred_ranef(terms, b, offsets, obj: LmmObjective, sigma: float):
+    """ranef_table with the conditional variances, made when first asked for. It keeps the
+    objective (its factor) and the terms' labels, not their n-row codes and columns."""
+    labels = tuple(replace(t, codes=np.empty(0, dtype=np.int64), X=np.empty((0, t.k)))
+                   for t in terms)
+    return lambda: ranef_table(labels, b, offsets, condvar_blocks(obj, sigma))
+
+
 def build_lmer_result(formula: str, frame: ModelFrame, obj: LmmObjective, opt: OptSummary,
                       data_name: str | None = None, weights_name: str | None = None,
                       offset_name: str | None = None) -> LmerResult:
@@ -211,7 +219,7 @@ def build_lmer_result(formula: str, frame: ModelFrame, obj: LmmObjective, opt: O
         fixef=pd.Series(beta, index=names, name="Estimate"),
         vcov=pd.DataFrame(sigma**2 * obj.vcov_unscaled(), index=names, columns=names),
         varcorr=varcorr_table(terms, obj.T, sigma),
-        ranef_source=lambda: ranef_table(terms, b, offsets, condvar_blocks(obj, sigma)),
+        ranef_source=_deferred_ranef(terms, b, offsets, obj, sigma),
         coef=coef_tables(terms, pd.Series(beta, index=names), b, offsets),
         fitted=pd.Series(fitted, index=frame.row_index, name="fitted"),
         residuals=pd.Series(resid, index=frame.row_index, name="residuals"),
