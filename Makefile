@@ -44,7 +44,7 @@ demo: setup
 	$(PY) -m glmm_sparse fit "Reaction ~ Days + (Days | Subject)" tests/reference/data/sleepstudy.csv
 	$(PY) -m glmm_sparse synthetic --rows 1000000 --levels 2000 200 --seed 1
 
-# asv suite (benchmarks/suites), run against this checkout; BENCH="-b crossed" picks some.
+# asv suite (benchmarks/suites), run against this checkout; BENCH="-b Crossed" picks some (case-sensitive).
 bench: setup
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/run_asv.py $(BENCH)

@@ -1,72 +1,54 @@
-"""asv benchmarks of lmer fits, grouped by random-effects structure x size.
+"""lmer fits, one class per random-effects structure, each at 10^4, 10^5, 10^6 rows.
 
-Each structure is a seeded synthetic data set (glmm_sparse.synthetic); sizes are rows.
-Besides time and peak memory, the criterion at the optimum and the number of objective
-evaluations are tracked, so that a speed-up bought with a worse optimum shows.
+Levels grow with the rows so that a group keeps roughly 10-100 rows (crossed factors
+more slowly, see ``crossed_levels``); the InstEval-shaped case has its own fixed size.
 """
-import warnings
+from glmm_sparse.synthetic import INSTEVAL_FORMULA, Design, insteval_like
 
-import glmm_sparse as gs
-from glmm_sparse.synthetic import crossed_formula, crossed_lmm
-
-STRUCTURES = {
-    # name: (levels of each crossed factor, correlated slope on g1)
-    "scalar": ((500,), False),
-    "slopes": ((500,), True),
-    "crossed": ((2000, 200), False),
-    "crossed_slopes": ((1000, 100), True),
-}
-SIZES = [10_000, 100_000, 1_000_000]
+from ._base import SEED, FitBenchmark, crossed_levels, synthetic
 
 
-class LmerFit:
-    params = (list(STRUCTURES), SIZES)
-    param_names = ["structure", "rows"]
-    timeout = 600
+class Scalar(FitBenchmark):
+    """(1 | g1): a level per 50 rows."""
 
-    def setup(self, structure, rows):
-        levels, slope = STRUCTURES[structure]
-        self.data, _ = crossed_lmm(rows, levels, seed=1, slope=slope)
-        self.formula = crossed_formula(levels, slope=slope)
-
-    def _fit(self):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return gs.lmer(self.formula, self.data, factor_mode="simplicial")
-
-    def time_fit(self, structure, rows):
-        self._fit()
-
-    def peakmem_fit(self, structure, rows):
-        self._fit()
-
-    def track_objective(self, structure, rows):
-        return self._fit().objective
-
-    def track_evaluations(self, structure, rows):
-        return self._fit().optimizer.n_evals
+    def draw(self, rows):
+        return synthetic(Design((rows // 50,)), rows)
 
 
-class LmerNested:
-    """Pupils in classes in schools: (1 | school/class)."""
+class Slopes(FitBenchmark):
+    """(1 + x1 | g1), intercept and slope correlated: a level per 100 rows."""
 
-    params = [SIZES]
-    param_names = ["rows"]
-    timeout = 600
+    def draw(self, rows):
+        return synthetic(Design((rows // 100,), slope=True), rows)
 
-    def setup(self, rows):
-        import numpy as np
-        import pandas as pd
 
-        rng = np.random.default_rng(2)
-        school = rng.integers(0, max(rows // 200, 2), rows)
-        klass = rng.integers(0, 8, rows)
-        y = rng.normal(size=max(rows // 200, 2))[school] + 0.5 * rng.normal(size=(max(rows // 200, 2), 8))[school, klass]
-        self.data = pd.DataFrame({"y": y + rng.normal(size=rows), "x": rng.normal(size=rows),
-                                  "school": school, "klass": klass})
+class Nested(FitBenchmark):
+    """(1 | g1) + (1 | g2), g2 nested in g1: 20 inner levels of 50 rows in each outer."""
 
-    def time_fit(self, rows):
-        gs.lmer("y ~ x + (1 | school/klass)", self.data)
+    def draw(self, rows):
+        return synthetic(Design((max(rows // 1000, 2), 20), nested=True), rows)
 
-    def track_evaluations(self, rows):
-        return gs.lmer("y ~ x + (1 | school/klass)", self.data).optimizer.n_evals
+
+class Crossed(FitBenchmark):
+    """(1 | g1) + (1 | g2) crossed: 200 x 20, 632 x 63, 2000 x 200 levels."""
+
+    def draw(self, rows):
+        return synthetic(Design(crossed_levels(rows, 2.0)), rows)
+
+
+class CrossedSlopes(FitBenchmark):
+    """(1 + x1 | g1) + (1 | g2) crossed: 100 x 10, 316 x 31, 1000 x 100 levels."""
+
+    def draw(self, rows):
+        return synthetic(Design(crossed_levels(rows, 1.0), slope=True), rows)
+
+
+class InstEval(FitBenchmark):
+    """lme4's InstEval in shape: 2972 students x 1128 lecturers crossed, plus the
+    28-level dept:service term, at InstEval's own 73,421 rows."""
+
+    params = ((73_421,),)
+
+    def draw(self, rows):
+        data, _ = insteval_like(rows, seed=SEED)
+        return INSTEVAL_FORMULA, "gaussian", data
