@@ -211,7 +211,9 @@ def peer_detail(name: str, record: dict) -> str:
     if record.get("model") or record.get("call"):
         parts.append(f"`{record.get('model') or record.get('call')}`")
     if record.get("n_evals") is not None:
-        parts.append(f"{record['n_evals']} evaluations")
+        total = record.get("n_total_evals")
+        parts.append(f"{record['n_evals']} evaluations"
+                     + (f" ({total} with the convergence check)" if total else ""))
     if record.get("threads") is not None:
         parts.append(f"{record['threads']} threads")
     if record.get("factor_nnz"):

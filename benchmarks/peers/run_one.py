@@ -96,6 +96,7 @@ def run_glmm_sparse(case: Case, frame: pd.DataFrame) -> dict:
         "sigma": float(m.sigma) if getattr(m, "sigma", None) is not None else None,
         "deviance": float(m.deviance) if hasattr(m, "deviance") else None,
         "n_evals": int(m.optimizer.n_evals),
+        "n_total_evals": int(m.optimizer.n_total_evals),
         "converged": bool(getattr(m, "converged", True)),
         "threads": n_threads(),
         "factor_nnz": max(nnz) if nnz else None,

@@ -98,6 +98,7 @@ class FitBenchmark(abc.ABC):
     track_objective.unit = "-2 log-likelihood"
 
     def track_evaluations(self, rows):
-        return int(self.fit().optimizer.n_evals)
+        """Every evaluation of the criterion: the optimizer's and the convergence check's."""
+        return int(self.fit().optimizer.n_total_evals)
 
     track_evaluations.unit = "evaluations"
