@@ -49,3 +49,19 @@ def test_row_chunks_cover_every_row_once():
     for n in (0, 1, parallel.CHUNK - 1, parallel.CHUNK, 3 * parallel.CHUNK + 5):
         covered = np.concatenate([np.arange(n)[sl] for sl in parallel.row_chunks(n)])
         assert np.array_equal(covered, np.arange(n))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_chunked_qr_is_the_same_for_any_thread_count_and_matches_numpy(threads, monkeypatch):
+    from glmm_sparse.frame import tsqr_r
+
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_ROWS", 0)
+    A = np.random.default_rng(4).standard_normal((5000, 6)) + 1e3 * np.arange(6)
+    monkeypatch.setenv("GLMM_SPARSE_THREADS", "1")
+    reference = tsqr_r(A, chunk=700)
+    monkeypatch.setenv("GLMM_SPARSE_THREADS", str(threads))
+    R = tsqr_r(A, chunk=700)
+    np.testing.assert_array_equal(R, reference)
+    dense = np.linalg.qr(A, mode="r")
+    signs = np.sign(np.diag(R)) * np.sign(np.diag(dense))
+    np.testing.assert_allclose(R * signs[:, None], dense, rtol=1e-10, atol=1e-9 * np.abs(dense).max())
