@@ -51,7 +51,13 @@ bench: setup
 
 # Side by side with lme4 (R from Debian, installed when missing) and statsmodels; rewrites
 # the peers section of docs/benchmarks.md. Never part of CI. PEERS="crossed_1e6" picks cases.
+# Both CHOLMOD and R run on the system BLAS: OpenBLAS, as recorded in docs/benchmarks.md.
 bench-peers: setup
+	@if [ ! -d /usr/lib/x86_64-linux-gnu/openblas-pthread ] && [ "$$(id -u)" = "0" ] && [ -z "$$CI" ] \
+	    && command -v apt-get >/dev/null; then \
+	    echo "Installing OpenBLAS as the system BLAS (CHOLMOD's and R's): libopenblas0-pthread"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas0-pthread; \
+	fi
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/peers/harness.py $(PEERS)
 
