@@ -135,6 +135,7 @@ class LmmObjective:
         self.Ry = np.zeros((cp.p + 1, cp.p + 1))
         self.update_M()
         self.factor = fastest_factor(self.pattern, self.Mx, factor_mode)
+        self.perm = self.factor.perm()  # fixed by the analysis: P B = B[perm]
 
     # -- updates (mutate, return None) ------------------------------------------------
     def set_crossproducts(self, cp: CrossProducts) -> None:
@@ -176,7 +177,8 @@ class LmmObjective:
         for t, T in enumerate(self.T):
             blk = slice(offs[t], offs[t + 1])
             _lambda.lambdat_apply(T, self.cp.ZtWXy[blk], self.LtB[blk])
-        self.RZXy = self.factor.solve("L", self.factor.solve("P", self.LtB))
+        # P applied as a row gather: one CHOLMOD solve (and its copies) instead of two
+        self.RZXy = self.factor.solve("L", self.LtB[self.perm])
 
     def update_RX(self) -> None:
         """R'R = [X y]'W[X y] - [R_ZX c_u]'[R_ZX c_u]: R_X, c_b and sqrt(pwrss) in one factor."""
