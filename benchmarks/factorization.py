@@ -1,0 +1,74 @@
+"""Analysis and factorization times of M per ordering and CHOLMOD mode, as a markdown table.
+
+    python benchmarks/factorization.py
+
+The matrices are the M = Lambda'Z'Z Lambda + I of lmer at the start theta for the crossed
+benchmark shapes (glmm_sparse.synthetic, seed 1): what objective.fastest_factor chooses
+between. Times are the minimum of 3 factorizations after the analysis.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+
+from glmm_sparse._core._cholmod import SymbolicFactor
+
+from glmm_sparse.crossprod import accumulate
+from glmm_sparse.formula import parse_formula
+from glmm_sparse.frame import build_frame
+from glmm_sparse.objective import LmmObjective
+from glmm_sparse.synthetic import INSTEVAL_FORMULA, Design, insteval_like, simulate
+
+SHAPES = {
+    "2,000 x 200, 10^6 rows": (Design((2000, 200)), 1_000_000),
+    "10,000 x 1,000, 10^6 rows": (Design((10_000, 1000)), 1_000_000),
+    "InstEval shape, 73,421 rows": (None, 73_421),
+}
+CANDIDATES = [("natural", "simplicial"), ("natural", "supernodal"), ("default", "simplicial"),
+              ("default", "supernodal")]
+
+
+def objective_at_start(design, rows) -> LmmObjective:
+    if design is None:
+        formula, data = INSTEVAL_FORMULA, insteval_like(rows, seed=1)[0]
+    else:
+        formula, data = design.formula(), simulate(design, rows, seed=1)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        frame = build_frame(parse_formula(formula), formula, data)
+    obj = LmmObjective(accumulate(frame), reml=True, factor_mode="simplicial")
+    obj.update_M()
+    return obj
+
+
+def timed(shape):
+    obj = objective_at_start(*SHAPES[shape])
+    pat = obj.pattern
+    rows = []
+    for ordering, mode in CANDIDATES:
+        start = time.perf_counter()
+        factor = SymbolicFactor(pat.indptr, pat.indices, pat.q, mode, ordering)
+        analyse = time.perf_counter() - start
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            factor.factorize(obj.Mx, beta=1.0)
+            times.append(time.perf_counter() - start)
+        rows.append((shape, pat.q, pat.nnz, ordering, mode, analyse, min(times),
+                     factor.factor_nnz()))
+    return rows
+
+
+def main() -> None:
+    print("| shape | q | nnz(M) | ordering | mode | analysis (s) | factorization (s) | "
+          "entries of L |")
+    print("|---|---:|---:|---|---|---:|---:|---:|")
+    for shape in SHAPES:
+        for s, q, nnz, ordering, mode, analyse, factor, nnz_l in timed(shape):
+            name = "AMD (CHOLMOD default)" if ordering == "default" else ordering
+            print(f"| {s} | {q:,} | {nnz:,} | {name} | {mode} | {analyse:.3f} | {factor:.3f} "
+                  f"| {nnz_l:,.0f} |")
+
+
+if __name__ == "__main__":
+    main()
