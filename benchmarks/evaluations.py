@@ -94,7 +94,8 @@ def table(rows) -> str:
               "(criterion + gradient) | BOBYQA / L-BFGS-B | criterion: lmer - L-BFGS-B |")
     out = [header, "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
-        out.append(f"| {r['case']} | `{r['formula']}` | {r['bobyqa']} | {r['total']} | "
+        formula = r["formula"].replace("|", "\\|")
+        out.append(f"| {r['case']} | `{formula}` | {r['bobyqa']} | {r['total']} | "
                    f"{r['lbfgsb']} | {r['ratio']:.2f} | {r['df']:.2e} |")
     return "\n".join(out)
 
