@@ -23,6 +23,7 @@ from .pattern import MPattern, build_pattern
 LOG_2PI = float(np.log(2.0 * np.pi))
 MEASURE_ABOVE_NNZ = 200_000  # entries of L above which the factorization mode is timed
 AMD_BELOW_NNZ = 200_000  # entries of M below which AMD's analysis is cheap enough to try
+NO_FILL_RATIO = 1.05  # nnz(L) / nnz(M) up to which a factor counts as free of fill
 FACTOR_MODES = ("measure", "simplicial", "supernodal", "auto")
 # pwrss / y'Wy below which a fit is exact to rounding (objective.check_residual_left):
 # at 1e-9 pwrss still has 7 digits; a random intercept 1e4 times the residual sd (theta
@@ -95,9 +96,12 @@ def fastest_factor(pattern: MPattern, Mx: np.ndarray, mode: str) -> SymbolicFact
     if mode not in FACTOR_MODES:
         raise ModelSpecError(f"factor_mode must be one of {FACTOR_MODES}, not {mode!r}")
     ordering, probe = best_ordering(pattern)
-    if mode == "measure" and probe.factor_nnz() < MEASURE_ABOVE_NNZ:
+    no_fill = probe.factor_nnz() <= NO_FILL_RATIO * pattern.nnz
+    if mode == "measure" and (probe.factor_nnz() < MEASURE_ABOVE_NNZ or no_fill):
+        # small, or L has M's own pattern (nested and single-factor designs): nothing for
+        # supernodes to gain; skip the timing and stay deterministic
         check_factor_fits(probe)
-        return probe  # small: both take microseconds; stay deterministic
+        return probe
     if mode != "measure":
         factor = probe if mode == "simplicial" else SymbolicFactor(
             pattern.indptr, pattern.indices, pattern.q, mode, ordering)
