@@ -111,8 +111,10 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
     optimizer_options : dict, optional
         ``ftol_abs``, ``xtol_abs``, ``maxeval`` for NLopt's BOBYQA.
     factor_mode : {"measure", "simplicial", "supernodal", "auto"}
-        CHOLMOD's factorization: "measure" uses simplicial for small factors and times
-        both kinds once for large ones; name one to make large fits bitwise reproducible.
+        The factorization of M: "measure" factors a single term's block-diagonal M
+        block by block, and otherwise uses CHOLMOD, simplicial for small factors or
+        factors without fill, timing both kinds once for large ones; name a CHOLMOD mode
+        to make large fits bitwise reproducible.
 
     Returns
     -------
