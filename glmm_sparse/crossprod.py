@@ -153,9 +153,11 @@ class CrossprodPlan:
 
 def accumulate(frame: ModelFrame) -> CrossProducts:
     """All cross-products of an LMM's frame: prior weights, [X, y - offset - X beta0]."""
-    w = np.ones(frame.n) if frame.weights is None else frame.weights
-    positive = w > 0
+    if frame.weights is None:
+        w, sum_log_w = np.ones(frame.n), 0.0
+    else:
+        w = frame.weights
+        sum_log_w = float(np.log(w[w > 0]).sum())
     B, beta0 = response_matrix(frame)
-    cp = CrossprodPlan.from_terms(frame.terms).accumulate(
-        w, B, sum_log_w=float(np.log(w[positive]).sum()))
+    cp = CrossprodPlan.from_terms(frame.terms).accumulate(w, B, sum_log_w=sum_log_w)
     return replace(cp, beta_shift=beta0)

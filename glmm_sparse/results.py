@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
+from ._core import _crossprod
 from .condvar import condvar_blocks
 from .frame import ModelFrame
 from .objective import LmmObjective
@@ -184,9 +185,11 @@ def linear_predictor(frame: ModelFrame, beta: np.ndarray, b: np.ndarray, offsets
     """X beta + Z b (+ offset), Z applied through the terms' codes."""
     eta = frame.X @ beta
     for i, t in enumerate(frame.terms):
-        vals = b[offsets[i]:offsets[i + 1]].reshape(t.nlev, t.k)
-        eta += np.einsum("ij,ij->i", t.X, vals[t.codes])
-    return eta if frame.offset is None else eta + frame.offset
+        vals = np.ascontiguousarray(b[offsets[i]:offsets[i + 1]].reshape(t.nlev, t.k))
+        _crossprod.add_term_times(t.codes, t.X, vals, eta)  # no (n, k) gather of b
+    if frame.offset is not None:
+        eta += frame.offset
+    return eta
 
 
 def _deferred_ranef(terms, b, offsets, obj: LmmObjective, sigma: float):
@@ -210,7 +213,9 @@ def build_lmer_result(formula: str, frame: ModelFrame, obj: LmmObjective, opt: O
     names = list(frame.xnames)
     fitted = linear_predictor(frame, beta, b, offsets)
     resid = frame.y - fitted
-    w = np.ones(frame.n) if frame.weights is None else frame.weights
+    scaled = resid / sigma
+    if frame.weights is not None:
+        scaled *= np.sqrt(frame.weights)
     terms = frame.terms
     return LmerResult(
         formula=formula, reml=obj.reml, nobs=frame.n, n_dropped=frame.n_dropped,
@@ -223,7 +228,7 @@ def build_lmer_result(formula: str, frame: ModelFrame, obj: LmmObjective, opt: O
         coef=coef_tables(terms, pd.Series(beta, index=names), b, offsets),
         fitted=pd.Series(fitted, index=frame.row_index, name="fitted"),
         residuals=pd.Series(resid, index=frame.row_index, name="residuals"),
-        scaled_residuals=np.sqrt(w) * resid / sigma,
+        scaled_residuals=scaled,
         ngrps={t.group_name: t.nlev for t in terms},
         is_singular=is_singular(obj.theta, obj.theta_map.lower, units=opt.units),
         optimizer=opt,
