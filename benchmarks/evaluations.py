@@ -6,7 +6,8 @@ Issue 5 asks for an analytic gradient if a derivative-free optimizer needs more 
 evaluations of a gradient-based one. This measures that ratio on the benchmark structures
 (the seeded designs of glmm_sparse.synthetic, and the InstEval shape): lmer's own fit
 (BOBYQA, then the convergence check and Newton polish), against scipy's L-BFGS-B started
-from the same theta, in the same units, on the same criterion, given the gradient. The
+from the same theta (lmer's default start), in the same units, on the same criterion,
+given the gradient. The
 gradient here comes from central differences, but only L-BFGS-B's requests for
 (criterion, gradient) pairs are counted: that is the count it would need with an
 analytic gradient, each of which costs about one evaluation (one factorization and its
@@ -26,6 +27,7 @@ from glmm_sparse.formula import parse_formula
 from glmm_sparse.frame import build_frame
 from glmm_sparse.objective import LmmObjective
 from glmm_sparse.scaling import theta_units
+from glmm_sparse.start import moment_theta
 from glmm_sparse.synthetic import INSTEVAL_FORMULA, Design, insteval_like, simulate
 
 CASES = {
@@ -69,7 +71,9 @@ def gradient_based(formula, data) -> tuple[int, float]:
         return f0, g
 
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
-    res = scipy.optimize.minimize(f_and_grad, obj.theta_map.start, jac=True, method="L-BFGS-B",
+    start = moment_theta(frame.terms, frame.y)  # where lmer starts, in the same units
+    x0 = obj.theta_map.start if start is None else start / units
+    res = scipy.optimize.minimize(f_and_grad, x0, jac=True, method="L-BFGS-B",
                                   bounds=bounds, options={"ftol": 1e-12, "gtol": 1e-6})
     return int(res.nfev), float(res.fun)
 

@@ -16,6 +16,7 @@ from .glmm import GlmmObjective, fit_glmm
 from .pirls import GlmmData
 from .responses import binomial_response, numeric_response
 from .scaling import theta_units
+from .start import moment_theta
 from .results_glmm import GlmerResult, build_glmer_result
 from .errors import ModelSpecError, SingularFitWarning
 from .formula import parse_formula
@@ -105,7 +106,9 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
     na_action : {"omit", "raise"}
         Drop rows with a missing value in a used column (with a warning), or raise.
     start : array, optional
-        Starting theta (lme4 order); default: identity relative covariance factors.
+        Starting theta (lme4 order). Default, as lme4: when every random term is a scalar
+        intercept on its own factor, a method-of-moments guess from the variances of y's
+        group means (start.py); otherwise identity relative covariance factors.
     check_convergence : bool
         Compute the finite-difference gradient at the optimum and warn when it is not small.
     optimizer_options : dict, optional
@@ -131,7 +134,10 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
     check_response_varies(frame.y, parsed.response)
     obj = LmmObjective(accumulate(frame), reml=bool(reml), factor_mode=factor_mode)
     units = theta_units(frame.terms, obj.theta_map, frame.weights)
-    opt = minimize_theta(obj, start_theta(start, obj.theta_map, units), obj.theta_map.lower,
+    theta0 = moment_theta(frame.terms, frame.y) if start is None else None
+    if theta0 is None:
+        theta0 = start_theta(start, obj.theta_map, units)
+    opt = minimize_theta(obj, theta0, obj.theta_map.lower,
                          check=check_convergence, units=units, **options)
     obj.update(opt.theta)
     obj.check_residual_left()
