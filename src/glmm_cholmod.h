@@ -56,15 +56,35 @@ static void glmm_cholmod_set_zrelax(cholmod_common *c, double z)
  * Making the calling thread's regions inactive runs them on that thread alone. The symbol
  * is weak: a CHOLMOD built without OpenMP leaves it unresolved and the call is skipped. */
 extern void omp_set_max_active_levels(int) __attribute__((weak));
+extern int omp_get_max_active_levels(void) __attribute__((weak));
 /* The same holds for a threaded OpenBLAS behind CHOLMOD (Debian's libopenblas0-pthread): its
  * many small dsyrk/dgemm calls ran 2x faster on one thread (0.14 s vs 0.27 s per crossed
- * 10^4 x 10^3 factorization). NumPy's own OpenBLAS has prefixed symbols and is not touched. */
+ * 10^4 x 10^3 factorization). NumPy's own OpenBLAS has prefixed symbols and is not touched.
+ * Both settings are process-wide (or per thread) state of libraries others may use too, so
+ * they are changed only around CHOLMOD's call and restored after it. */
 extern void openblas_set_num_threads(int) __attribute__((weak));
+extern int openblas_get_num_threads(void) __attribute__((weak));
 
-static void glmm_cholmod_serial_openmp(void)
+typedef struct { int omp_levels; int blas_threads; } glmm_thread_state;
+
+static glmm_thread_state glmm_cholmod_serial_begin(void)
 {
-    if (omp_set_max_active_levels) omp_set_max_active_levels(0);
-    if (openblas_set_num_threads) openblas_set_num_threads(1);
+    glmm_thread_state saved = {-1, -1};
+    if (omp_set_max_active_levels && omp_get_max_active_levels) {
+        saved.omp_levels = omp_get_max_active_levels();
+        omp_set_max_active_levels(0);
+    }
+    if (openblas_set_num_threads && openblas_get_num_threads) {
+        saved.blas_threads = openblas_get_num_threads();
+        openblas_set_num_threads(1);
+    }
+    return saved;
+}
+
+static void glmm_cholmod_serial_end(glmm_thread_state saved)
+{
+    if (saved.omp_levels >= 0) omp_set_max_active_levels(saved.omp_levels);
+    if (saved.blas_threads >= 1) openblas_set_num_threads(saved.blas_threads);
 }
 
 /* log det(L L') = 2 * sum(log(diag(L))) for a numeric LL' factor, supernodal or simplicial. */

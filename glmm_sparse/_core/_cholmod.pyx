@@ -78,7 +78,11 @@ cdef extern from "glmm_cholmod.h":
     void glmm_cholmod_silent_handler(int status, const char *file, int line, const char *msg)
     void glmm_cholmod_set_ordering(cholmod_common *c, int ordering)
     void glmm_cholmod_set_zrelax(cholmod_common *c, double z)
-    void glmm_cholmod_serial_openmp() nogil
+    ctypedef struct glmm_thread_state:
+        int omp_levels
+        int blas_threads
+    glmm_thread_state glmm_cholmod_serial_begin() nogil
+    void glmm_cholmod_serial_end(glmm_thread_state saved) nogil
     double glmm_cholmod_logdet(const cholmod_factor *L)
     double glmm_cholmod_factor_nnz(const cholmod_factor *L)
 
@@ -184,9 +188,11 @@ cdef class SymbolicFactor:
         b[0] = beta
         b[1] = 0.0
         self.is_factorized = False
+        cdef glmm_thread_state saved
         with nogil:
-            glmm_cholmod_serial_openmp()
+            saved = glmm_cholmod_serial_begin()
             cholmod_factorize_p(self.A, b, NULL, 0, self.L, &self.c)
+            glmm_cholmod_serial_end(saved)
         if self.c.status == CHOLMOD_NOT_POSDEF:
             raise CholmodNotPositiveDefiniteError(
                 f"matrix not positive definite at column {self.L.minor}", int(self.L.minor))

@@ -314,3 +314,22 @@ def test_unknown_ordering_is_refused(spd, to_upper_csc):
     indptr, indices, _ = to_upper_csc(spd("block", 0, "small"))
     with pytest.raises(ValueError, match="ordering must be one of"):
         SymbolicFactor(indptr, indices, indptr.shape[0] - 1, "simplicial", "colamd")
+
+
+def test_factorize_leaves_the_process_thread_settings_as_it_found_them(spd, to_upper_csc):
+    """CHOLMOD runs serial inside factorize; OpenMP and OpenBLAS settings are restored."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    before = [(i["filepath"], i["num_threads"]) for i in threadpoolctl.threadpool_info()]
+    indptr, indices, data = to_upper_csc(spd("crossed", 0, "large"))
+    F = SymbolicFactor(indptr, indices, indptr.shape[0] - 1, "supernodal")
+    F.factorize(data)
+    after = [(i["filepath"], i["num_threads"]) for i in threadpoolctl.threadpool_info()]
+    assert after == before
+    gomp = [i["filepath"] for i in threadpoolctl.threadpool_info() if "libgomp" in i["filepath"]]
+    if gomp:  # the OpenMP setting the factorization lowers to 0 around CHOLMOD's call
+        import ctypes
+
+        lib = ctypes.CDLL(gomp[0])
+        lib.omp_set_max_active_levels(3)
+        F.factorize(data)
+        assert lib.omp_get_max_active_levels() == 3
