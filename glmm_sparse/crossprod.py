@@ -73,8 +73,8 @@ def response_matrix(frame: ModelFrame) -> tuple[np.ndarray, np.ndarray | None]:
     """
     y = frame.y if frame.offset is None else frame.y - frame.offset
     p = frame.X.shape[1]
-    if frame.XB is not None:
-        B, R = frame.XB, frame.R_XB
+    if frame.XB is not None and np.shares_memory(frame.X, frame.XB):
+        B, R = frame.XB, frame.R_XB  # X is the buffer's view (a replaced X is not)
     else:
         B = np.ascontiguousarray(np.column_stack([frame.X, y]))
         R = tsqr_r(B) if p else None

@@ -84,14 +84,13 @@ def plain_columns(expr: str, data: pd.DataFrame) -> tuple[bool, list[str]] | Non
     frame without building formulaic's intermediate table (0.5 GB at 10^7 rows x 6)."""
     intercept, names = True, []
     for part in (piece.strip() for piece in expr.split("+")):
-        if part == "1":
-            continue
-        if part == "0":
-            intercept = False
+        if part in ("0", "1"):
+            intercept = part == "1"  # the last one written wins, as in R and formulaic
             continue
         col = data.get(part) if part.isidentifier() else None
-        if (col is None or part in names or not pd.api.types.is_numeric_dtype(col)
-                or pd.api.types.is_bool_dtype(col) or isinstance(col.dtype, pd.CategoricalDtype)):
+        # numbers only (NumPy or pandas' nullable int/float): booleans, categories, Arrow
+        # decimals and the rest keep formulaic's treatment
+        if col is None or part in names or getattr(col.dtype, "kind", "O") not in "iuf":
             return None
         names.append(part)
     return intercept, names

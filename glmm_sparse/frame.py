@@ -8,6 +8,7 @@ weights, drops aliased fixed-effects columns, and materializes the random terms.
 from __future__ import annotations
 
 import difflib
+import threading
 import warnings
 from dataclasses import dataclass, field
 from functools import partial
@@ -151,6 +152,9 @@ def fixed_matrix(fixed: str, data: pd.DataFrame, formula: str | None = None, *,
     return model_matrix(fixed, data, formula, "fixed-effects term", extra_columns=extra_columns)
 
 
+_TSQR_LOCK = threading.Lock()
+
+
 def tsqr_r(A: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
     """R of an unpivoted QR of A, by a row-chunked (TSQR) reduction: the R of each fixed
     chunk of rows (on all threads: LAPACK releases the GIL), then the R of those stacked.
@@ -162,7 +166,9 @@ def tsqr_r(A: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
         return np.linalg.qr(A, mode="r")
     tasks = [lambda start=start: np.linalg.qr(A[start:start + chunk], mode="r")
              for start in range(0, n, chunk)]
-    with threadpool_limits(limits=1, user_api="blas"):
+    # the BLAS limit is process-wide: one TSQR at a time, so that concurrent calls cannot
+    # interleave their set/restore and leave the BLAS on one thread
+    with _TSQR_LOCK, threadpool_limits(limits=1, user_api="blas"):
         return np.linalg.qr(np.vstack(run_all(tasks, n)), mode="r")
 
 

@@ -17,7 +17,7 @@ from ._core import _lambda
 from ._core._cholmod import CholmodNotPositiveDefiniteError, SymbolicFactor
 from .blockdiag import BlockDiagonalFactor
 from .crossprod import CrossProducts
-from .errors import ModelSpecError, NumericalError
+from .errors import FactorMemoryError, ModelSpecError, NumericalError
 from .memory import check_factor_fits
 from .pattern import MPattern, build_pattern
 
@@ -114,11 +114,15 @@ def fastest_factor(pattern: MPattern, Mx: np.ndarray, mode: str) -> SymbolicFact
             pattern.indptr, pattern.indices, pattern.q, mode, ordering)
         check_factor_fits(factor)
         return factor
-    best, best_time = None, np.inf
+    best, best_time, refusal = None, np.inf, None
     for candidate in ("supernodal", "simplicial"):
         factor = probe if candidate == "simplicial" else SymbolicFactor(
             pattern.indptr, pattern.indices, pattern.q, candidate, ordering)
-        check_factor_fits(factor)
+        try:
+            check_factor_fits(factor)
+        except FactorMemoryError as err:  # the other mode may still fit
+            refusal = err
+            continue
         start = time.perf_counter()
         try:
             factor.factorize(Mx, beta=1.0)
@@ -127,6 +131,8 @@ def fastest_factor(pattern: MPattern, Mx: np.ndarray, mode: str) -> SymbolicFact
         elapsed = time.perf_counter() - start
         if elapsed < best_time:
             best, best_time = factor, elapsed
+    if best is None:
+        raise refusal
     return best
 
 

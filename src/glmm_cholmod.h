@@ -18,6 +18,7 @@
 #endif
 
 #include <math.h>
+#include <pthread.h>
 
 /* CHOLMOD reports through Common->status; our wrapper turns it into exceptions, so the
  * handler only has to keep CHOLMOD quiet. */
@@ -67,24 +68,41 @@ extern int openblas_get_num_threads(void) __attribute__((weak));
 
 typedef struct { int omp_levels; int blas_threads; } glmm_thread_state;
 
-static glmm_thread_state glmm_cholmod_serial_begin(void)
+/* Factorizations may run in several threads at once: the first to enter saves the settings
+ * and makes them serial, the last to leave restores them (a count under a lock, so that
+ * interleaved save/restore pairs cannot leave them serial for good). */
+static pthread_mutex_t glmm_serial_lock = PTHREAD_MUTEX_INITIALIZER;
+static int glmm_serial_depth = 0;
+static glmm_thread_state glmm_serial_saved = {-1, -1};
+
+static void glmm_cholmod_serial_begin(void)
 {
-    glmm_thread_state saved = {-1, -1};
-    if (omp_set_max_active_levels && omp_get_max_active_levels) {
-        saved.omp_levels = omp_get_max_active_levels();
-        omp_set_max_active_levels(0);
+    pthread_mutex_lock(&glmm_serial_lock);
+    if (glmm_serial_depth++ == 0) {
+        glmm_serial_saved.omp_levels = -1;
+        glmm_serial_saved.blas_threads = -1;
+        if (omp_set_max_active_levels && omp_get_max_active_levels) {
+            glmm_serial_saved.omp_levels = omp_get_max_active_levels();
+            omp_set_max_active_levels(0);
+        }
+        if (openblas_set_num_threads && openblas_get_num_threads) {
+            glmm_serial_saved.blas_threads = openblas_get_num_threads();
+            openblas_set_num_threads(1);
+        }
     }
-    if (openblas_set_num_threads && openblas_get_num_threads) {
-        saved.blas_threads = openblas_get_num_threads();
-        openblas_set_num_threads(1);
-    }
-    return saved;
+    pthread_mutex_unlock(&glmm_serial_lock);
 }
 
-static void glmm_cholmod_serial_end(glmm_thread_state saved)
+static void glmm_cholmod_serial_end(void)
 {
-    if (saved.omp_levels >= 0) omp_set_max_active_levels(saved.omp_levels);
-    if (saved.blas_threads >= 1) openblas_set_num_threads(saved.blas_threads);
+    pthread_mutex_lock(&glmm_serial_lock);
+    if (--glmm_serial_depth == 0) {
+        if (glmm_serial_saved.omp_levels >= 0)
+            omp_set_max_active_levels(glmm_serial_saved.omp_levels);
+        if (glmm_serial_saved.blas_threads >= 1)
+            openblas_set_num_threads(glmm_serial_saved.blas_threads);
+    }
+    pthread_mutex_unlock(&glmm_serial_lock);
 }
 
 /* log det(L L') = 2 * sum(log(diag(L))) for a numeric LL' factor, supernodal or simplicial. */

@@ -300,3 +300,34 @@ def test_tiny_budget_refuses_the_pattern_before_building_it(crossed, monkeypatch
 def test_default_budget_lets_an_ordinary_fit_through(crossed, no_env_budget):
     m = gs.lmer(DESIGN.formula(), crossed)
     assert np.isfinite(m.loglik)
+
+
+def test_measure_mode_falls_back_to_the_mode_that_fits(monkeypatch):
+    """The supernodal factor of the InstEval shape stores twice the simplicial one's entries:
+    with a budget between the two, the default mode fits with the simplicial factor."""
+    from glmm_sparse.crossprod import accumulate
+    from glmm_sparse.formula import parse_formula
+    from glmm_sparse.frame import build_frame
+    from glmm_sparse.memory import check_factor_fits
+    from glmm_sparse.objective import LmmObjective
+    from glmm_sparse.synthetic import INSTEVAL_FORMULA, insteval_like
+
+    data, _ = insteval_like(20_000, seed=3)
+    frame = build_frame(parse_formula(INSTEVAL_FORMULA), INSTEVAL_FORMULA, data)
+    cp = accumulate(frame)
+    simplicial = LmmObjective(cp, reml=True, factor_mode="simplicial").factor
+    supernodal = LmmObjective(cp, reml=True, factor_mode="supernodal").factor
+    budget = None
+    for candidate in range(10_000_000, 2_000_000_000, 1_000_000):
+        try:
+            check_factor_fits(simplicial, budget=candidate)
+        except gs.FactorMemoryError:
+            continue
+        budget = candidate
+        break
+    with pytest.raises(gs.FactorMemoryError):
+        check_factor_fits(supernodal, budget=budget)
+    monkeypatch.setattr("glmm_sparse.objective.MEASURE_ABOVE_NNZ", 0)
+    monkeypatch.setenv("GLMM_SPARSE_MEMORY_BUDGET", str(budget))
+    obj = LmmObjective(cp, reml=True)
+    assert not obj.factor.is_supernodal

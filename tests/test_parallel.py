@@ -65,3 +65,19 @@ def test_chunked_qr_is_the_same_for_any_thread_count_and_matches_numpy(threads, 
     dense = np.linalg.qr(A, mode="r")
     signs = np.sign(np.diag(R)) * np.sign(np.diag(dense))
     np.testing.assert_allclose(R * signs[:, None], dense, rtol=1e-10, atol=1e-9 * np.abs(dense).max())
+
+
+def test_concurrent_chunked_qrs_leave_the_blas_threads_as_they_were(monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_info
+
+    from glmm_sparse.frame import tsqr_r
+
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_ROWS", 0)
+    A = np.random.default_rng(5).standard_normal((20_000, 5))
+    before = [(i["filepath"], i["num_threads"]) for i in threadpool_info()]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda _: tsqr_r(A, chunk=1000), range(12)))
+    assert all(np.array_equal(R, results[0]) for R in results)
+    assert [(i["filepath"], i["num_threads"]) for i in threadpool_info()] == before

@@ -70,6 +70,7 @@ def block_lower_solve(const double[:, :, ::1] L, const double[:, ::1] B, double[
     """X = L^-1 B, block by block (forward substitution); X may not alias B."""
     cdef Py_ssize_t nlev = L.shape[0], k = L.shape[1], m = B.shape[1], l, i, c, col, r
     cdef double s
+    _require(L.shape[2] == k, "L must be (nlev, k, k)")
     _require(B.shape[0] == nlev * k and X.shape[0] == B.shape[0] and X.shape[1] == m,
              "B and X must be (nlev * k, m)")
     with nogil:
@@ -87,6 +88,7 @@ def block_upper_solve(const double[:, :, ::1] L, const double[:, ::1] B, double[
     """X = L'^-1 B, block by block (back substitution); X may not alias B."""
     cdef Py_ssize_t nlev = L.shape[0], k = L.shape[1], m = B.shape[1], l, i, c, col, r
     cdef double s
+    _require(L.shape[2] == k, "L must be (nlev, k, k)")
     _require(B.shape[0] == nlev * k and X.shape[0] == B.shape[0] and X.shape[1] == m,
              "B and X must be (nlev * k, m)")
     with nogil:

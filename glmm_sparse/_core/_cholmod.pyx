@@ -78,11 +78,8 @@ cdef extern from "glmm_cholmod.h":
     void glmm_cholmod_silent_handler(int status, const char *file, int line, const char *msg)
     void glmm_cholmod_set_ordering(cholmod_common *c, int ordering)
     void glmm_cholmod_set_zrelax(cholmod_common *c, double z)
-    ctypedef struct glmm_thread_state:
-        int omp_levels
-        int blas_threads
-    glmm_thread_state glmm_cholmod_serial_begin() nogil
-    void glmm_cholmod_serial_end(glmm_thread_state saved) nogil
+    void glmm_cholmod_serial_begin() nogil
+    void glmm_cholmod_serial_end() nogil
     double glmm_cholmod_logdet(const cholmod_factor *L)
     double glmm_cholmod_factor_nnz(const cholmod_factor *L)
 
@@ -188,11 +185,10 @@ cdef class SymbolicFactor:
         b[0] = beta
         b[1] = 0.0
         self.is_factorized = False
-        cdef glmm_thread_state saved
         with nogil:
-            saved = glmm_cholmod_serial_begin()
+            glmm_cholmod_serial_begin()
             cholmod_factorize_p(self.A, b, NULL, 0, self.L, &self.c)
-            glmm_cholmod_serial_end(saved)
+            glmm_cholmod_serial_end()
         if self.c.status == CHOLMOD_NOT_POSDEF:
             raise CholmodNotPositiveDefiniteError(
                 f"matrix not positive definite at column {self.L.minor}", int(self.L.minor))

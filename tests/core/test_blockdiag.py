@@ -92,6 +92,10 @@ def test_kernels_refuse_positions_outside_the_values_and_wrong_shapes():
         _blockdiag.block_cholesky(values, below, 0.0, L)
     with pytest.raises(ValueError, match="L_out must have the shape"):
         _blockdiag.block_cholesky(values, pos, 0.0, np.zeros((3, 2, 2)))
+    with pytest.raises(ValueError, match=r"L must be \(nlev, k, k\)"):
+        _blockdiag.block_lower_solve(np.zeros((4, 3, 1)), np.zeros((12, 2)), np.zeros((12, 2)))
+    with pytest.raises(ValueError, match=r"L must be \(nlev, k, k\)"):
+        _blockdiag.block_upper_solve(np.zeros((1, 20, 1)), np.zeros((20, 1)), np.zeros((20, 1)))
     with pytest.raises(ValueError, match=r"\(nlev \* k, m\)"):
         _blockdiag.block_lower_solve(L, np.zeros((7, 2)), np.zeros((7, 2)))
     F = BlockDiagonalFactor(pos, values.shape[0])

@@ -333,3 +333,20 @@ def test_factorize_leaves_the_process_thread_settings_as_it_found_them(spd, to_u
         lib.omp_set_max_active_levels(3)
         F.factorize(data)
         assert lib.omp_get_max_active_levels() == 3
+
+
+def test_concurrent_factorizations_restore_the_thread_settings(spd, to_upper_csc):
+    """Many threads factorizing at once: the first in makes CHOLMOD serial, the last out
+    restores; no interleaving leaves the process's BLAS or OpenMP settings changed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    indptr, indices, data = to_upper_csc(spd("crossed", 1, "large"))
+    factors = [SymbolicFactor(indptr, indices, indptr.shape[0] - 1, "supernodal")
+               for _ in range(8)]
+    before = [(i["filepath"], i["num_threads"]) for i in threadpoolctl.threadpool_info()]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for _ in range(5):
+            list(pool.map(lambda F: [F.factorize(data) for _ in range(20)], factors))
+    after = [(i["filepath"], i["num_threads"]) for i in threadpoolctl.threadpool_info()]
+    assert after == before
