@@ -51,10 +51,12 @@ bench: setup
 
 # Side by side with lme4 (R from Debian, installed when missing) and statsmodels; rewrites
 # the peers section of docs/benchmarks.md. Never part of CI. PEERS="crossed_1e6" picks cases.
-# Both CHOLMOD and R run on the system BLAS: OpenBLAS, as recorded in docs/benchmarks.md.
+# Both CHOLMOD and R run on the system BLAS; the numbers in docs/benchmarks.md are on
+# OpenBLAS: OPENBLAS=1 installs it (Debian's libopenblas0-pthread switches the machine's
+# BLAS, so it is never done unasked).
 bench-peers: setup
-	@if [ ! -d /usr/lib/x86_64-linux-gnu/openblas-pthread ] && [ "$$(id -u)" = "0" ] && [ -z "$$CI" ] \
-	    && command -v apt-get >/dev/null; then \
+	@if [ -n "$(OPENBLAS)" ] && [ ! -d /usr/lib/x86_64-linux-gnu/openblas-pthread ] \
+	    && [ "$$(id -u)" = "0" ] && [ -z "$$CI" ] && command -v apt-get >/dev/null; then \
 	    echo "Installing OpenBLAS as the system BLAS (CHOLMOD's and R's): libopenblas0-pthread"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas0-pthread; \
 	fi
