@@ -36,7 +36,9 @@ class LmerResult:
     varcorr: pd.DataFrame
     # the ranef table, or a callable that makes it: the conditional variances need a
     # selected inverse of the factor (1-2 s on large crossed designs), so an LMM computes
-    # them on first use, as lme4's ranef(m) does, not in every fit
+    # them on first use, as lme4's ranef(m) does, not in every fit. Until then the result
+    # keeps the fit's factor and cross-products alive (n-free, but the size of L); read
+    # .ranef, or pickle the result, to compute the table and let them go.
     ranef_source: object = field(repr=False)
     coef: dict[str, pd.DataFrame]
     fitted: pd.Series
