@@ -71,9 +71,9 @@ def best_ordering(pattern: MPattern) -> tuple[str, SymbolicFactor]:
 
     lme4's term order (most levels first) makes the first term's block diagonal, so the
     natural order confines fill to the later terms' blocks, and its analysis is nearly
-    free. AMD can still do better, but on crossed designs its analysis is slow (2.2 s for
-    10^4 x 10^3 crossed levels, where it found the same nnz(L) as the natural order), so
-    it is only tried on small patterns, and kept when it fills less.
+    free. AMD can still do better, but on crossed designs its analysis is slow (1.5-2.2 s
+    for 10^4 x 10^3 crossed levels, where it found the same nnz(L) as the natural order),
+    so it is only tried on small patterns, and kept when it fills less.
     """
     natural = SymbolicFactor(pattern.indptr, pattern.indices, pattern.q, "simplicial", "natural")
     if pattern.nnz > AMD_BELOW_NNZ:
@@ -114,9 +114,16 @@ def fastest_factor(pattern: MPattern, Mx: np.ndarray, mode: str) -> SymbolicFact
             pattern.indptr, pattern.indices, pattern.q, mode, ordering)
         check_factor_fits(factor)
         return factor
+    return _faster_mode(pattern, Mx, probe, ordering)
+
+
+def _faster_mode(pattern: MPattern, Mx: np.ndarray, simplicial: SymbolicFactor,
+                 ordering: str) -> SymbolicFactor:
+    """Of the supernodal and simplicial factors that fit the memory budget, the one whose
+    factorization at the start values Mx is faster."""
     best, best_time, refusal = None, np.inf, None
     for candidate in ("supernodal", "simplicial"):
-        factor = probe if candidate == "simplicial" else SymbolicFactor(
+        factor = simplicial if candidate == "simplicial" else SymbolicFactor(
             pattern.indptr, pattern.indices, pattern.q, candidate, ordering)
         try:
             check_factor_fits(factor)
