@@ -12,8 +12,9 @@ import time
 import warnings
 
 from . import __version__
-from .errors import GlmmSparseError, NumericalError
+from .errors import GlmmSparseError, ModelSpecError, NumericalError
 from .models import glmer, lmer
+from .synthetic import CHUNK_ROWS, FAMILIES, Design, simulate, write_parquet
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,13 +36,22 @@ def build_parser() -> argparse.ArgumentParser:
                      help="GLMM: 0, 1 (Laplace, the default) or adaptive Gauss-Hermite nodes")
     fit.add_argument("--weights", help="column holding prior weights")
     fit.add_argument("--json", metavar="OUT", help="also write all results as JSON to OUT")
-    syn = sub.add_parser("synthetic", help="fit a seeded synthetic crossed model and time it")
+    syn = sub.add_parser("synthetic", help="fit a seeded synthetic model and time it, or "
+                                           "write its data to Parquet (--write)")
     syn.add_argument("--rows", type=int, default=1_000_000, help="number of rows (1000000)")
     syn.add_argument("--levels", type=int, nargs="+", default=[2000, 200],
-                     help="levels of each crossed grouping factor (2000 200)")
+                     help="levels of each crossed grouping factor (2000 200); with --nested, "
+                          "outer levels and inner levels per outer one")
+    syn.add_argument("--nested", action="store_true", help="g2 nested in g1")
     syn.add_argument("--slope", action="store_true", help="a correlated random slope on g1")
+    syn.add_argument("--family", default="gaussian", choices=FAMILIES,
+                     help="distribution of y (gaussian)")
     syn.add_argument("--seed", type=int, default=1, help="random seed (1)")
     syn.add_argument("--ml", action="store_true", help="maximum likelihood instead of REML")
+    syn.add_argument("--write", metavar="PARQUET",
+                     help="write the rows to this Parquet file, one row group per chunk of "
+                          f"{CHUNK_ROWS:,} rows and one chunk in memory at a time, instead "
+                          "of fitting")
     return parser
 
 
@@ -61,18 +71,33 @@ def run_fit(args) -> int:
 
 
 def run_synthetic(args) -> int:
-    from .synthetic import crossed_formula, crossed_lmm
-
+    try:
+        design = Design(tuple(args.levels), nested=args.nested, slope=args.slope,
+                        family=args.family)
+    except ValueError as err:
+        raise ModelSpecError(str(err)) from None
+    if args.rows < 2:
+        raise ModelSpecError(f"--rows must be at least 2, not {args.rows}")
+    if args.write:
+        t0 = time.perf_counter()
+        path = write_parquet(args.write, design, args.rows, seed=args.seed)
+        print(f"wrote {args.rows:,} rows to {path} in {time.perf_counter() - t0:.1f} s; "
+              f"model: {design.formula()}" + ("" if args.family == "gaussian"
+                                               else f", family {args.family}"))
+        return 0
     t0 = time.perf_counter()
-    data, truth = crossed_lmm(args.rows, tuple(args.levels), seed=args.seed, slope=args.slope)
+    data, truth = simulate(design, args.rows, seed=args.seed)
     t1 = time.perf_counter()
-    formula = crossed_formula(args.levels, slope=args.slope)
-    result = lmer(formula, data, reml=not args.ml)
+    if args.family == "gaussian":
+        result = lmer(design.formula(), data, reml=not args.ml)
+    else:
+        result = glmer(design.formula(), data, family=args.family)
     t2 = time.perf_counter()
     print(result.summary())
     beta = ", ".join(f"{b:g}" for b in truth.beta)
     sds = ", ".join(f"{s:g}" for s in truth.sd)
-    print(f"\ntruth: beta = ({beta}), random-effect SDs = ({sds}), sigma = {truth.sigma:g}")
+    sigma = f", sigma = {truth.sigma:g}" if args.family == "gaussian" else ""
+    print(f"\ntruth: beta = ({beta}), random-effect SDs = ({sds}){sigma}")
     print(f"data: {args.rows:,} rows generated in {t1 - t0:.2f} s; fit: {t2 - t1:.2f} s "
           f"({result.optimizer.n_evals} evaluations by the optimizer, "
           f"{result.optimizer.n_total_evals} with the convergence check; "

@@ -1,5 +1,7 @@
 """The command line: summaries, JSON output, exit codes."""
 import json
+
+import numpy as np
 from pathlib import Path
 
 import pytest
@@ -74,3 +76,34 @@ def test_impossible_link_exits_with_2(capsys):
                  "--link", "logit"])
     assert code == 2
     assert "logit" in capsys.readouterr().err
+
+
+def test_synthetic_writes_the_seeded_rows_to_parquet(tmp_path, capsys):
+    pq = pytest.importorskip("pyarrow.parquet")
+    from glmm_sparse.synthetic import Design, simulate
+
+    out = tmp_path / "rows.parquet"
+    code = main(["synthetic", "--rows", "3000", "--levels", "30", "4", "--nested",
+                 "--family", "binomial", "--seed", "5", "--write", str(out)])
+    assert code == 0
+    assert "wrote 3,000 rows" in capsys.readouterr().out
+    back = pq.read_table(out).to_pandas()
+    expected, _ = simulate(Design((30, 4), nested=True, family="binomial"), 3000, seed=5)
+    np.testing.assert_array_equal(back["y"].to_numpy(), expected["y"].to_numpy())
+    np.testing.assert_array_equal(back["g2"].astype(str), expected["g2"].astype(str))
+
+
+def test_synthetic_glmm_fit_prints_the_truth(capsys):
+    assert main(["synthetic", "--rows", "4000", "--levels", "40", "--family", "poisson"]) == 0
+    out = capsys.readouterr().out
+    assert "Generalized linear mixed model" in out and "truth: beta = (0.5, 0.3, -0.3)" in out
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--levels", "1"], "at least 2 levels"),
+    (["--levels", "5", "6", "7", "--nested"], "exactly two factors"),
+    (["--rows", "1"], "--rows must be at least 2"),
+])
+def test_synthetic_refuses_bad_designs_with_exit_2(argv, words, capsys):
+    assert main(["synthetic", *argv]) == 2
+    assert words in capsys.readouterr().err
