@@ -1,9 +1,8 @@
 """The command line: summaries, JSON output, exit codes."""
 import json
-
-import numpy as np
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from glmm_sparse.__main__ import main
