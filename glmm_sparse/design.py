@@ -90,7 +90,8 @@ def plain_columns(expr: str, data: pd.DataFrame) -> tuple[bool, list[str]] | Non
         col = data.get(part) if part.isidentifier() else None
         # numbers only (NumPy or pandas' nullable int/float): booleans, categories, Arrow
         # decimals and the rest keep formulaic's treatment
-        if col is None or part in names or getattr(col.dtype, "kind", "O") not in "iuf":
+        if (not isinstance(col, pd.Series) or part in names
+                or getattr(col.dtype, "kind", "O") not in "iuf"):
             return None
         names.append(part)
     return intercept, names

@@ -47,3 +47,8 @@ def test_extra_columns_are_left_for_the_caller():
     values, names = model_matrix("1 + x", DATA, None, "fixed", extra_columns=2)
     assert values.shape == (6, 4) and names == ["(Intercept)", "x"]
     np.testing.assert_array_equal(values[:, 1], DATA["x"])
+
+
+def test_a_duplicated_column_name_is_left_to_the_usual_checks():
+    data = pd.DataFrame(np.ones((4, 2)), columns=["x", "x"])
+    assert plain_columns("1 + x", data) is None
