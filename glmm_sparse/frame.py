@@ -90,6 +90,10 @@ def check_columns(columns: dict[str, bool], data: pd.DataFrame, formula: str) ->
             raise FormulaError(f"column {name!r} used in the formula is not in the data"
                                f"{_close(name, data)}", formula=formula,
                                position=_find(formula, name))
+        copies = int((data.columns == name).sum())
+        if copies > 1:
+            raise DataError(f"column {name!r} appears {copies} times in the data, so the "
+                            f"formula's {name!r} is ambiguous: rename or drop the duplicates")
 
 
 def _close(name: str, data: pd.DataFrame) -> str:

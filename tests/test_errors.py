@@ -442,3 +442,11 @@ def test_results_pickle_round_trip(fits, which):
 def test_glmer_twice_gives_identical_results(fits, cbpp):
     again = gs.glmer(CBPP, cbpp)
     _assert_same(fits[1], again)
+
+
+@pytest.mark.parametrize("formula", ["y ~ x + (1 | g)", "y ~ 1 + (x | g)", "x ~ 1 + (1 | g)"])
+def test_a_duplicated_column_the_formula_uses_is_refused(formula):
+    data = pd.DataFrame(np.random.default_rng(0).random((12, 3)), columns=["y", "x", "x"])
+    data["g"] = list("aabbccddeeff")
+    with pytest.raises(gs.DataError, match="column 'x' appears 2 times in the data"):
+        gs.lmer(formula, data)
