@@ -15,6 +15,7 @@ import numpy as np
 from .crossprod import CrossprodPlan
 from .objective import LmmObjective
 from .optimize import OptSummary, minimize_theta
+from .errors import NumericalError
 from .pirls import GlmmData, PirlsState, deviance, factor_at_mode, pirls
 from .scaling import beta_units
 
@@ -32,6 +33,7 @@ class GlmmObjective:
         cp0 = data.plan.accumulate(w0, np.column_stack([data.X, eta0 - data.offset]))
         self.pls = LmmObjective(cp0, reml=False, factor_mode=factor_mode)
         self.n_theta = self.pls.theta_map.n_theta
+        self.eta0 = eta0  # the family's start, where PIRLS restarts when a warm start fails
         self.state = PirlsState(np.zeros(cp0.q), np.zeros(data.X.shape[1]), eta0, from_start=True)
         self.joint = True  # which PIRLS the factor in self.pls reflects
         # binomial, Poisson: -2 sum log p(y | mu) = sum devres - 2 loglik_saturated, and the
@@ -41,7 +43,7 @@ class GlmmObjective:
     # -- updates ----------------------------------------------------------------------
     def update_stage1(self, theta) -> None:
         """PIRLS for (u, beta) at theta, then the factor at the mode."""
-        self.state = pirls(self.pls, self.data, self.state, theta, joint=True)
+        self.state = self._pirls(self.state, theta, joint=True)
         factor_at_mode(self.pls, self.data, self.state, theta, joint=True)
         self.joint = True
 
@@ -50,9 +52,25 @@ class GlmmObjective:
         params = np.asarray(params, dtype=np.float64)
         theta, beta = params[:self.n_theta], params[self.n_theta:]
         start = PirlsState(self.state.u, beta, self.state.eta, from_start=self.state.from_start)
-        self.state = pirls(self.pls, self.data, start, theta, joint=False)
+        self.state = self._pirls(start, theta, joint=False)
         factor_at_mode(self.pls, self.data, self.state, theta, joint=False)
         self.joint = False
+
+    def _pirls(self, start: PirlsState, theta, *, joint: bool) -> PirlsState:
+        """PIRLS from the previous mode; if that fails, once more from the family's start.
+
+        The previous mode's u under the new theta can be far from the new mode: a theta
+        that grows from near 0 multiplies u (which was b / theta) into an eta of 20 or
+        more, whose weights (exp(eta) for Poisson) make the first system numerically
+        singular. The family's start (mustart) is the one every fit begins from.
+        """
+        try:
+            return pirls(self.pls, self.data, start, theta, joint=joint)
+        except NumericalError:
+            if start.from_start:
+                raise
+            fresh = PirlsState(np.zeros_like(start.u), start.beta, self.eta0, from_start=True)
+            return pirls(self.pls, self.data, fresh, theta, joint=joint)
 
     # -- queries ----------------------------------------------------------------------
     def mu(self) -> np.ndarray:
