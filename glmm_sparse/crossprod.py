@@ -87,6 +87,14 @@ def response_matrix(frame: ModelFrame) -> tuple[np.ndarray, np.ndarray | None]:
     return B, beta0
 
 
+def add_z_times(terms, b: np.ndarray, offsets, out: np.ndarray) -> np.ndarray:
+    """out += Z b, term by term through the level codes (compiled; Z is never formed)."""
+    for i, t in enumerate(terms):
+        vals = np.ascontiguousarray(b[offsets[i]:offsets[i + 1]].reshape(t.nlev, t.k))
+        _crossprod.add_term_times(t.codes, t.X, vals, out)
+    return out
+
+
 def pair_index(t: ReTerm, s: ReTerm) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Block index per row, and the (level of t, level of s) of each block, sorted."""
     key = t.codes * np.int64(s.nlev) + s.codes

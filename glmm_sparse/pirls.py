@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._core import _crossprod, _glm
-from .crossprod import CrossprodPlan
+from ._core import _glm
+from .crossprod import CrossprodPlan, add_z_times
 from .errors import NumericalError
 from .families import Family
 from .objective import LmmObjective
@@ -62,11 +62,11 @@ class PirlsState:
 
 
 def z_lambda(data: GlmmData, T: list[np.ndarray], u: np.ndarray, offsets, out: np.ndarray) -> np.ndarray:
-    """out += Z Lambda u, term by term through the codes (compiled, no n x k temporaries)."""
-    for i, (t, Tt) in enumerate(zip(data.plan.terms, T)):
-        b = np.ascontiguousarray(u[offsets[i]:offsets[i + 1]].reshape(t.nlev, t.k) @ Tt.T)
-        _crossprod.add_term_times(t.codes, t.X, b, out)
-    return out
+    """out += Z Lambda u: b = Lambda u per term (q values), then Z b through the codes."""
+    terms = data.plan.terms
+    b = np.concatenate([(u[offsets[i]:offsets[i + 1]].reshape(t.nlev, t.k) @ Tt.T).ravel()
+                        for i, (t, Tt) in enumerate(zip(terms, T))])
+    return add_z_times(terms, b, offsets, out)
 
 
 def linear_predictor(data: GlmmData, fixed: np.ndarray, T, u, offsets, X_beta=None) -> np.ndarray:

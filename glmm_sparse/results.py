@@ -11,8 +11,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from ._core import _crossprod
 from .condvar import condvar_blocks
+from .crossprod import add_z_times
 from .frame import ModelFrame
 from .objective import LmmObjective
 from .optimize import OptSummary, is_singular
@@ -185,10 +185,7 @@ def coef_tables(terms, fixef: pd.Series, b: np.ndarray, offsets) -> dict[str, pd
 
 def linear_predictor(frame: ModelFrame, beta: np.ndarray, b: np.ndarray, offsets) -> np.ndarray:
     """X beta + Z b (+ offset), Z applied through the terms' codes."""
-    eta = frame.X @ beta
-    for i, t in enumerate(frame.terms):
-        vals = np.ascontiguousarray(b[offsets[i]:offsets[i + 1]].reshape(t.nlev, t.k))
-        _crossprod.add_term_times(t.codes, t.X, vals, eta)  # no (n, k) gather of b
+    eta = add_z_times(frame.terms, b, offsets, frame.X @ beta)
     if frame.offset is not None:
         eta += frame.offset
     return eta
