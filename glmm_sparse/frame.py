@@ -176,18 +176,17 @@ def tsqr_r(A: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
         return np.linalg.qr(np.vstack(run_all(tasks, n)), mode="r")
 
 
-def aliased_columns(X: np.ndarray, tol: float = RANK_TOL, chunk: int = 1 << 16,
-                    R: np.ndarray | None = None) -> list[int]:
+def aliased_columns(X: np.ndarray, R: np.ndarray, tol: float = RANK_TOL) -> list[int]:
     """Columns that are linear combinations of the columns before them (as R's qr).
 
     |R[j, j]| of an unpivoted QR is the norm of column j's part orthogonal to the columns
-    before it; R comes from a row-chunked (TSQR) reduction so X is never copied whole. A
-    given R may have more columns than X (the QR of [X y]): its leading block is X's.
+    before it. R is the row-chunked QR (tsqr_r) of X, or of X with more columns after it
+    (the QR of [X y]): its leading block is X's.
     """
     p = X.shape[1]
     if p == 0:
         return []
-    R = tsqr_r(X, chunk) if R is None else R[:p, :p]
+    R = R[:p, :p]
     norms = np.sqrt(np.einsum("ij,ij->j", X, X))
     diag = np.abs(np.diag(R)) if R.shape[0] >= p else np.concatenate(
         [np.abs(np.diag(R)), np.zeros(p - R.shape[0])])
@@ -247,7 +246,7 @@ def _drop_aliased(XB: np.ndarray, r: np.ndarray, xnames: list[str]):
     (crossprod.response_matrix)."""
     XB[:, -1] = r
     R = tsqr_r(XB)
-    dropped = aliased_columns(XB[:, :-1], R=R)
+    dropped = aliased_columns(XB[:, :-1], R)
     if not dropped:
         return XB, R, xnames, []
     names = [xnames[j] for j in dropped]
