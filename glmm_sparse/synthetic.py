@@ -235,19 +235,3 @@ def insteval_like(n_rows: int = 73_421, *, seed: int = 0, n_students: int = 2972
         "dept": pd.Categorical.from_codes(dept_of[d], categories=_labels("dept", n_depts)),
     })
     return frame, Truth(beta, sd, 1.18, b=(b_s, b_d, b_ds.ravel()))
-
-
-# -- the original entry points (CLI `synthetic`, demo) ---------------------------------------
-def crossed_lmm(n_rows: int, levels=(1000, 100), *, seed: int = 0, n_fixed: int = 2,
-                sd=None, sigma: float = 1.0, slope: bool = False, slope_sd: float = 0.3,
-                slope_corr: float = 0.3) -> tuple[pd.DataFrame, Truth]:
-    """Data for ``y ~ x1 + ... + (1 [+ x1] | g1) + (1 | g2) + ...`` and its truth:
-    ``simulate`` of a crossed gaussian ``Design``."""
-    design = Design(tuple(levels), slope=slope, n_fixed=n_fixed, sd=sd, sigma=sigma,
-                    slope_sd=slope_sd, slope_corr=slope_corr)
-    return simulate(design, n_rows, seed=seed)
-
-
-def crossed_formula(levels, *, n_fixed: int = 2, slope: bool = False) -> str:
-    """The formula that matches ``crossed_lmm`` with the same arguments."""
-    return Design(tuple(levels), slope=slope, n_fixed=n_fixed).formula()

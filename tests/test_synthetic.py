@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 
 import glmm_sparse as gs
-from glmm_sparse.synthetic import (Design, chunks, crossed_lmm, insteval_like, simulate,
-                                   write_parquet)
+from glmm_sparse.synthetic import Design, chunks, insteval_like, simulate, write_parquet
 
 
 def test_same_seed_same_rows_and_another_seed_other_rows():
@@ -81,13 +80,6 @@ def test_insteval_like_has_the_shape_of_instEval():
     assert frame["s"].nunique() > 2900 and frame["d"].nunique() > 1100
     assert frame.groupby(["dept", "service"], observed=True).ngroups == 28
     assert (frame.groupby("d", observed=True)["dept"].nunique() == 1).all()
-
-
-def test_crossed_lmm_is_the_crossed_gaussian_design():
-    frame, truth = crossed_lmm(1000, (20, 5), seed=7)
-    again, _ = simulate(Design((20, 5)), 1000, seed=7)
-    pd.testing.assert_frame_equal(frame, again)
-    assert truth.beta[0] == 1.0
 
 
 @pytest.mark.parametrize("kwargs, words", [
