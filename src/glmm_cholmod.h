@@ -39,16 +39,6 @@ static void glmm_cholmod_set_ordering(cholmod_common *c, int ordering)
     c->postorder = 1;
 }
 
-/* Relaxed supernode amalgamation lets CHOLMOD merge columns whose patterns differ, storing
- * the zeros of the union. For the first (diagonal) block of a crossed design the columns
- * barely overlap, so merged supernodes multiply the update flops: zrelax 0 merges only
- * columns with the same pattern. */
-static void glmm_cholmod_set_zrelax(cholmod_common *c, double z)
-{
-    c->zrelax[0] = z; c->zrelax[1] = z; c->zrelax[2] = z;
-    if (z == 0.0) c->nrelax[0] = 0;  /* else supernodes of <= 4 columns merge whatever the zeros */
-}
-
 /* CHOLMOD 3's supernodal factorization opens an OpenMP parallel region (4 threads, fixed at
  * its compile time) for every large enough descendant update. On two cores, with our own
  * threads and BLAS threads around, thousands of small regions per factorization cost more

@@ -77,7 +77,6 @@ cdef extern from "glmm_cholmod.h":
 
     void glmm_cholmod_silent_handler(int status, const char *file, int line, const char *msg)
     void glmm_cholmod_set_ordering(cholmod_common *c, int ordering)
-    void glmm_cholmod_set_zrelax(cholmod_common *c, double z)
     void glmm_cholmod_serial_begin() nogil
     void glmm_cholmod_serial_end() nogil
     double glmm_cholmod_logdet(const cholmod_factor *L)
@@ -121,15 +120,12 @@ cdef class SymbolicFactor:
         self.c.final_ll = 1
         self.c.quick_return_if_not_posdef = 1
 
-    def __init__(self, indptr, indices, Py_ssize_t n, str mode="auto", str ordering="default",
-                 zrelax=None):
+    def __init__(self, indptr, indices, Py_ssize_t n, str mode="auto", str ordering="default"):
         """Analyse the pattern (indptr, indices) of the upper triangle, CSC, n x n.
 
         mode: "supernodal", "simplicial" or "auto" (CHOLMOD's choice from the flop count).
         ordering: "default" (CHOLMOD's strategy), "natural" (no fill-reducing permutation;
         etree postordering only), "amd", "metis" or "nesdis".
-        zrelax: the fraction of zeros CHOLMOD may store to merge columns into supernodes
-        (None: CHOLMOD's defaults 0.8 / 0.1 / 0.05 by supernode size).
         """
         modes = {"auto": CHOLMOD_AUTO, "supernodal": CHOLMOD_SUPERNODAL,
                  "simplicial": CHOLMOD_SIMPLICIAL}
@@ -139,8 +135,6 @@ cdef class SymbolicFactor:
             raise ValueError(f"ordering must be one of {sorted(ORDERINGS)}, not {ordering!r}")
         self.c.supernodal = modes[mode]
         glmm_cholmod_set_ordering(&self.c, ORDERINGS[ordering])
-        if zrelax is not None:
-            glmm_cholmod_set_zrelax(&self.c, float(zrelax))
         cdef int[::1] p = np.ascontiguousarray(indptr, dtype=np.int32)
         cdef int[::1] i = np.ascontiguousarray(indices, dtype=np.int32)
         _check_pattern(np.asarray(p), np.asarray(i), n)

@@ -300,16 +300,6 @@ def test_every_ordering_factors_the_same_matrix(spd, to_upper_csc, kind, orderin
     assert F.logdet() == pytest.approx(np.linalg.slogdet(M)[1], rel=TOL, abs=TOL)
 
 
-@pytest.mark.parametrize("zrelax", [0.0, 0.01, 0.8])
-def test_supernode_relaxation_changes_storage_not_the_factor(spd, to_upper_csc, zrelax):
-    M = spd("crossed", 2, "large")
-    indptr, indices, data = to_upper_csc(M)
-    F = SymbolicFactor(indptr, indices, M.shape[0], "supernodal", "natural", zrelax)
-    F.factorize(data)
-    perm = F.perm()
-    assert_close(dense_L(F) @ dense_L(F).T, M[np.ix_(perm, perm)])
-
-
 def test_unknown_ordering_is_refused(spd, to_upper_csc):
     indptr, indices, _ = to_upper_csc(spd("block", 0, "small"))
     with pytest.raises(ValueError, match="ordering must be one of"):
