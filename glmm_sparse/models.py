@@ -144,7 +144,10 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
     result = build_lmer_result(formula, frame, obj, opt,
                                data_name=data if isinstance(data, str) else None,
                                weights_name=weights if isinstance(weights, str) else None,
-                               offset_name=offset if isinstance(offset, str) else None)
+                               offset_name=offset if isinstance(offset, str) else None,
+                               parsed=parsed, options=dict(
+                                   factor_mode=factor_mode, check_convergence=check_convergence,
+                                   optimizer_options=options))
     warn_if_singular(result)
     return result
 
@@ -210,6 +213,9 @@ def glmer(formula: str, data, *, family="binomial", link: str | None = None, nag
     result = build_glmer_result(formula, frame, obj, stage1, stage2,
                                 weights_name=weights if isinstance(weights, str) else None,
                                 data_name=data if isinstance(data, str) else None,
-                                offset_name=offset if isinstance(offset, str) else None)
+                                offset_name=offset if isinstance(offset, str) else None,
+                                parsed=parsed, options=dict(
+                                    factor_mode=factor_mode, check_convergence=check_convergence,
+                                    optimizer_options=options))
     warn_if_singular(result)
     return result

@@ -537,7 +537,7 @@ def render_text(t: SummaryTables) -> str:
     return "\n".join(lines) + "\n"
 
 
-def summary_text(result) -> str:
+def summary_text(result, ddf: str | None = None) -> str:
     """lme4's print(summary(m)) for a fitted LmerResult or GlmerResult."""
     return render_text(summary_tables(result))
 

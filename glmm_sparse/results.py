@@ -12,6 +12,12 @@ import numpy as np
 import pandas as pd
 
 from .condvar import condvar_blocks
+from .confint import IntervalMethods
+from .context import FitContext
+from .ddf import DdfMethods
+from .decomposition import DecompositionMethods
+from .predict import PredictMethods
+from .tidy import TidyMethods
 from .crossprod import add_z_times
 from .frame import ModelFrame
 from .objective import LmmObjective
@@ -20,8 +26,14 @@ from .terms import ReTerm
 
 
 @dataclass(frozen=True, eq=False)
-class LmerResult:
-    """A fitted linear mixed model (see ``glmm_sparse.lmer``)."""
+class LmerResult(DdfMethods, TidyMethods, IntervalMethods, PredictMethods, DecompositionMethods):
+    """A fitted linear mixed model (see ``glmm_sparse.lmer``).
+
+    The inference methods come from one module each: ``coef_table``/``anova`` (ddf.py),
+    ``tidy``/``to_json`` (tidy.py), ``confint``/``profile``/``bootstrap`` (confint.py),
+    ``predict``/``simulate`` (predict.py), ``icc``/``r2``/``shrinkage``
+    (decomposition.py).
+    """
 
     formula: str
     reml: bool
@@ -54,6 +66,9 @@ class LmerResult:
     n_scale: int = 1  # scale parameters estimated: sigma for an LMM
     u: np.ndarray = field(default=None, repr=False)
     b: np.ndarray = field(default=None, repr=False)
+    # the rows, structure, options and objective behind the fit (context.py): what
+    # tests, intervals, predictions and refits reuse
+    model: FitContext | None = field(default=None, repr=False)
 
     @property
     def ranef(self) -> pd.DataFrame:
@@ -95,11 +110,18 @@ class LmerResult:
     def converged(self) -> bool:
         return self.optimizer is None or self.optimizer.converged
 
-    def summary(self) -> str:
-        """lme4's ``print(summary(m))`` layout."""
+    def summary(self, ddf: str | None = None) -> str:
+        """lme4's ``print(summary(m))`` layout; ``ddf`` as in ``coef_table``."""
         from .reporting import summary_text
 
-        return summary_text(self)
+        return summary_text(self, ddf=ddf)
+
+    def refit(self, new_response, **kwargs):
+        """The same model fitted to a new response (one value per row used in the fit),
+        reusing the analysis and the cross-products of Z and X (refit.py)."""
+        from .refit import refit
+
+        return refit(self, new_response, **kwargs)
 
     def to_dict(self) -> dict:
         """All results as plain JSON-ready values."""
@@ -191,18 +213,22 @@ def linear_predictor(frame: ModelFrame, beta: np.ndarray, b: np.ndarray, offsets
     return eta
 
 
-def _deferred_ranef(terms, b, offsets, obj: LmmObjective, sigma: float):
-    """ranef_table with the conditional variances, made when first asked for. It keeps the
-    objective (its factor) and the terms' labels, not their n-row codes and columns."""
+def _deferred_ranef(terms, b, offsets, context: FitContext, sigma: float):
+    """ranef_table with the conditional variances, made when first asked for from the
+    context's objective at the optimum, keeping the terms' labels, not their rows."""
     labels = tuple(replace(t, codes=np.empty(0, dtype=np.int64), X=np.empty((0, t.k)))
                    for t in terms)
-    return lambda: ranef_table(labels, b, offsets, condvar_blocks(obj, sigma))
+    return lambda: ranef_table(labels, b, offsets, condvar_blocks(context.at_optimum(), sigma))
 
 
 def build_lmer_result(formula: str, frame: ModelFrame, obj: LmmObjective, opt: OptSummary,
                       data_name: str | None = None, weights_name: str | None = None,
-                      offset_name: str | None = None) -> LmerResult:
-    """The immutable result at the optimum held by ``obj``."""
+                      offset_name: str | None = None, *, parsed=None,
+                      options: dict | None = None) -> LmerResult:
+    """The immutable result at the optimum held by ``obj``, which its context keeps;
+    ``parsed`` and ``options`` are the formula and the fit's options (context.py)."""
+    context = FitContext(formula, parsed, frame, dict(options or {}, reml=obj.reml),
+                         obj.theta.copy(), obj)
     cp = obj.cp
     offsets = cp.offsets
     sigma = obj.sigma()
@@ -223,7 +249,7 @@ def build_lmer_result(formula: str, frame: ModelFrame, obj: LmmObjective, opt: O
         fixef=pd.Series(beta, index=names, name="Estimate"),
         vcov=pd.DataFrame(sigma**2 * obj.vcov_unscaled(), index=names, columns=names),
         varcorr=varcorr_table(terms, obj.T, sigma),
-        ranef_source=_deferred_ranef(terms, b, offsets, obj, sigma),
+        ranef_source=_deferred_ranef(terms, b, offsets, context, sigma),
         coef=coef_tables(terms, pd.Series(beta, index=names), b, offsets),
         fitted=pd.Series(fitted, index=frame.row_index, name="fitted"),
         residuals=pd.Series(resid, index=frame.row_index, name="residuals"),
@@ -232,5 +258,5 @@ def build_lmer_result(formula: str, frame: ModelFrame, obj: LmmObjective, opt: O
         is_singular=is_singular(obj.theta, obj.theta_map.lower, units=opt.units),
         optimizer=opt,
         dropped_columns=frame.dropped_columns, data_name=data_name, weights_name=weights_name,
-        offset_name=offset_name, u=u, b=b,
+        offset_name=offset_name, u=u, b=b, model=context,
     )

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .condvar import condvar_blocks
+from .context import FitContext
 from .errors import ConvergenceWarning
 from .frame import ModelFrame
 from .glmm import GlmmObjective
@@ -33,10 +34,10 @@ class GlmerResult(LmerResult):
     deviance: float = float("nan")
     stage1: OptSummary | None = field(default=None, repr=False)
 
-    def summary(self) -> str:
+    def summary(self, ddf: str | None = None) -> str:
         from .reporting import summary_text
 
-        return summary_text(self)
+        return summary_text(self, ddf=ddf)
 
 
 def dispersion(obj: GlmmObjective) -> float:
@@ -81,8 +82,10 @@ def theta_part(units: np.ndarray | None, theta: np.ndarray) -> np.ndarray | None
 def build_glmer_result(formula: str, frame: ModelFrame, obj: GlmmObjective,
                        stage1: OptSummary, stage2: OptSummary | None, *,
                        weights_name: str | None = None, data_name: str | None = None,
-                       offset_name: str | None = None) -> GlmerResult:
-    """The immutable result at the optimum held by ``obj``."""
+                       offset_name: str | None = None, parsed=None,
+                       options: dict | None = None) -> GlmerResult:
+    """The immutable result at the optimum held by ``obj``, which its context keeps;
+    ``parsed`` and ``options`` are the formula and the fit's options (context.py)."""
     d, pls = obj.data, obj.pls
     fam = d.family
     offsets = pls.cp.offsets
@@ -101,6 +104,9 @@ def build_glmer_result(formula: str, frame: ModelFrame, obj: GlmmObjective,
     V = glmm_vcov(obj, stage2, sigma)
     terms = frame.terms
     opt = stage2 if stage2 is not None else stage1
+    context = FitContext(formula, parsed, frame,
+                         dict(options or {}, family=fam.name, link=fam.link.name,
+                              nagq=obj.nagq), opt.theta.copy(), obj)
     return GlmerResult(
         formula=formula, reml=False, nobs=frame.n, n_dropped=frame.n_dropped, theta=theta,
         theta_names=tuple(theta_names(terms)), objective=objective, sigma=sigma,
@@ -118,5 +124,5 @@ def build_glmer_result(formula: str, frame: ModelFrame, obj: GlmmObjective,
         optimizer=opt,
         dropped_columns=frame.dropped_columns, data_name=data_name, weights_name=weights_name,
         offset_name=offset_name, n_scale=int(fam.has_dispersion), u=u, b=b, family=fam.name, link=fam.link.name,
-        nagq=obj.nagq, deviance=cond_dev, stage1=stage1,
+        nagq=obj.nagq, deviance=cond_dev, stage1=stage1, model=context,
     )

@@ -1,0 +1,122 @@
+"""What a fitted model keeps after the fit: the frame, the parsed formula, the objective
+and the options, so that tests, intervals, predictions and refits reuse the analysis and
+the cross-products instead of starting again from the data.
+
+After the results stage (... -> optimize -> results -> inference). A result's ``model``
+is a ``FitContext``. Its objective is left at the optimum: code that evaluates it
+elsewhere (profiles, derivatives) calls ``at_optimum()`` before reading the fit from it,
+or works on its own copy (``new_objective``). Pickling drops the objective (a CHOLMOD
+factor); it is rebuilt from the frame on first use.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .crossprod import CrossprodPlan, accumulate
+from .formula import ParsedFormula
+from .frame import ModelFrame
+
+
+@dataclass(eq=False)
+class FitContext:
+    """The model behind a result: its rows, structure, options and objective at the optimum.
+
+    ``params`` is the optimum the objective is kept at: theta for an LMM and for a GLMM
+    fitted with nagq = 0, (theta, beta) for the second stage of a GLMM. ``options`` holds
+    the fit's keyword arguments that shape the criterion: ``reml`` (LMM), ``family`` and
+    ``link`` (names, GLMM: see ``family_object``), ``nagq`` (GLMM), ``factor_mode``, ``check_convergence``, ``optimizer_options``
+    and ``sigma`` (a fixed residual SD, or None).
+    """
+
+    formula: str
+    parsed: ParsedFormula
+    frame: ModelFrame
+    options: dict
+    params: np.ndarray
+    objective: object = field(default=None, repr=False)
+
+    @property
+    def is_glmm(self) -> bool:
+        return "family" in self.options
+
+    @property
+    def family_object(self):
+        """The GLMM's Family (options keep its names: a Family does not pickle)."""
+        from .families import get_family
+
+        return get_family(self.options["family"], self.options["link"])
+
+    @property
+    def n_theta(self) -> int:
+        return int(sum(t.k * (t.k + 1) // 2 for t in self.frame.terms))
+
+    @property
+    def theta(self) -> np.ndarray:
+        return self.params[:self.n_theta]
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["objective"] = None  # a CHOLMOD factor; rebuilt on first use
+        return state
+
+    def new_objective(self, **changes):
+        """A new objective on the same rows (a separate factor, free to move), not updated.
+
+        LMM: ``reml`` may be changed. GLMM: ``nagq`` may be changed. Its cross-products
+        are the fit's (LMM) or the family's start (GLMM), as in the fit itself.
+        """
+        from .glmm import GlmmObjective
+        from .objective import LmmObjective
+
+        opts = dict(self.options, **changes)
+        mode = opts.get("factor_mode", "measure")
+        if not self.is_glmm:
+            return LmmObjective(self.crossproducts(), reml=bool(opts["reml"]), factor_mode=mode)
+        return GlmmObjective(self.glmm_data(), nagq=int(opts["nagq"]), factor_mode=mode)
+
+    def crossproducts(self):
+        """The LMM's cross-products: the objective's when there is one, else a new pass."""
+        if self.objective is not None and not self.is_glmm:
+            return self.objective.cp
+        return accumulate(self.frame)
+
+    def glmm_data(self, y: np.ndarray | None = None):
+        """The GLMM's fixed inputs (a new response y, if given), sharing the plan of Z."""
+        from .pirls import GlmmData
+
+        frame = self.frame
+        plan = (self.objective.data.plan if self.objective is not None
+                else CrossprodPlan.from_terms(frame.terms))
+        return GlmmData(frame.y if y is None else y, frame.X,
+                        np.zeros(frame.n) if frame.offset is None else frame.offset,
+                        np.ones(frame.n) if frame.weights is None else frame.weights,
+                        self.family_object if self.objective is None
+                        else self.objective.data.family, plan)
+
+    def at_optimum(self):
+        """The fit's objective, updated at the optimum (again, if anything moved it)."""
+        if self.objective is None:
+            self.objective = self.new_objective()
+            self._update(self.objective)
+        elif not self._is_at_optimum(self.objective):
+            self._update(self.objective)
+        return self.objective
+
+    def _is_at_optimum(self, obj) -> bool:
+        if not self.is_glmm:
+            return np.array_equal(obj.theta, self.params)
+        pls_theta = obj.pls.theta
+        if self.options["nagq"] == 0:
+            return obj.joint and np.array_equal(pls_theta, self.params)
+        return (not obj.joint and np.array_equal(pls_theta, self.theta)
+                and np.array_equal(obj.state.beta, self.params[self.n_theta:]))
+
+    def _update(self, obj) -> None:
+        if not self.is_glmm:
+            obj.update(self.params)
+        elif self.options["nagq"] == 0:
+            obj.update_stage1(self.params)
+        else:
+            obj.update_stage2(self.params)
