@@ -17,6 +17,7 @@ from .context import FitContext
 from .ddf import DdfMethods
 from .decomposition import DecompositionMethods
 from .predict import PredictMethods
+from .simulate import SimulateMethods
 from .tidy import TidyMethods
 from .crossprod import add_z_times
 from .frame import ModelFrame
@@ -26,12 +27,13 @@ from .terms import ReTerm
 
 
 @dataclass(frozen=True, eq=False)
-class LmerResult(DdfMethods, TidyMethods, IntervalMethods, PredictMethods, DecompositionMethods):
+class LmerResult(DdfMethods, TidyMethods, IntervalMethods, SimulateMethods, PredictMethods,
+                 DecompositionMethods):
     """A fitted linear mixed model (see ``glmm_sparse.lmer``).
 
     The inference methods come from one module each: ``coef_table``/``anova`` (ddf.py),
     ``tidy``/``to_json`` (tidy.py), ``confint``/``profile``/``bootstrap`` (confint.py),
-    ``predict``/``simulate`` (predict.py), ``icc``/``r2``/``shrinkage``
+    ``simulate`` (simulate.py), ``predict`` (predict.py), ``icc``/``r2``/``shrinkage``
     (decomposition.py).
     """
 
