@@ -1,0 +1,127 @@
+"""Refits from the fit's cross-products (refit.py) against fresh fits of the same data."""
+import pickle
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import glmm_sparse as gs
+from glmm_sparse.refit import Refitter, refit_ml
+from refdata import load_data
+
+SLEEP = "Reaction ~ Days + (Days | Subject)"
+CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
+
+
+@pytest.fixture(scope="module")
+def sleep():
+    return load_data("sleepstudy")
+
+
+@pytest.fixture(scope="module")
+def fit(sleep):
+    return gs.lmer(SLEEP, sleep)
+
+
+def new_response(sleep, seed=1):
+    rng = np.random.default_rng(seed)
+    return sleep["Reaction"].to_numpy() + rng.normal(0.0, 20.0, len(sleep))
+
+
+def assert_same_fit(a, b, *, rtol):
+    assert a.loglik == pytest.approx(b.loglik, rel=1e-9, abs=1e-7)
+    np.testing.assert_allclose(a.fixef, b.fixef, rtol=rtol)
+    np.testing.assert_allclose(a.varcorr["vcov"], b.varcorr["vcov"], rtol=rtol)
+    np.testing.assert_allclose(a.ranef["condval"], b.ranef["condval"], rtol=rtol, atol=1e-8)
+
+
+def test_refit_of_the_same_response_is_the_fit(fit, sleep):
+    again = fit.refit(sleep["Reaction"])
+    # BOBYQA starts at the optimum and its first steps probe around it: theta comes back
+    # to within its tolerances (1e-8 here), not bit for bit
+    np.testing.assert_allclose(again.theta, fit.theta, rtol=1e-7)
+    np.testing.assert_allclose(again.fixef, fit.fixef, rtol=1e-9)
+    assert again.objective == pytest.approx(fit.objective, rel=1e-13)
+
+
+def test_refit_of_a_new_response_equals_a_fresh_fit(fit, sleep):
+    y = new_response(sleep)
+    fresh = gs.lmer(SLEEP, sleep.assign(Reaction=y))
+    # the two start BOBYQA from different theta (the fit's optimum, lme4's default), so
+    # they agree to the optimizer's tolerance, not to rounding
+    assert_same_fit(fit.refit(y), fresh, rtol=1e-5)
+
+
+def test_refit_with_weights_and_offset(sleep):
+    data = sleep.assign(w=np.linspace(0.5, 2.0, len(sleep)), off=0.3 * sleep["Days"])
+    m = gs.lmer(SLEEP, data, weights="w", offset="off")
+    y = new_response(sleep, seed=2)
+    fresh = gs.lmer(SLEEP, data.assign(Reaction=y), weights="w", offset="off")
+    assert_same_fit(m.refit(y), fresh, rtol=1e-5)
+
+
+def test_refit_ml_is_the_ml_fit(fit, sleep):
+    ml = refit_ml(fit)
+    direct = gs.lmer(SLEEP, sleep, reml=False)
+    assert not ml.reml
+    assert_same_fit(ml, direct, rtol=1e-5)
+    assert refit_ml(direct) is direct  # an ML fit is returned as it is
+
+
+def test_one_refitter_serves_many_responses(fit, sleep):
+    refitter = Refitter(fit)
+    first = refitter.fit(new_response(sleep, 3))
+    second = refitter.fit(new_response(sleep, 4))
+    # the first result's conditional SDs are computed after the Refitter moved on
+    alone = fit.refit(new_response(sleep, 3))
+    pd.testing.assert_frame_equal(first.ranef, alone.ranef, rtol=1e-10)
+    assert second.loglik != first.loglik
+    # and the original fit's objective is untouched
+    assert fit.model.at_optimum().objective() == pytest.approx(fit.objective, rel=1e-13)
+
+
+def test_a_pickled_result_refits(fit, sleep):
+    again = pickle.loads(pickle.dumps(fit))
+    assert again.model.objective is None
+    y = new_response(sleep, 5)
+    # the unpickled context sums its cross-products anew (same values to rounding), and
+    # BOBYQA's path from them differs at the optimizer's tolerance
+    assert_same_fit(again.refit(y), fit.refit(y), rtol=1e-7)
+
+
+def test_glmer_refit(cbpp_data):
+    g = gs.glmer(CBPP, cbpp_data, family="binomial")
+    same = g.refit(g.model.frame.y)
+    assert same.loglik == pytest.approx(g.loglik, abs=1e-8)
+    rng = np.random.default_rng(7)
+    size = cbpp_data["size"].to_numpy()
+    incidence = rng.binomial(size, 0.15)
+    fresh = gs.glmer(CBPP, cbpp_data.assign(incidence=incidence), family="binomial")
+    refitted = g.refit(incidence / size)
+    assert refitted.loglik == pytest.approx(fresh.loglik, abs=1e-6)
+    np.testing.assert_allclose(refitted.fixef, fresh.fixef, rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def cbpp_data():
+    return load_data("cbpp")
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.ones(10), "one value per row used in the fit \\(180\\)"),
+    (np.full(180, np.nan), "missing or infinite value \\(position 0\\)"),
+    (np.full(180, 3.0), "is constant"),
+    (["a"] * 180, "must be numbers"),
+])
+def test_bad_new_responses_are_refused(fit, bad, message):
+    with pytest.raises(gs.DataError, match=message):
+        fit.refit(bad)
+
+
+def test_binomial_refit_refuses_impossible_proportions(cbpp_data):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        g = gs.glmer(CBPP, cbpp_data, family="binomial")
+    with pytest.raises(gs.DataError):
+        g.refit(np.full(g.nobs, 1.5))
