@@ -64,7 +64,7 @@ class FitContext:
     def new_objective(self, **changes):
         """A new objective on the same rows (a separate factor, free to move), not updated.
 
-        LMM: ``reml`` may be changed. GLMM: ``nagq`` may be changed. Its cross-products
+        LMM: ``reml`` may be changed; a fixed ``sigma`` (options) is kept. GLMM: ``nagq`` may be changed. Its cross-products
         are the fit's (LMM) or the family's start (GLMM), as in the fit itself.
         """
         from .glmm import GlmmObjective
@@ -73,7 +73,8 @@ class FitContext:
         opts = dict(self.options, **changes)
         mode = opts.get("factor_mode", "measure")
         if not self.is_glmm:
-            return LmmObjective(self.crossproducts(), reml=bool(opts["reml"]), factor_mode=mode)
+            return LmmObjective(self.crossproducts(), reml=bool(opts["reml"]), factor_mode=mode,
+                                sigma=opts.get("sigma"))
         return GlmmObjective(self.glmm_data(), nagq=int(opts["nagq"]), factor_mode=mode)
 
     def crossproducts(self):

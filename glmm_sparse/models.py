@@ -22,7 +22,7 @@ from .errors import ModelSpecError, SingularFitWarning
 from .formula import parse_formula
 from .frame import build_frame
 from .io import as_pandas
-from .objective import LmmObjective
+from .objective import LmmObjective, check_fixed_sigma, fixed_sigma_unit
 from .optimize import minimize_theta
 from .results import LmerResult, build_lmer_result
 from .validate import check_glmm_response_varies, check_response_varies
@@ -85,9 +85,28 @@ def start_theta(start, theta_map, units: np.ndarray) -> np.ndarray:
     return theta0
 
 
+def lmm_start_and_units(obj: LmmObjective, frame, start) -> tuple[np.ndarray, np.ndarray]:
+    """The starting theta and the optimizer's units of theta (scaling.py).
+
+    A profiled fit starts as lme4 does (moment_theta for scalar intercepts, else
+    identity factors). With sigma fixed, theta is relative to that sigma: the moment
+    start (relative to an estimated residual variance) does not apply, and the units
+    also carry the ratio of the data's residual scale to sigma (fixed_sigma_unit).
+    """
+    units = theta_units(frame.terms, obj.theta_map, frame.weights)
+    if obj.fixed_sigma is not None:
+        units = units * fixed_sigma_unit(obj.cp, obj.fixed_sigma)
+        return start_theta(start, obj.theta_map, units), units
+    theta0 = moment_theta(frame.terms, frame.y) if start is None else None
+    if theta0 is None:
+        theta0 = start_theta(start, obj.theta_map, units)
+    return theta0, units
+
+
 def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
-         na_action: str = "omit", start=None, check_convergence: bool = True,
-         optimizer_options: dict | None = None, factor_mode: str = "measure") -> LmerResult:
+         sigma: float | None = None, na_action: str = "omit", start=None,
+         check_convergence: bool = True, optimizer_options: dict | None = None,
+         factor_mode: str = "measure") -> LmerResult:
     """Fit a linear mixed-effects model by REML (default) or maximum likelihood.
 
     Parameters
@@ -103,6 +122,12 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
         Prior weights (a column name or one value per row): residual variance sigma^2 / w.
     offset : str or array, optional
         A known term added to the linear predictor (with any ``offset()`` in the formula).
+    sigma : float, optional
+        Fix the residual standard deviation instead of estimating it: row i then has the
+        known residual variance sigma^2 / w_i. ``sigma=1`` with ``weights=1 / v`` is the
+        random-effects meta-analysis (Fay-Herriot) model with known sampling variances v.
+        sigma is then not a parameter (``npar`` leaves it out), ``vcov`` is
+        sigma^2 R_X^-1 R_X^-T and ``ranef`` holds the EBLUPs (docs/known-variances.md).
     na_action : {"omit", "raise"}
         Drop rows with a missing value in a used column (with a warning), or raise.
     start : array, optional
@@ -127,16 +152,17 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
     """
     if not isinstance(reml, (bool, np.bool_)):
         raise TypeError(f"reml must be True or False, not {reml!r}")
+    sigma = check_fixed_sigma(sigma)
     parsed = parse_mixed_formula(formula, "ordinary least squares (e.g. statsmodels OLS)")
     options = check_optimizer_options(optimizer_options)
+    # a known residual variance tells one random effect per row from the residual (the
+    # meta-analysis model), so sigma relaxes lmer's identifiability check as glmer's does
     frame = build_frame(parsed, formula, as_pandas(data), weights=weights, offset=offset,
-                        na_action=na_action)
+                        na_action=na_action, glmm=sigma is not None)
     check_response_varies(frame.y, parsed.response)
-    obj = LmmObjective(accumulate(frame), reml=bool(reml), factor_mode=factor_mode)
-    units = theta_units(frame.terms, obj.theta_map, frame.weights)
-    theta0 = moment_theta(frame.terms, frame.y) if start is None else None
-    if theta0 is None:
-        theta0 = start_theta(start, obj.theta_map, units)
+    obj = LmmObjective(accumulate(frame), reml=bool(reml), factor_mode=factor_mode,
+                       sigma=sigma)
+    theta0, units = lmm_start_and_units(obj, frame, start)
     opt = minimize_theta(obj, theta0, obj.theta_map.lower,
                          check=check_convergence, units=units, **options)
     obj.update(opt.theta)
@@ -155,7 +181,7 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
 def glmer(formula: str, data, *, family="binomial", link: str | None = None, nagq: int = 1,
           weights=None, offset=None, na_action: str = "omit", start=None,
           check_convergence: bool = True, optimizer_options: dict | None = None,
-          factor_mode: str = "measure") -> GlmerResult | LmerResult:
+          factor_mode: str = "measure", sigma=None) -> GlmerResult | LmerResult:
     """Fit a generalized linear mixed-effects model by Laplace or adaptive Gauss-Hermite.
 
     Parameters
@@ -177,6 +203,10 @@ def glmer(formula: str, data, *, family="binomial", link: str | None = None, nag
         (added to any ``offset()`` in the formula).
     na_action, start, check_convergence, optimizer_options, factor_mode
         As for ``lmer``; ``start`` is a starting theta.
+    sigma : None
+        Not accepted: a GLMM's dispersion is fixed by its family (binomial, Poisson) or
+        estimated (Gamma, inverse Gaussian). A known residual variance is an ``lmer``
+        model (``lmer(..., sigma=...)``).
 
     Returns
     -------
@@ -186,6 +216,11 @@ def glmer(formula: str, data, *, family="binomial", link: str | None = None, nag
         family with the identity link is the linear mixed model: its fit by maximum
         likelihood (an ``LmerResult``), exactly as ``lmer(..., reml=False)``.
     """
+    if sigma is not None:
+        raise ModelSpecError(
+            f"glmer does not take sigma (got {sigma!r}): a GLMM's dispersion is fixed by its "
+            "family (binomial, Poisson) or estimated (Gamma, inverse Gaussian); for a "
+            "linear mixed model with a known residual SD use lmer(..., sigma=...)")
     fam = get_family(family, link)
     if not isinstance(nagq, (int, np.integer)) or isinstance(nagq, bool) or nagq < 0:
         raise TypeError(f"nagq must be a non-negative integer, not {nagq!r}")

@@ -5,6 +5,9 @@ chain of in-place updates: ``set_theta`` (T_t of each term), ``update_L`` (M's v
 the fixed pattern, numeric refactorization), ``update_RZX`` (R_ZX and c_u, y carried as
 the last column), ``update_RX`` (Cholesky of the (p+1)x(p+1) Schur complement, whose last
 diagonal is sqrt(pwrss)), then the ``objective`` query. Nothing here reads the n rows.
+
+With the residual SD fixed (``sigma=``, known sampling variances) the same PLS
+quantities give the criterion without profiling sigma out (``fixed_sigma_criterion``).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from .crossprod import CrossProducts
 from .errors import FactorMemoryError, ModelSpecError, NumericalError
 from .memory import check_factor_fits
 from .pattern import MPattern, build_pattern
+from .scaling import power_of_ten
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 MEASURE_ABOVE_NNZ = 200_000  # entries of L above which the factorization mode is timed
@@ -143,12 +147,65 @@ def _faster_mode(pattern: MPattern, Mx: np.ndarray, simplicial: SymbolicFactor,
     return best
 
 
-class LmmObjective:
-    """Penalized least squares at given theta and the criterion it profiles out."""
+def check_fixed_sigma(sigma) -> float | None:
+    """A fixed residual SD: None, or a positive finite number (as a float)."""
+    if sigma is None:
+        return None
+    if isinstance(sigma, (bool, np.bool_)) or not isinstance(
+            sigma, (int, float, np.integer, np.floating)):
+        raise ModelSpecError(f"sigma must be a positive number (the fixed residual standard "
+                             f"deviation) or None to estimate it, not {sigma!r}")
+    if not (np.isfinite(sigma) and sigma > 0):
+        raise ModelSpecError(f"sigma must be a positive finite number (the fixed residual "
+                             f"standard deviation), got {sigma!r}; pass sigma=None to "
+                             "estimate it")
+    return float(sigma)
 
-    def __init__(self, cp: CrossProducts, *, reml: bool, factor_mode: str = "measure"):
+
+def fixed_sigma_criterion(*, sigma: float, pwrss: float, ldL2: float, ldRX2: float, n: int,
+                          p: int, sum_log_w: float, reml: bool) -> float:
+    """-2 log-likelihood (ML) or the REML criterion with the residual SD fixed at sigma.
+
+    With V = sigma^2 (Z Lambda Lambda' Z' + W^-1), log|V| = n log sigma^2 + ldL2 -
+    sum(log w) and the quadratic form at beta-hat is pwrss / sigma^2:
+
+        ML:   ldL2 - sum(log w) + n log(2 pi sigma^2) + pwrss / sigma^2
+        REML: ldL2 + ldRX2 - sum(log w) + (n - p) log(2 pi sigma^2) + pwrss / sigma^2
+
+    (the REML term log|X'V^-1 X| = ldRX2 - p log sigma^2, integrating beta out gives
+    (2 pi)^(p/2)). Minimizing either over sigma^2 gives the profiled criteria.
+    """
+    dof = n - p if reml else n
+    dev = ldL2 - sum_log_w + dof * (LOG_2PI + np.log(sigma**2)) + pwrss / sigma**2
+    return float(dev + ldRX2) if reml else float(dev)
+
+
+def fixed_sigma_unit(cp: CrossProducts, sigma: float) -> float:
+    """The optimizer's extra unit for theta when sigma is fixed (1 for ordinary sizes).
+
+    theta = sd(b) / sigma. Profiled, sigma follows the data and theta's size is set by
+    the covariates (scaling.theta_units); fixed, theta also scales as (the residual scale
+    of y) / sigma: a sigma of 1 for a response of order 1e4 puts theta near 1e4. The
+    residual scale is sqrt(r'Wr / (n - p)) of y less its least-squares fit on X (the
+    cross-products carry y that way); within 10^(+-1.5) of sigma the unit stays 1.
+    """
+    dof = max(cp.n - cp.p, 1)
+    scale = float(np.sqrt(max(cp.XtWXy[-1, -1], 0.0) / dof))
+    return power_of_ten(scale / sigma) if scale > 0 else 1.0
+
+
+class LmmObjective:
+    """Penalized least squares at given theta and the criterion it profiles out.
+
+    ``sigma``, if given, fixes the residual SD: the criterion is then a function of theta
+    with sigma held (``fixed_sigma_criterion``), and ``sigma()`` returns it.
+    """
+
+    def __init__(self, cp: CrossProducts, *, reml: bool, factor_mode: str = "measure",
+                 sigma: float | None = None):
         self.cp = cp
         self.reml = reml
+        self.fixed_sigma = check_fixed_sigma(sigma)
         self.theta_map = ThetaMap(cp.k)
         self.pattern: MPattern = build_pattern(cp)
         self.Mx = np.zeros(self.pattern.nnz)
@@ -253,6 +310,10 @@ class LmmObjective:
     def objective(self) -> float:
         """-2 log-likelihood (ML) or the REML criterion at the current theta."""
         n, p = self.cp.n, self.cp.p
+        if self.fixed_sigma is not None:
+            return fixed_sigma_criterion(sigma=self.fixed_sigma, pwrss=self.pwrss,
+                                         ldL2=self.ldL2, ldRX2=self.ldRX2, n=n, p=p,
+                                         sum_log_w=self.cp.sum_log_w, reml=self.reml)
         dof = n - p if self.reml else n
         pwrss = self.pwrss
         if not pwrss > 0.0:
@@ -273,8 +334,12 @@ class LmmObjective:
         pwrss is found as y'Wy minus the fitted part, to a precision of eps y'Wy; a fit
         that leaves less than RESIDUAL_FLOOR of y'Wy (y taken from the least-squares fit
         on X, crossprod.py) is an exact fit by the random effects, whose criterion falls
-        without bound as theta grows: BOBYQA stops where rounding hides the slope.
+        without bound as theta grows: BOBYQA stops where rounding hides the slope. With
+        sigma fixed the criterion is bounded (pwrss / sigma^2 >= 0 while log|L|^2 grows
+        with theta), and an exact fit is an ordinary optimum.
         """
+        if self.fixed_sigma is not None:
+            return
         yy = float(self.cp.XtWXy[-1, -1])
         if self.pwrss < RESIDUAL_FLOOR * yy:
             raise NumericalError(
@@ -295,6 +360,9 @@ class LmmObjective:
         return scipy.linalg.solve_triangular(self.Ry[:p, :p], self.Ry[:p, p])
 
     def sigma(self) -> float:
+        """The residual SD: the fixed one, else sqrt(pwrss / (n or n - p))."""
+        if self.fixed_sigma is not None:
+            return self.fixed_sigma
         dof = self.cp.n - self.cp.p if self.reml else self.cp.n
         return float(np.sqrt(self.pwrss / dof))
 

@@ -3,7 +3,8 @@
 After the results stage. A new response changes only the response's cross-products
 (Z'Wy, X'Wy, y'Wy: one pass over the rows); Z'WZ, X'WX, the pattern of M and its
 analysis are the fit's. ``Refitter`` keeps one objective for many responses (the
-parametric bootstrap), ``refit`` and ``refit_ml`` are single refits.
+parametric bootstrap), ``refit`` and ``refit_ml`` are single refits. A fit with a fixed
+residual SD (``options["sigma"]``) is refitted with the same sigma.
 """
 from __future__ import annotations
 
@@ -92,7 +93,7 @@ class Refitter:
         return self._fit_lmm(y, start)
 
     def _fit_lmm(self, y: np.ndarray, start):
-        from .objective import LmmObjective
+        from .objective import LmmObjective, fixed_sigma_unit
         from .results import build_lmer_result
 
         ctx = self.context
@@ -100,11 +101,14 @@ class Refitter:
         cp = response_crossproducts(ctx, y)
         if self.objective is None:
             self.objective = LmmObjective(cp, reml=self.reml,
-                                          factor_mode=ctx.options.get("factor_mode", "measure"))
+                                          factor_mode=ctx.options.get("factor_mode", "measure"),
+                                          sigma=ctx.options.get("sigma"))
         else:
             self.objective.set_crossproducts(cp)
         obj = self.objective
         units = theta_units(ctx.frame.terms, obj.theta_map, ctx.frame.weights)
+        if obj.fixed_sigma is not None:  # theta relative to the fixed sigma (models.py)
+            units = units * fixed_sigma_unit(cp, obj.fixed_sigma)
         theta0 = ctx.theta.copy() if start is None else np.asarray(start, dtype=np.float64)
         opt = minimize_theta(obj, theta0, obj.theta_map.lower, check=self.check, units=units,
                              **(ctx.options.get("optimizer_options") or {}))

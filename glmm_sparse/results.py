@@ -228,8 +228,13 @@ def build_lmer_result(formula: str, frame: ModelFrame, obj: LmmObjective, opt: O
                       offset_name: str | None = None, *, parsed=None,
                       options: dict | None = None) -> LmerResult:
     """The immutable result at the optimum held by ``obj``, which its context keeps;
-    ``parsed`` and ``options`` are the formula and the fit's options (context.py)."""
-    context = FitContext(formula, parsed, frame, dict(options or {}, reml=obj.reml),
+    ``parsed`` and ``options`` are the formula and the fit's options (context.py).
+
+    With sigma fixed (``obj.fixed_sigma``, recorded as ``options["sigma"]`` so that
+    refits keep it) sigma is not a parameter: ``n_scale`` is 0, so npar, AIC and BIC
+    count theta and beta only (as metafor's rma counts tau^2 and beta)."""
+    context = FitContext(formula, parsed, frame,
+                         dict(options or {}, reml=obj.reml, sigma=obj.fixed_sigma),
                          obj.theta.copy(), obj)
     cp = obj.cp
     offsets = cp.offsets
@@ -261,4 +266,5 @@ def build_lmer_result(formula: str, frame: ModelFrame, obj: LmmObjective, opt: O
         optimizer=opt,
         dropped_columns=frame.dropped_columns, data_name=data_name, weights_name=weights_name,
         offset_name=offset_name, u=u, b=b, model=context,
+        n_scale=0 if obj.fixed_sigma is not None else 1,
     )
