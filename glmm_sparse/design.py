@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import builtins
 import re
+import warnings
+from dataclasses import dataclass, field
 
 import formulaic
 import numpy as np
 import pandas as pd
-from formulaic.errors import FormulaicError
+from formulaic.errors import DataMismatchWarning, FormulaicError
 from formulaic.transforms import TRANSFORMS
 from formulaic.utils.variables import Variable, get_required_variables
 
@@ -97,9 +99,116 @@ def plain_columns(expr: str, data: pd.DataFrame) -> tuple[bool, list[str]] | Non
     return intercept, names
 
 
-def model_matrix(expr: str, data: pd.DataFrame, formula: str | None, what: str, *,
-                 extra_columns: int = 0) -> tuple[np.ndarray, list[str]]:
-    """The float64 model matrix of ``expr`` on ``data`` (C order) and R's column names.
+@dataclass(frozen=True, eq=False)
+class DesignSpec:
+    """How a model matrix was made from the fit's rows, to make it again on new rows.
+
+    ``plain`` holds the plain-columns fast path's column names (plain_columns); otherwise
+    ``model_spec`` is formulaic's ModelSpec, which keeps the factor levels, the contrasts
+    and the state of stateful transforms (``scale(x)`` centred and scaled as fitted).
+    Neither holds data: a few kilobytes, and it pickles.
+    """
+
+    expr: str
+    names: tuple[str, ...]  # R's column names, in order
+    plain: tuple[str, ...] | None = None
+    model_spec: object = field(default=None, repr=False)
+
+    @property
+    def variables(self) -> list[str]:
+        """The data columns the expression reads."""
+        if self.plain is not None:
+            return list(self.plain)
+        return [name for name, called in expression_variables(self.expr).items() if not called]
+
+    def matrix(self, data: pd.DataFrame, what: str) -> np.ndarray:
+        """The model matrix of these rows with the fit's encodings (C order, float64).
+
+        A level of a factor that the fit did not see is a DataError naming the column.
+        """
+        if self.plain is not None:
+            return _plain_matrix(self, data, what)
+        data = conform_categories(self.model_spec, data, what)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DataMismatchWarning)
+            try:
+                mm = self.model_spec.get_model_matrix(data, na_action="ignore")
+            except (FormulaicError, SyntaxError) as err:
+                raise formula_error(err, self.expr, None, what) from None
+        for warning in caught:
+            if issubclass(warning.category, DataMismatchWarning):
+                raise DataError(f"the {what} {self.expr!r} meets values the fit did not see: "
+                                f"{_ANSI.sub('', str(warning.message)).split('.')[0]}")
+            warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                                   warning.lineno)
+        columns = [mm[col].to_numpy(dtype=np.float64) for col in mm.columns]
+        return _row_major(columns, mm.shape[0], 0)
+
+
+def _plain_matrix(spec: DesignSpec, data: pd.DataFrame, what: str) -> np.ndarray:
+    """The plain-columns model matrix of new rows; each column must still be numeric."""
+    for name in spec.plain:
+        kind = getattr(data[name].dtype, "kind", "O")
+        if kind not in "iufb":
+            raise DataError(f"column {name!r} of the {what} was numeric in the fit but is "
+                            f"{data[name].dtype} in the new data")
+    intercept = bool(spec.names) and spec.names[0] == "(Intercept)"
+    columns = [data[name].to_numpy(dtype=np.float64) for name in spec.plain]
+    return _row_major([None] * intercept + columns, len(data), 0)
+
+
+_C_CALL = re.compile(r"^C\(\s*([A-Za-z_][\w.]*)\s*[,)]")
+
+
+def conform_categories(model_spec, data: pd.DataFrame, what: str) -> pd.DataFrame:
+    """New rows whose factor columns carry the fit's categories (a shallow copy if any
+    changes), so that formulaic encodes them as in the fit; a level the fit did not see
+    is a DataError naming the column and the level. Covers factors written as a column
+    name or ``C(column, ...)``; formulaic checks the others."""
+    out = data
+    for expr, (kind, state) in model_spec.encoder_state.items():
+        if getattr(kind, "value", kind) != "categorical" or "categories" not in state:
+            continue
+        match = _C_CALL.match(expr)
+        name = expr if expr in data.columns else (match.group(1) if match else None)
+        if name is None or name not in data.columns:
+            continue
+        column = _as_categories(data[name], list(state["categories"]), name, what)
+        if out is data:
+            out = data.copy(deep=False)
+        out[name] = column
+    return out
+
+
+def _as_categories(col: pd.Series, categories: list, name: str, what: str) -> pd.Series:
+    """``col`` as a Categorical with the fit's categories, matched by value, then by text
+    (a factor read as text in the fit and as numbers in the new data, or the reverse)."""
+    values = col.to_numpy(dtype=object)
+    present = col.notna().to_numpy()
+    codes = pd.Index(categories, dtype=object).get_indexer(values)
+    retry = np.flatnonzero((codes < 0) & present)
+    if retry.size:
+        labels = pd.Index([str(c) for c in categories], dtype=object)
+        codes[retry] = labels.get_indexer([_text(v) for v in values[retry]])
+    unseen = sorted({str(v) for v in values[(codes < 0) & present]})
+    if unseen:
+        raise DataError(f"column {name!r} of the {what} has level(s) {unseen} that the fit "
+                        f"did not see (its levels: {[str(c) for c in categories]}); a "
+                        "fixed effect cannot be predicted for a new level")
+    return pd.Series(pd.Categorical.from_codes(np.where(present, codes, -1),
+                                               categories=categories), index=col.index)
+
+
+def _text(value) -> str:
+    """A value as a level label: integral floats as integers (1.0 -> "1")."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def design_matrix(expr: str, data: pd.DataFrame, formula: str | None, what: str, *,
+                  extra_columns: int = 0) -> tuple[np.ndarray, DesignSpec]:
+    """The float64 model matrix of ``expr`` on ``data`` (C order) and its DesignSpec.
 
     With ``extra_columns``, the array has that many more columns after the model
     matrix's, left for the caller to fill (the response, next to X, in one buffer).
@@ -110,7 +219,7 @@ def model_matrix(expr: str, data: pd.DataFrame, formula: str | None, what: str, 
         names = ["(Intercept)"] * intercept + cols
         columns = [data[name].to_numpy(dtype=np.float64) for name in cols]
         X = _row_major(([None] if intercept else []) + columns, len(data), extra_columns)
-        return X, names
+        return X, DesignSpec(expr, tuple(names), plain=tuple(cols))
     try:
         mm = formulaic.model_matrix(expr, data, na_action="ignore")
     except (FormulaicError, SyntaxError) as err:
@@ -123,7 +232,16 @@ def model_matrix(expr: str, data: pd.DataFrame, formula: str | None, what: str, 
     # column by column into one C-ordered array: pandas' to_numpy would interleave into a
     # temporary first, a second copy of X (1 s and 0.5 GB at 10^7 rows x 6 columns)
     columns = [mm[col].to_numpy(dtype=np.float64) for col in mm.columns]
-    return _row_major(columns, mm.shape[0], extra_columns), names
+    X = _row_major(columns, mm.shape[0], extra_columns)
+    return X, DesignSpec(expr, tuple(names), model_spec=mm.model_spec)
+
+
+def model_matrix(expr: str, data: pd.DataFrame, formula: str | None, what: str, *,
+                 extra_columns: int = 0) -> tuple[np.ndarray, list[str]]:
+    """The float64 model matrix of ``expr`` on ``data`` (C order) and R's column names
+    (design_matrix without its spec)."""
+    X, spec = design_matrix(expr, data, formula, what, extra_columns=extra_columns)
+    return X, list(spec.names)
 
 
 ROW_BLOCK = 1 << 14  # rows copied at a time: the block of X being written stays in cache

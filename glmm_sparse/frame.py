@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from .design import expression_variables, model_matrix
+from .design import DesignSpec, design_matrix, expression_variables, model_matrix
 from .errors import (
     DataError,
     DroppedRowsWarning,
@@ -57,6 +57,11 @@ class ModelFrame:
     # column is the response's slot, see crossprod.response_matrix) and the R of its QR
     XB: np.ndarray | None = field(default=None, repr=False)
     R_XB: np.ndarray | None = field(default=None, repr=False)
+    # how X was made (all columns, before aliased ones were dropped) and where the
+    # offset= argument came from, to make the same predictors on new rows (predict.py)
+    fixed_spec: DesignSpec | None = field(default=None, repr=False)
+    offset_column: str | None = None
+    offset_array: bool = False
 
     @property
     def n(self) -> int:
@@ -149,13 +154,6 @@ def numeric_column(expr: str, data: pd.DataFrame, what: str,
     return values[:, 0].copy()
 
 
-def fixed_matrix(fixed: str, data: pd.DataFrame, formula: str | None = None, *,
-                 extra_columns: int = 0) -> tuple[np.ndarray, list[str]]:
-    """The fixed-effects model matrix (treatment contrasts) and R's column names; with
-    ``extra_columns`` free columns after it (model_matrix)."""
-    return model_matrix(fixed, data, formula, "fixed-effects term", extra_columns=extra_columns)
-
-
 _TSQR_LOCK = threading.Lock()
 
 
@@ -225,9 +223,11 @@ def build_frame(parsed: ParsedFormula, formula: str, data: pd.DataFrame, *, weig
     n = len(sub)
     y, trials = response(parsed.response, sub, partial(numeric_column, formula=formula))
     check_values(y, [parsed.response], sub.index, "the response {}")
-    XB, xnames = fixed_matrix(parsed.fixed, sub, formula, extra_columns=1)
+    XB, fixed_spec = design_matrix(parsed.fixed, sub, formula, "fixed-effects term",
+                                   extra_columns=1)
+    xnames = list(fixed_spec.names)
     check_values(XB[:, :-1], xnames, sub.index, "the fixed-effects column {}")
-    off = _total_offset(parsed, sub, offset, n, formula)
+    off = total_offset(parsed, sub, offset, n, formula)
     XB, R, xnames, dropped = _drop_aliased(XB, y if off is None else y - off, xnames)
     X = XB[:, :-1]
     terms = order_terms([materialize(t, sub, formula) for t in parsed.random])
@@ -236,7 +236,9 @@ def build_frame(parsed: ParsedFormula, formula: str, data: pd.DataFrame, *, weig
     if trials is not None:
         w = trials if w is None else w * trials
     return ModelFrame(y, X, tuple(xnames), w, off, tuple(terms),
-                      sub.index, int((~kept).sum()), tuple(dropped), XB, R)
+                      sub.index, int((~kept).sum()), tuple(dropped), XB, R, fixed_spec,
+                      offset if isinstance(offset, str) else None,
+                      offset is not None and not isinstance(offset, str))
 
 
 def _drop_aliased(XB: np.ndarray, r: np.ndarray, xnames: list[str]):
@@ -266,8 +268,8 @@ def _rows(values, kept: np.ndarray):
     return values[kept] if values.shape == kept.shape else values
 
 
-def _total_offset(parsed: ParsedFormula, data: pd.DataFrame, offset, n: int,
-                  formula: str) -> np.ndarray | None:
+def total_offset(parsed: ParsedFormula, data: pd.DataFrame, offset, n: int,
+                 formula: str) -> np.ndarray | None:
     """Sum of the formula's offset(...) terms and the offset= argument, or None."""
     parts = [numeric_column(expr, data, "offset", formula) for expr in parsed.offsets]
     labels = [f"offset({expr})" for expr in parsed.offsets]

@@ -8,12 +8,12 @@ Z'Z first.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from .design import model_matrix
+from .design import DesignSpec, design_matrix
 from .errors import DataError, ModelSpecError
 from .formula import RandomTerm
 from .validate import check_values
@@ -28,6 +28,9 @@ class ReTerm:
     levels: tuple[str, ...]
     codes: np.ndarray  # int64, (n,)
     X: np.ndarray  # float64, (n, k), C order
+    # the grouping columns, and how X was made: to find the levels and Z of new rows
+    group: tuple[str, ...] = ()
+    spec: DesignSpec | None = field(default=None, repr=False)
 
     @property
     def k(self) -> int:
@@ -80,12 +83,34 @@ def grouping_codes(data: pd.DataFrame, group: tuple[str, ...]) -> tuple[np.ndarr
 def materialize(term: RandomTerm, data: pd.DataFrame, formula: str | None = None) -> ReTerm:
     """The ReTerm of one parsed random term on these rows."""
     what = f"random-effects term ({term.lhs} | {term.group_name})"
-    X, names = model_matrix(term.lhs, data, formula, what)
+    X, spec = design_matrix(term.lhs, data, formula, what)
     if X.shape[1] == 0:
         raise ModelSpecError(f"{what} has no columns")
-    check_values(X, names, data.index, f"the column {{}} of the {what}")
+    check_values(X, spec.names, data.index, f"the column {{}} of the {what}")
     codes, labels = grouping_codes(data, term.group)
-    return ReTerm(term.group_name, tuple(names), tuple(labels), codes, X)
+    return ReTerm(term.group_name, spec.names, tuple(labels), codes, X, term.group, spec)
+
+
+def new_level_codes(term: ReTerm, data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Each new row's index among the term's fitted levels (-1 for a level the fit did not
+    see) and its level label. Levels are matched by their labels ("a_level:b_level" for
+    ``a:b``); a numeric column read as floats in the new data matches its integer labels."""
+    labels = None
+    for name in term.group:
+        part = _level_labels(data[name])
+        labels = part if labels is None else labels + ":" + part
+    labels = labels.to_numpy(dtype=object)
+    return pd.Index(term.levels, dtype=object).get_indexer(labels), labels
+
+
+def _level_labels(col: pd.Series) -> pd.Series:
+    """A grouping column as level labels (str), integral floats written as integers
+    (1.0 -> "1"), as a column of integers with a missing value is read."""
+    if pd.api.types.is_float_dtype(col.dtype):
+        values = col.to_numpy(dtype=np.float64)
+        if np.all(np.isfinite(values)) and np.all(values == np.round(values)):
+            return pd.Series(values.astype(np.int64), index=col.index).astype(str)
+    return col.astype(str)
 
 
 def order_terms(terms: list[ReTerm]) -> list[ReTerm]:

@@ -2,7 +2,7 @@
 
 After the results stage (... -> results -> inference). Three views of "is sigma_1^2 = 0?":
 
-- ``test_variance_component``: the likelihood-ratio test against the model without the
+- ``variance_component_test``: the likelihood-ratio test against the model without the
   term (refitted on the same rows; with no random effect left, the linear model or the
   GLM), with the naive chi-square and the chi-bar-square p-values (lrt.py);
 - ``exact_f_test`` (LMM): the F test from the projections of y onto the column spaces of
@@ -181,7 +181,7 @@ def exact_f_test(result, term) -> ExactFTest:
             f"the exact F test needs the dense {ncol} x {ncol} cross-product matrix of (X, Z) "
             f"({ncol * ncol * 8 / 2**20:.0f} MB) and its factorization; this model has "
             f"p + q = {ncol} columns, more than {MAX_DENSE_COLUMNS}: use the likelihood-"
-            "ratio test (test_variance_component) instead")
+            "ratio test (variance_component_test) instead")
     G = dense_gram(cp)
     lo, hi = cp.p + cp.offsets[i], cp.p + cp.offsets[i + 1]
     full = np.arange(ncol)
@@ -267,7 +267,7 @@ def _reduced_loglik(full, i: int, reml: bool) -> tuple[float, int, str]:
     return fit.loglik, fit.npar, fit.formula
 
 
-def test_variance_component(result, term, *, reml: bool = False) -> VarianceComponentTest:
+def variance_component_test(result, term, *, reml: bool = False) -> VarianceComponentTest:
     """Likelihood-ratio test of one random-effects term against the model without it.
 
     Parameters
@@ -332,7 +332,6 @@ def _exact_or_reason(result, i: int) -> tuple[ExactFTest | None, str]:
         return None, str(err)
 
 
-test_variance_component.__test__ = False  # not a pytest test, despite its name
 
 
 # ------------------------------------------------------------- ANOVA estimators

@@ -62,7 +62,7 @@ def indicators(col):
 
 def test_dyestuff2_lrt_on_the_boundary(dyestuff2_fit):
     """REML (and ML) put the batch variance at 0: statistic 0, both p-values 1."""
-    r = vt.test_variance_component(dyestuff2_fit, "(1 | Batch)")
+    r = vt.variance_component_test(dyestuff2_fit, "(1 | Batch)")
     want = D2["lrt_variance_component"]
     assert r.statistic == pytest.approx(want["statistic"], abs=1e-8)
     assert r.p_chisq == pytest.approx(want["p_chisq1"], rel=1e-4)
@@ -97,7 +97,7 @@ def test_dyestuff2_anova_estimate_is_negative_where_reml_is_zero(dyestuff2_fit):
 
 def test_pastes_batch_variance_lrt(pastes):
     m = quiet(gs.lmer, "strength ~ 1 + (1 | batch) + (1 | cask:batch)", pastes)  # REML fit
-    r = vt.test_variance_component(m, "(1 | batch)")
+    r = vt.variance_component_test(m, "(1 | batch)")
     assert r.method == "ML" and r.reduced == PASTES["reduced"]
     assert [r.loglik_reduced, r.loglik_full] == pytest.approx(PASTES["loglik"], rel=1e-6)
     assert r.statistic == pytest.approx(PASTES["statistic"], rel=1e-4)
@@ -191,7 +191,7 @@ def test_dyestuff_one_way_estimators_and_exact_f_of_an_ml_fit():
 
 def test_random_intercept_against_the_linear_model():
     m = quiet(gs.lmer, "Reaction ~ Days + (1 | Subject)", load_data("sleepstudy"))
-    r = vt.test_variance_component(m, "Subject")
+    r = vt.variance_component_test(m, "Subject")
     want = REF["sleepstudy_variance"]
     assert r.loglik_reduced == pytest.approx(want["loglik_lm"], rel=1e-6)
     assert r.loglik_full == pytest.approx(want["loglik_lmm"], rel=1e-6)
@@ -206,7 +206,7 @@ def test_random_intercept_against_the_linear_model():
 def test_glmm_variance_against_the_glm():
     g = quiet(gs.glmer, "cbind(incidence, size - incidence) ~ period + (1 | herd)",
               load_data("cbpp"), family="binomial")
-    r = vt.test_variance_component(g, "(1 | herd)")
+    r = vt.variance_component_test(g, "(1 | herd)")
     want, tight = REF["cbpp_variance"], REF["cbpp_variance_tight"]
     assert r.loglik_reduced == pytest.approx(want["loglik_glm"], rel=1e-6)
     # lme4 with PIRLS converged (its default Laplace is ~3e-4 lower: test_lrt.py)
@@ -220,12 +220,12 @@ def test_glmm_variance_against_the_glm():
 def test_reml_lrt_and_a_vector_term(pastes):
     sleep = load_data("sleepstudy")
     m = quiet(gs.lmer, "Reaction ~ Days + (1 | Subject) + (0 + Days | Subject)", sleep)
-    r = vt.test_variance_component(m, "(0 + Days | Subject)", reml=True)
+    r = vt.variance_component_test(m, "(0 + Days | Subject)", reml=True)
     reduced = quiet(gs.lmer, "Reaction ~ Days + (1 | Subject)", sleep)
     assert r.method == "REML"
     assert r.statistic == pytest.approx(2 * (m.loglik - reduced.loglik), rel=1e-6)
     full = quiet(gs.lmer, "Reaction ~ Days + (Days | Subject)", sleep)
-    rv = vt.test_variance_component(full, "(1 + Days | Subject)")
+    rv = vt.variance_component_test(full, "(1 + Days | Subject)")
     assert rv.df == 3 and np.isnan(rv.p_chibar) and rv.applies == "chi-square"
 
 
@@ -234,7 +234,7 @@ def test_reml_lrt_and_a_vector_term(pastes):
 
 def test_errors_name_the_problem(pastes, dyestuff2_fit, monkeypatch):
     with pytest.raises(gs.ModelSpecError, match=r"matches no term.*\(1 \| Batch\)"):
-        vt.test_variance_component(dyestuff2_fit, "(1 | batch)")
+        vt.variance_component_test(dyestuff2_fit, "(1 | batch)")
     with pytest.raises(gs.ModelSpecError, match="unbalanced"):
         vt.anova_estimators(quiet(gs.lmer, "strength ~ 1 + (1 | batch)", pastes.iloc[1:]))
     with pytest.raises(gs.ModelSpecError, match="intercept-only fixed part"):
