@@ -7,6 +7,7 @@ from .errors import (ConvergenceWarning, DataError, DroppedRowsWarning, FactorMe
                      FormulaError, GlmmSparseError, GlmmSparseWarning, ModelSpecError, NumericalError,
                      RankDeficiencyWarning, SingularFitWarning)
 from . import plots
+from .bootstrap import BootstrapResult, bootstrap
 from .lrt import anova, chibar_pvalue
 from .models import glmer, lmer
 from .results import LmerResult
@@ -17,7 +18,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "lmer", "glmer", "LmerResult", "GlmerResult", "anova", "chibar_pvalue",
-    "variance_component_test", "exact_f_test", "anova_estimators", "plots", "GlmmSparseError", "FormulaError", "DataError", "ModelSpecError",
+    "variance_component_test", "exact_f_test", "anova_estimators", "plots",
+    "bootstrap", "BootstrapResult", "GlmmSparseError", "FormulaError", "DataError", "ModelSpecError",
     "NumericalError", "FactorMemoryError", "GlmmSparseWarning", "SingularFitWarning", "ConvergenceWarning",
     "RankDeficiencyWarning", "DroppedRowsWarning", "__version__",
 ]
