@@ -12,8 +12,10 @@ import time
 import warnings
 
 from . import __version__
+from .ddf import DDF_CHOICES
 from .errors import GlmmSparseError, ModelSpecError, NumericalError
 from .models import glmer, lmer
+from .reporting import result_dict
 from .synthetic import CHUNK_ROWS, FAMILIES, Design, simulate, write_parquet
 
 
@@ -35,7 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--nagq", type=int, default=1,
                      help="GLMM: 0, 1 (Laplace, the default) or adaptive Gauss-Hermite nodes")
     fit.add_argument("--weights", help="column holding prior weights")
-    fit.add_argument("--json", metavar="OUT", help="also write all results as JSON to OUT")
+    fit.add_argument("--ddf", choices=DDF_CHOICES, default=None,
+                     help="tests of the fixed effects: satterthwaite (LMM default: "
+                          "lmerTest's t tests), kenward-roger (REML LMMs; adjusted SEs), "
+                          "normal (Wald z; the GLMM default and only test), none (lme4's "
+                          "table, no p-values)")
+    fit.add_argument("--json", metavar="OUT", help="also write all results as JSON to OUT "
+                                                   "(with the --ddf tests)")
     syn = sub.add_parser("synthetic", help="fit a seeded synthetic model and time it, or "
                                            "write its data to Parquet (--write)")
     syn.add_argument("--rows", type=int, default=1_000_000, help="number of rows (1000000)")
@@ -62,11 +70,11 @@ def run_fit(args) -> int:
     else:
         result = glmer(args.formula, args.data, family=args.family, link=args.link,
                        nagq=args.nagq, weights=args.weights)
-    print(result.summary())
+    print(result.summary(ddf=args.ddf))
     print(f"\nwall time: {time.perf_counter() - t0:.3f} s (read + fit)")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(result.to_dict(), fh, indent=2)
+            json.dump(result_dict(result, ddf=args.ddf), fh, indent=2)
     return 0
 
 

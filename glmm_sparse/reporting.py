@@ -16,6 +16,7 @@ Golden outputs: tests/reference/summaries/ (lmer), tests/reference/glmm/summarie
 """
 from __future__ import annotations
 
+import html
 import math
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
@@ -23,6 +24,7 @@ from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 import numpy as np
 import pandas as pd
 
+from .ddf import coefficient_table, normalize_ddf
 from .results_glmm import GlmerResult
 
 DIGITS = 4  # lme4's print digits: max(3, getOption("digits") - 3)
@@ -34,6 +36,7 @@ SINGULAR_NOTE = "boundary (singular) fit: a variance is estimated as 0 or a corr
 SIGNIF_LEGEND = ["---", "Signif. codes:  0 ‘***’ 0.001 ‘**’ 0.01 ‘*’ 0.05 "
                  "‘.’ 0.1 ‘ ’ 1"]  # printCoefmat in a UTF-8 locale
 STAR_CUTS = ((0.001, "***"), (0.01, "**"), (0.05, "*"), (0.1, "."), (1.0, " "))  # symnum
+LMERTEST_METHODS = {"satterthwaite": "Satterthwaite's", "kenward-roger": "Kenward-Roger's"}
 R_FAMILY = {"gamma": "Gamma", "inverse_gaussian": "inverse.gaussian"}  # else the same name
 
 
@@ -294,13 +297,18 @@ class SummaryTables:
     fixed_effects: pd.DataFrame
     fixed_correlation: pd.DataFrame
     notes: tuple[str, ...]
+    ddf: str = "none"  # the fixed-effects tests: ddf.DDF_CHOICES
 
 
-def method_title(result) -> tuple[str, str]:
-    """lme4's methTitle and class: the criterion, for GLMMs the integral's approximation."""
+def method_title(result, ddf: str = "none") -> tuple[str, str]:
+    """lme4's methTitle and class: the criterion, for GLMMs the integral's approximation;
+    with Satterthwaite or Kenward-Roger t tests, lmerTest's title and class."""
     if not isinstance(result, GlmerResult):
         method = "REML" if result.reml else "maximum likelihood "  # lme4 prints 2 spaces
-        return f"Linear mixed model fit by {method}", "lmerMod"
+        title = f"Linear mixed model fit by {method}"
+        if ddf in LMERTEST_METHODS:
+            return f"{title}. t-tests use {LMERTEST_METHODS[ddf]} method", "lmerModLmerTest"
+        return title, "lmerMod"
     approx = ("(Laplace Approximation)" if result.nagq == 1 else
               f"(Adaptive Gauss-Hermite Quadrature, nAGQ = {result.nagq})")  # also nAGQ = 0
     return f"Generalized linear mixed model fit by maximum likelihood {approx}", "glmerMod"
@@ -348,22 +356,17 @@ def random_effects_rows(result) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["group", "name", "variance", "std_dev", "block", "corr"])
 
 
-def fixed_effects_table(result) -> pd.DataFrame:
-    """Estimate, Std. Error and t value = Estimate / SE, one row per fixed effect.
+def fixed_effects_table(result, ddf: str | None = None) -> pd.DataFrame:
+    """The coefficient table the summary prints (ddf.coefficient_table).
 
+    LMMs: lmerTest's Estimate, Std. Error, df, t value, Pr(>|t|) (Satterthwaite by default,
+    Kenward-Roger with adjusted SEs), or lme4's Estimate, Std. Error, t value (ddf="none").
     GLMMs (lme4's summary.merMod): "z value", or "t value" when a scale is estimated
     (Gamma, inverse Gaussian), and the normal p-value Pr(>|z|) = 2 pnorm(-|z|) in both cases.
     """
-    se = np.sqrt(np.diag(result.vcov.to_numpy()))
-    est = result.fixef.to_numpy(dtype=float)
-    stat = est / se
-    glmm = isinstance(result, GlmerResult)
-    table = {"Estimate": est, "Std. Error": se,
-             "z value" if glmm and not result.n_scale else "t value": stat}
-    if glmm:
-        table["Pr(>|z|)"] = [math.erfc(abs(z) / math.sqrt(2.0)) if math.isfinite(z) else np.nan
-                             for z in stat]
-    return pd.DataFrame(table, index=list(result.fixef.index))
+    if isinstance(result, GlmerResult):
+        return coefficient_table(result, "normal")
+    return coefficient_table(result, ddf)
 
 
 def fixed_correlation(result) -> pd.DataFrame:
@@ -397,10 +400,12 @@ def call_lines(result) -> tuple[tuple[str, str], ...]:
     return (("Formula:", result.formula),) + tuple((k, str(v)) for k, v in named if v is not None)
 
 
-def summary_tables(result) -> SummaryTables:
-    """The intermediate tables behind summary_text and result_dict."""
-    title, model_class = method_title(result)
+def summary_tables(result, ddf: str | None = None) -> SummaryTables:
+    """The intermediate tables behind summary_text and result_dict; ``ddf`` chooses the
+    fixed-effects tests (ddf.normalize_ddf: Satterthwaite for LMMs by default)."""
     glmm = isinstance(result, GlmerResult)
+    method = normalize_ddf(ddf, glmm=glmm)
+    title, model_class = method_title(result, method)
     return SummaryTables(
         title=title, model_class=model_class,
         family=(result.family, result.link) if glmm else None, reml=bool(result.reml),
@@ -408,8 +413,8 @@ def summary_tables(result) -> SummaryTables:
         fit=fit_statistics(result), residual_quantiles=residual_quantiles(result),
         random_effects=random_effects_rows(result), ngrps=dict(result.ngrps),
         nobs=int(result.nobs), n_dropped=int(result.n_dropped),
-        fixed_effects=fixed_effects_table(result), fixed_correlation=fixed_correlation(result),
-        notes=fit_notes(result))
+        fixed_effects=fixed_effects_table(result, method),
+        fixed_correlation=fixed_correlation(result), notes=fit_notes(result), ddf=method)
 
 
 # ---- text renderer --------------------------------------------------------------------------
@@ -469,10 +474,14 @@ def _groups_lines(t: SummaryTables) -> list[str]:
 
 
 def _coef_strings(fe: pd.DataFrame) -> tuple[list[str], list[list[str]], bool]:
-    """printCoefmat: estimates and SEs rounded and formatted together; t values to 3 places;
-    format.pval'd p-values and a star column when a p-value is below 0.1. Returns the column
-    names, the cells and whether the stars (and so their legend) are shown."""
-    cs = fe[["Estimate", "Std. Error"]].to_numpy(dtype=float)
+    """printCoefmat: the columns before the test statistic (estimates, SEs and lmerTest's
+    df) rounded and formatted together; t / z values to 3 places; format.pval'd p-values
+    and a star column when a p-value is below 0.1. Returns the column names, the cells and
+    whether the stars (and so their legend) are shown."""
+    columns = list(fe.columns)
+    has_p = columns[-1].startswith("Pr(")
+    k = len(columns) - has_p - 1  # printCoefmat's cs.ind = 1:k, tst.ind = k + 1
+    cs = fe.iloc[:, :k].to_numpy(dtype=float)
     acs = np.abs(cs[np.isfinite(cs) & (cs != 0)])
     digmin = 1 + (np.floor(np.log10(acs.min())) if acs.size else 0)
     cs_str = np.array(r_format(r_round(cs.ravel(), max(1, DIGITS - digmin)), DIGITS))
@@ -484,11 +493,11 @@ def _coef_strings(fe: pd.DataFrame) -> tuple[list[str], list[list[str]], bool]:
         flat[idx] = r_format(cs.ravel()[idx], max(1, DIGITS - 1))
         cs_str = flat.reshape(cs.shape)
     dig_tst = max(1, min(5, DIGITS - 1))
-    t_str = r_format(r_round(fe.iloc[:, 2].to_numpy(dtype=float), dig_tst), DIGITS)
-    cells = [[a, b, c] for (a, b), c in zip(cs_str, t_str)]
-    columns, stars = list(fe.columns), False
-    if "Pr(>|z|)" in fe:
-        pv = fe["Pr(>|z|)"].to_numpy(dtype=float)
+    t_str = r_format(r_round(fe.iloc[:, k].to_numpy(dtype=float), dig_tst), DIGITS)
+    cells = [list(a) + [c] for a, c in zip(cs_str, t_str)]
+    stars = False
+    if has_p:
+        pv = fe.iloc[:, -1].to_numpy(dtype=float)
         ok = np.isfinite(pv)
         p_str = np.full(len(pv), "NaN", dtype=object)
         p_str[ok] = format_pval(pv[ok], dig_tst)
@@ -538,8 +547,10 @@ def render_text(t: SummaryTables) -> str:
 
 
 def summary_text(result, ddf: str | None = None) -> str:
-    """lme4's print(summary(m)) for a fitted LmerResult or GlmerResult."""
-    return render_text(summary_tables(result))
+    """print(summary(m)) for a fitted LmerResult or GlmerResult: lmerTest's layout with
+    df and p-values (ddf "satterthwaite", the LMM default, or "kenward-roger"), lme4's
+    exact layout with ddf="none", glmer's for GLMMs (ddf "normal" or "none")."""
+    return render_text(summary_tables(result, ddf))
 
 
 # ---- JSON renderer --------------------------------------------------------------------------
@@ -588,9 +599,11 @@ def _glmm_fields(result, t: SummaryTables) -> dict:
             "stage1": _optimizer_dict(result.stage1)}
 
 
-def result_dict(result) -> dict:
-    """All results as str, float, int, bool, None, list and dict (json.dumps-ready)."""
-    t = summary_tables(result)
+def result_dict(result, ddf: str | None = None) -> dict:
+    """All results as str, float, int, bool, None, list and dict (json.dumps-ready); the
+    fixed effects' tests ("fixed_effects": df and p-values) follow ``ddf``, named in
+    "ddf"."""
+    t = summary_tables(result, ddf)
     fe = t.fixed_effects
     fit = {k: t.fit[k] for k in ("objective", "loglik", "aic", "bic", "npar", "df_resid",
                                  "sigma")}
@@ -604,7 +617,52 @@ def result_dict(result) -> dict:
            "ngrps": t.ngrps, "is_singular": result.is_singular, "converged": result.converged,
            "optimizer": _optimizer_dict(result.optimizer),
            "dropped_columns": list(result.dropped_columns),
-           "fitted": result.fitted.to_numpy(), "residuals": result.residuals.to_numpy()}
+           "fitted": result.fitted.to_numpy(), "residuals": result.residuals.to_numpy(),
+           "ddf": t.ddf,
+           "fixed_effects": [{"term": name, **row} for name, row in zip(fe.index, _records(fe))]}
     if t.family is not None:
         out.update(_glmm_fields(result, t))
     return _plain(out)
+
+
+# ---- HTML renderer --------------------------------------------------------------------------
+
+def _html_table(df: pd.DataFrame, *, index: bool = True) -> str:
+    """A small HTML table (names escaped; numbers to 6 significant digits)."""
+    def cell(v) -> str:
+        if isinstance(v, (float, np.floating)):
+            return "" if not math.isfinite(v) else f"{v:.6g}"
+        return html.escape("" if v is None or (not isinstance(v, str) and pd.isna(v)) else str(v))
+
+    head = ([""] if index else []) + [html.escape(str(c)) for c in df.columns]
+    rows = ["<tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
+    for name, row in zip(df.index, df.itertuples(index=False)):
+        cells = ([f"<th>{html.escape(str(name))}</th>"] if index else []) + \
+            [f"<td>{cell(v)}</td>" for v in row]
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def render_html(t: SummaryTables) -> str:
+    """The summary tables as HTML (a notebook's rich display of a result)."""
+    parts = [f"<p><b>{html.escape(t.title)}</b> [{html.escape(t.model_class)}]</p>"]
+    if t.family is not None:
+        parts.append(f"<p>Family: {html.escape(t.family[0])} ({html.escape(t.family[1])})</p>")
+    parts += [f"<p>{html.escape(label.strip())} {html.escape(value)}</p>" for label, value in t.call]
+    keys = ["objective", "loglik", "aic", "bic", "df_resid"]
+    fit = pd.DataFrame([[float(t.fit[k]) for k in keys]],
+                       columns=["REML criterion" if t.reml else "deviance", "logLik", "AIC",
+                                "BIC", "df.resid"])
+    parts.append(_html_table(fit, index=False))
+    re = t.random_effects[["group", "name", "variance", "std_dev"]].rename(
+        columns={"group": "Groups", "name": "Name", "variance": "Variance",
+                 "std_dev": "Std.Dev."})
+    parts += ["<p>Random effects:</p>", _html_table(re, index=False)]
+    groups = "; ".join(f"{html.escape(str(g))}, {n}" for g, n in t.ngrps.items())
+    parts.append(f"<p>Number of obs: {t.nobs}, groups: {groups}</p>")
+    if len(t.fixed_effects):
+        parts += ["<p>Fixed effects:</p>", _html_table(t.fixed_effects)]
+    notes = [n for n in t.notes if n]
+    if notes:
+        parts.append("<p>" + "<br>".join(html.escape(n) for n in notes) + "</p>")
+    return "<div class=\"glmm-sparse-summary\">" + "".join(parts) + "</div>"

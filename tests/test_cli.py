@@ -15,12 +15,47 @@ def test_fit_prints_the_summary_and_writes_json(tmp_path, capsys):
     out = tmp_path / "fit.json"
     assert main(["fit", FORMULA, str(SLEEP), "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    assert text.startswith("Linear mixed model fit by REML ['lmerMod']")
+    assert text.startswith("Linear mixed model fit by REML. t-tests use Satterthwaite's "
+                           "method [\nlmerModLmerTest]")
     assert "REML criterion at convergence: 1743.6" in text
     result = json.loads(out.read_text())
     assert result["reml"] is True and result["nobs"] == 180
     assert result["loglik"] == pytest.approx(-871.814135979976, rel=1e-9)  # lme4 1.1-31 logLik
     assert set(result["fixef"]) == {"(Intercept)", "Days"}
+    assert result["ddf"] == "satterthwaite"
+    assert result["fixed_effects"][1]["df"] == pytest.approx(17.0, rel=1e-4)  # lmerTest: 17.000
+
+
+@pytest.mark.parametrize("ddf, title, header", [
+    ("none", "Linear mixed model fit by REML ['lmerMod']", "Estimate Std. Error t value"),
+    ("kenward-roger", "Linear mixed model fit by REML. t-tests use Kenward-Roger's method [",
+     "Estimate Std. Error      df t value Pr(>|t|)"),
+    ("normal", "Linear mixed model fit by REML ['lmerMod']",
+     "Estimate Std. Error z value Pr(>|z|)"),
+])
+def test_fit_with_ddf(ddf, title, header, tmp_path, capsys):
+    out = tmp_path / "fit.json"
+    assert main(["fit", FORMULA, str(SLEEP), "--ddf", ddf, "--json", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == title
+    assert any(line.strip() == header for line in lines)
+    assert json.loads(out.read_text())["ddf"] == ddf
+
+
+def test_ddf_help_and_bad_choice(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    assert "--ddf {satterthwaite,kenward-roger,normal,none}" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as err:
+        main(["fit", FORMULA, str(SLEEP), "--ddf", "bonferroni"])
+    assert err.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_glmm_refuses_satterthwaite(capsys):
+    cbpp = Path(__file__).parent / "reference" / "data" / "cbpp.csv"
+    code = main(["fit", "cbind(incidence, size - incidence) ~ C(period) + (1 | herd)",
+                 str(cbpp), "--family", "binomial", "--ddf", "satterthwaite"])
+    assert code == 2 and "ddf='normal'" in capsys.readouterr().err
 
 
 def test_fit_by_ml(capsys):

@@ -1,7 +1,10 @@
-"""Tests for glmm_sparse.reporting: lme4's printed summary and the JSON-ready dict.
+"""Tests for glmm_sparse.reporting: lme4's and lmerTest's printed summaries and the JSON-ready dict.
 
 Golden text: tests/reference/summaries/NAME.txt, lme4 1.1-31's print(summary(m)) written by
-generate_summaries.R there (see its README.md). Numbers are compared to their printed
+generate_summaries.R there (see its README.md), compared with summary(ddf="none"); and
+lmertest_*.txt, lmerTest 3.1-3's print(summary(m)) (Satterthwaite's or Kenward-Roger's
+t tests) written by tests/reference/inference/generate_ddf_kr.R, compared with the
+default summary() (Satterthwaite) and summary(ddf="kenward-roger"). Numbers are compared to their printed
 precision, one unit of the last digit apart at most (our optimum can differ from lme4's in
 the 8th-9th digit of the criterion); every token must sit in the same columns.
 """
@@ -171,8 +174,8 @@ def expected_lines(case_id: str, result: LmerResult) -> list[str]:
 def test_summary_matches_lme4(fits, case_id):
     result = fits(case_id)
     units = {prefix: n for (cid, prefix), n in WIDER.items() if cid == case_id}
-    problems = compare_lines(result.summary().splitlines(), expected_lines(case_id, result),
-                             units)
+    problems = compare_lines(result.summary(ddf="none").splitlines(),
+                             expected_lines(case_id, result), units)
     assert not problems, "\n".join(problems)
 
 
@@ -180,7 +183,62 @@ def test_layout_is_exact_when_numbers_agree(fits):
     """Where our numbers print like lme4's, the whole text is byte for byte lme4's."""
     for case_id in ("cake", "pastes_nested", "dyestuff_ml", "sleepstudy_ml_tight"):
         golden = (GOLDEN / f"{case_id}.txt").read_text()
-        assert summary_text(fits(case_id)) == golden
+        assert summary_text(fits(case_id), ddf="none") == golden
+
+
+# id: (case of CASES, ddf)
+LMERTEST_CASES = {"lmertest_sleepstudy_reml": ("sleepstudy_reml", None),
+                  "lmertest_cake": ("cake", "Satterthwaite"),
+                  "lmertest_cake_kr": ("cake", "Kenward-Roger"),
+                  "lmertest_dyestuff_ml": ("dyestuff_ml", None)}
+
+
+@pytest.mark.parametrize("golden", sorted(LMERTEST_CASES))
+def test_summary_matches_lmertest(fits, golden):
+    """lmerTest's layout: its title and class, df and Pr(>|t|) columns, stars and legend."""
+    case_id, ddf = LMERTEST_CASES[golden]
+    ours = fits(case_id).summary(ddf=ddf).splitlines()
+    expected = (GOLDEN / f"{golden}.txt").read_text().splitlines()
+    ours = same_df_tokens(ours, expected)
+    problems = compare_lines(ours, expected)
+    assert not problems, "\n".join(problems)
+
+
+def same_df_tokens(ours: list[str], expected: list[str]) -> list[str]:
+    """Our lines with the df column's tokens replaced by lmerTest's where they agree to 1e-4
+    relative (the issue's tolerance on df).
+
+    R prints the df with the estimates' decimals (6 for cake), below lmerTest's own
+    precision: its numerical Hessian gives 222.000008 where the balanced design's df is
+    222 exactly (ours: 222.000000), and pbkrtest prints 254.015763 where we have
+    254.015758 (2e-8 relative)."""
+    out = list(ours)
+    header = next((k for k, s in enumerate(expected) if s.split()[:5] ==
+                   ["Estimate", "Std.", "Error", "df", "t"]), None)
+    for k in range(header + 1, len(expected)) if header is not None else ():
+        if not expected[k] or expected[k].startswith("---") or k >= len(out):
+            break
+        a, b = out[k].split()[3], expected[k].split()[3]  # name, estimate, SE, df
+        if len(a) == len(b) and abs(float(a) / float(b) - 1.0) <= 1e-4:
+            out[k] = out[k].replace(a, b, 1)
+    return out
+
+
+def test_lmertest_layout_is_exact(fits):
+    """Where the printed numbers agree, the text is lmerTest's byte for byte (sleepstudy's
+    variances differ by one unit in the last digit: lme4's optimizer, see WIDER)."""
+    assert fits("dyestuff_ml").summary() == (GOLDEN / "lmertest_dyestuff_ml.txt").read_text()
+    golden = (GOLDEN / "lmertest_cake.txt").read_text().splitlines()
+    assert same_df_tokens(fits("cake").summary().splitlines(), golden) == golden
+
+
+def test_summary_default_is_satterthwaite(fits):
+    result = fits("sleepstudy_reml")
+    assert result.summary() == result.summary("satterthwaite") == str(result)
+    assert result.summary().splitlines()[0] == (
+        "Linear mixed model fit by REML. t-tests use Satterthwaite's method [")
+    with pytest.raises(ValueError, match="ddf must be one of 'satterthwaite'"):
+        result.summary(ddf="bonferroni")
 
 
 def test_weights_line(fits):
@@ -188,7 +246,7 @@ def test_weights_line(fits):
 
 
 def test_data_line_only_with_a_name(fits):
-    text = dataclasses.replace(fits("dyestuff_ml"), data_name=None).summary()
+    text = dataclasses.replace(fits("dyestuff_ml"), data_name=None).summary("none")
     assert "Data:" not in text
     assert text.splitlines()[1:3] == ["Formula: Yield ~ 1 + (1 | Batch)", ""]
 
@@ -196,13 +254,14 @@ def test_data_line_only_with_a_name(fits):
 def test_summary_and_str_render_the_same_text(fits):
     result = fits("sleepstudy_reml")
     assert result.summary() == str(result) == summary_text(result)
+    assert result.summary("none") == summary_text(result, ddf="none")
 
 
 def test_notes_for_messages_and_dropped_columns(fits):
     result = fits("sleepstudy_reml")
     opt = dataclasses.replace(result.optimizer, return_code="MAXEVAL_REACHED", converged=False,
                               messages=("the optimizer stopped at its evaluation limit (9)",))
-    lines = dataclasses.replace(result, optimizer=opt, dropped_columns=("x2",)).summary()
+    lines = dataclasses.replace(result, optimizer=opt, dropped_columns=("x2",)).summary("none")
     assert lines.splitlines()[-5:] == [
         "fit warnings:",
         "fixed-effect model matrix is rank deficient so dropping 1 column / coefficient",
@@ -215,7 +274,7 @@ def test_no_correlation_matrix_above_twelve_fixed_effects(fits):
     names = [f"b{i}" for i in range(13)]
     many = dataclasses.replace(result, fixef=pd.Series(np.arange(1.0, 14.0), index=names),
                                vcov=pd.DataFrame(np.eye(13), index=names, columns=names))
-    lines = many.summary().splitlines()
+    lines = many.summary("none").splitlines()
     assert lines[-1] == "Correlation matrix not shown by default, as p = 13 > 12."
     assert "Correlation of Fixed Effects:" not in lines
 
@@ -292,7 +351,7 @@ def test_fill_lines_breaks_before_an_item_that_passes_80():
                                      "pastes_nested", "weighted_ml"])
 def test_result_dict_is_json_and_round_trips(fits, case_id):
     d = fits(case_id).to_dict()
-    assert set(d) == LMM_RESULT_KEYS
+    assert set(d) == LMM_RESULT_KEYS | {"ddf", "fixed_effects"}
     assert plain_only(d)
     assert json.loads(json.dumps(d, allow_nan=False)) == d
 
@@ -341,3 +400,15 @@ def test_json_and_text_share_the_fixed_effects_table(fits):
     d = result_dict(result)
     assert d["fixef_se"] == table["Std. Error"].to_dict()
     assert np.allclose(table["t value"], table["Estimate"] / table["Std. Error"])
+    assert d["ddf"] == "satterthwaite"
+    assert [row["df"] for row in d["fixed_effects"]] == table["df"].tolist()
+    assert [row["Pr(>|t|)"] for row in d["fixed_effects"]] == table["Pr(>|t|)"].tolist()
+
+
+def test_result_dict_follows_ddf(fits):
+    result = fits("cake")
+    kr = result_dict(result, ddf="kenward-roger")
+    assert kr["ddf"] == "kenward-roger"
+    assert kr["fixed_effects"][3]["df"] == pytest.approx(222.0, rel=1e-9)
+    plain = result_dict(result, ddf="none")
+    assert set(plain["fixed_effects"][0]) == {"term", "Estimate", "Std. Error", "t value"}
