@@ -377,8 +377,12 @@ def fixed_correlation(result) -> pd.DataFrame:
 
 
 def fit_notes(result) -> tuple[str, ...]:
-    """lme4's closing lines: dropped columns, the optimizer's messages, a singular fit."""
+    """lme4's closing lines: dropped columns, the optimizer's messages, a singular fit; and
+    ours: a residual SD that was fixed (lmer's sigma=), not estimated."""
     notes = []
+    fixed_sigma = None if result.model is None else result.model.options.get("sigma")
+    if fixed_sigma is not None:
+        notes.append(f"Residual standard deviation fixed at {fixed_sigma:g} (not estimated)")
     if result.dropped_columns:
         k = len(result.dropped_columns)
         notes += ["fit warnings:", "fixed-effect model matrix is rank deficient so dropping "

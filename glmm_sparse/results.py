@@ -125,11 +125,12 @@ class LmerResult(DdfMethods, TidyMethods, IntervalMethods, SimulateMethods, Pred
 
         return refit(self, new_response, **kwargs)
 
-    def to_dict(self) -> dict:
-        """All results as plain JSON-ready values."""
+    def to_dict(self, ddf: str | None = None) -> dict:
+        """All results as plain JSON-ready values; the fixed effects' df and p-values
+        follow ``ddf`` (as ``coef_table``)."""
         from .reporting import result_dict
 
-        return result_dict(self)
+        return result_dict(self, ddf=ddf)
 
     def __str__(self) -> str:
         return self.summary()

@@ -5,9 +5,8 @@ LMM_RESULT_KEYS = {
     "formula", "reml", "data_name", "nobs", "n_dropped", "objective", "loglik", "aic", "bic",
     "npar", "df_resid", "sigma", "theta", "theta_names", "fixef", "fixef_se", "vcov",
     "varcorr", "ranef", "ngrps", "is_singular", "converged", "optimizer", "dropped_columns",
-    "fitted", "residuals"}
-GLMM_RESULT_KEYS = LMM_RESULT_KEYS | {"family", "link", "nagq", "deviance", "fixed_effects",
-                                      "stage1"}
+    "fitted", "residuals", "ddf", "fixed_effects"}
+GLMM_RESULT_KEYS = LMM_RESULT_KEYS | {"family", "link", "nagq", "deviance", "stage1"}
 
 
 def plain_only(x) -> bool:

@@ -276,3 +276,10 @@ def test_free_fit_still_refuses_one_level_per_row():
     """Only a known residual variance separates one random effect per row from it."""
     with pytest.raises(ModelSpecError, match="19 levels for 19 observations"):
         gs.lmer(META, raudenbush(), weights="w")
+
+
+def test_summary_says_the_residual_sd_was_fixed():
+    text = meta_fit(True).summary(ddf="none")
+    assert "Residual standard deviation fixed at 1 (not estimated)" in text
+    free = gs.lmer("Reaction ~ Days + (Days | Subject)", load_data("sleepstudy"))
+    assert "fixed at" not in free.summary()

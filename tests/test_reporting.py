@@ -351,9 +351,18 @@ def test_fill_lines_breaks_before_an_item_that_passes_80():
                                      "pastes_nested", "weighted_ml"])
 def test_result_dict_is_json_and_round_trips(fits, case_id):
     d = fits(case_id).to_dict()
-    assert set(d) == LMM_RESULT_KEYS | {"ddf", "fixed_effects"}
+    assert set(d) == LMM_RESULT_KEYS
     assert plain_only(d)
     assert json.loads(json.dumps(d, allow_nan=False)) == d
+
+
+def test_result_dict_follows_ddf(fits):
+    result = fits("sleepstudy_reml")
+    d = result.to_dict(ddf="kenward-roger")
+    assert d["ddf"] == "kenward-roger"
+    kr = result.coef_table(ddf="kenward-roger")
+    assert [row["df"] for row in d["fixed_effects"]] == pytest.approx(kr["df"].tolist(), rel=1e-12)
+    assert "df" not in result.to_dict(ddf="none")["fixed_effects"][0]
 
 
 def test_result_dict_values(fits):
