@@ -2,7 +2,9 @@
 
 First step of the pipeline (data -> terms -> cross-products -> ...). pandas, polars and
 pyarrow tables go through narwhals, so none of them has to be imported here; a dict of
-equal-length arrays is accepted too; files are CSV or Parquet.
+equal-length arrays is accepted too; files are CSV or Parquet (a file, a directory or
+glob of them, or a pyarrow Dataset, read whole here; ``batches.py`` and ``streaming.py``
+read Parquet in batches instead).
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .batches import is_dataset, is_parquet_source, read_whole
 from .errors import DataError
 
 
@@ -24,6 +27,8 @@ def as_pandas(data) -> pd.DataFrame:
             raise DataError(f"the dict of columns cannot form a table: {err}") from None
     if isinstance(data, (str, Path)):
         return read_table(data)
+    if is_dataset(data):
+        return read_whole(data)
     try:
         import narwhals as nw
 
@@ -37,6 +42,8 @@ def as_pandas(data) -> pd.DataFrame:
 
 def read_table(path) -> pd.DataFrame:
     """Read a CSV or Parquet file; text columns become (sorted) categoricals later."""
+    if is_parquet_source(path) and not Path(path).is_file():
+        return read_whole(path)  # a directory or glob of Parquet files
     path = Path(path)
     if not path.exists():
         raise DataError(f"data file {str(path)!r} does not exist")

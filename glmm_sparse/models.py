@@ -103,10 +103,29 @@ def lmm_start_and_units(obj: LmmObjective, frame, start) -> tuple[np.ndarray, np
     return theta0, units
 
 
+def streams(data, streaming: bool | None) -> bool:
+    """Whether lmer reads ``data`` in batches: Parquet only; by default above a size."""
+    if streaming is not None and not isinstance(streaming, (bool, np.bool_)):
+        raise TypeError(f"streaming must be True, False or None, not {streaming!r}")
+    from .batches import is_parquet_source, open_source
+
+    if not is_parquet_source(data):
+        if streaming:
+            raise ModelSpecError("streaming=True reads Parquet: pass a .parquet file, a "
+                                 "directory or glob of them, or a pyarrow Dataset")
+        return False
+    if streaming is None:
+        from .streaming import STREAM_ABOVE_ROWS
+
+        return open_source(data).num_rows > STREAM_ABOVE_ROWS
+    return bool(streaming)
+
+
 def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
          sigma: float | None = None, na_action: str = "omit", start=None,
          check_convergence: bool = True, optimizer_options: dict | None = None,
-         factor_mode: str = "measure") -> LmerResult:
+         factor_mode: str = "measure", streaming: bool | None = None,
+         batch_rows: int | None = None) -> LmerResult:
     """Fit a linear mixed-effects model by REML (default) or maximum likelihood.
 
     Parameters
@@ -115,7 +134,8 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
         An lme4 formula, e.g. ``"Reaction ~ Days + (Days | Subject)"``: correlated
         ``(1 + x | g)``, uncorrelated ``(x || g)``, nested ``(1 | a/b)``, interaction
         grouping ``(1 | a:b)``, crossed terms, ``offset(...)``.
-    data : pandas / polars DataFrame, pyarrow Table, dict of arrays, or a CSV/Parquet path
+    data : pandas / polars DataFrame, pyarrow Table, dict of arrays, a CSV path, or Parquet:
+        a file, a directory or a glob of files, or a ``pyarrow.dataset.Dataset``
     reml : bool, keyword-only
         REML (lme4's default) or, if False, maximum likelihood.
     weights : str or array, optional
@@ -143,6 +163,14 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
         block by block, and otherwise uses CHOLMOD, simplicial for small factors or
         factors without fill, timing both kinds once for large ones; name a CHOLMOD mode
         to make large fits bitwise reproducible.
+    streaming : bool, optional
+        For Parquet data: read the rows in batches, in memory bounded by the levels,
+        nnz(Z'Z) and one batch (two passes; streaming.py, docs/pipelines.md), or, if False,
+        read them whole. Default: stream when the files hold more than
+        ``streaming.STREAM_ABOVE_ROWS`` rows. A streamed fit has the same estimates;
+        its ``fitted``, ``residuals`` and ``scaled_residuals`` are None.
+    batch_rows : int, optional
+        Rows per batch when streaming (default ``batches.BATCH_ROWS``, 65,536).
 
     Returns
     -------
@@ -155,6 +183,16 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
     sigma = check_fixed_sigma(sigma)
     parsed = parse_mixed_formula(formula, "ordinary least squares (e.g. statsmodels OLS)")
     options = check_optimizer_options(optimizer_options)
+    if streams(data, streaming):
+        from .streaming import lmer_parquet
+
+        result = lmer_parquet(formula, data, parsed, reml=reml, weights=weights, offset=offset,
+                              sigma=sigma, na_action=na_action, start=start,
+                              check_convergence=check_convergence, options=options,
+                              factor_mode=factor_mode, **({} if batch_rows is None else
+                                                         {"batch_rows": batch_rows}))
+        warn_if_singular(result)
+        return result
     # a known residual variance tells one random effect per row from the residual (the
     # meta-analysis model), so sigma relaxes lmer's identifiability check as glmer's does
     frame = build_frame(parsed, formula, as_pandas(data), weights=weights, offset=offset,

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .errors import ModelSpecError
+from .errors import DataError, ModelSpecError
 
 QQ_POINTS = 50_000  # residual plots thin larger fits to this many points (see residual_plot)
 
@@ -218,6 +218,9 @@ def residual_plot(result, ax=None, max_points: int = QQ_POINTS):
     -------
     matplotlib.figure.Figure
     """
+    if result.fitted is None:
+        raise DataError("this fit keeps no per-row values (its rows were streamed from "
+                        "Parquet): fit with lmer(..., streaming=False) to plot residuals")
     left, right = _axes(ax, 2)
     fitted, resid = result.fitted.to_numpy(), result.residuals.to_numpy()
     rows = _thin(fitted.shape[0], max_points)

@@ -375,9 +375,13 @@ def _output(rows: Rows, fit: np.ndarray, se: np.ndarray | None):
 
 def _model(result):
     model = getattr(result, "model", None)
-    if model is None or model.frame.fixed_spec is None:
+    if model is None:
         raise ModelSpecError("this result keeps no model (it was not made by lmer/glmer "
                              "of this version): refit it to predict")
+    if model.frame.fixed_spec is None:
+        raise ModelSpecError("this fit keeps no encodings of its model matrices (a fit "
+                             "streamed from Parquet does not, yet): fit with "
+                             "lmer(..., streaming=False) to predict")
     return model
 
 

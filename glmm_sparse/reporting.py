@@ -289,7 +289,7 @@ class SummaryTables:
     reml: bool
     call: tuple[tuple[str, str], ...]  # ("Formula:", ...), ("   Data:", ...), ...
     fit: pd.Series
-    residual_quantiles: pd.Series
+    residual_quantiles: pd.Series | None  # None: the fit kept no rows (streamed)
     random_effects: pd.DataFrame
     ngrps: dict
     nobs: int
@@ -331,8 +331,11 @@ def fit_statistics(result) -> pd.Series:
     return pd.Series(stats, dtype=object)
 
 
-def residual_quantiles(result) -> pd.Series:
-    """Quantiles (R type 7) of the scaled residuals."""
+def residual_quantiles(result) -> pd.Series | None:
+    """Quantiles (R type 7) of the scaled residuals; None when the fit kept no per-row
+    values (a fit streamed from Parquet, streaming.py)."""
+    if result.scaled_residuals is None:
+        return None
     r = np.asarray(result.scaled_residuals, dtype=float)
     q = np.quantile(r[~np.isnan(r)], [0.0, 0.25, 0.5, 0.75, 1.0])
     return pd.Series(q, index=["Min", "1Q", "Median", "3Q", "Max"])
@@ -435,6 +438,9 @@ def _criterion_lines(t: SummaryTables) -> list[str]:
 
 
 def _residual_lines(t: SummaryTables) -> list[str]:
+    if t.residual_quantiles is None:
+        return ["Scaled residuals: not kept (the rows were streamed; fit with streaming=False "
+                "to keep them)"]
     q = zapsmall(t.residual_quantiles.to_numpy(), DIGITS + 1)
     return ["Scaled residuals: "] + named_vector_lines(list(t.residual_quantiles.index),
                                                        r_format(q, DIGITS))
@@ -578,6 +584,11 @@ def _plain(x):
     return None if pd.isna(x) else str(x)
 
 
+def _rows_or_none(series: pd.Series | None):
+    """A per-row Series as an array; None for a fit that kept no rows (streamed)."""
+    return None if series is None else series.to_numpy()
+
+
 def _records(df: pd.DataFrame) -> list[dict]:
     return [_plain(dict(zip(df.columns, row))) for row in df.itertuples(index=False)]
 
@@ -621,7 +632,7 @@ def result_dict(result, ddf: str | None = None) -> dict:
            "ngrps": t.ngrps, "is_singular": result.is_singular, "converged": result.converged,
            "optimizer": _optimizer_dict(result.optimizer),
            "dropped_columns": list(result.dropped_columns),
-           "fitted": result.fitted.to_numpy(), "residuals": result.residuals.to_numpy(),
+           "fitted": _rows_or_none(result.fitted), "residuals": _rows_or_none(result.residuals),
            "ddf": t.ddf,
            "fixed_effects": [{"term": name, **row} for name, row in zip(fe.index, _records(fe))]}
     if t.family is not None:
