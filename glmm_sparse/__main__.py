@@ -1,21 +1,24 @@
 """The command line: ``python -m glmm_sparse fit|synthetic ...``.
 
-Exit codes: 0 success, 2 bad input (formula, data, model specification), 1 a fit that
-failed numerically.
+Exit codes: 0 success, 2 bad input (formula, data, model specification, an output file
+that cannot be written), 1 a fit that failed (numerically, or out of memory).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+from pathlib import Path
 import time
 import warnings
 
 from . import __version__
 from .ddf import DDF_CHOICES
-from .errors import GlmmSparseError, ModelSpecError, NumericalError
+from .errors import FactorMemoryError, GlmmSparseError, ModelSpecError, NumericalError
 from .models import glmer, lmer
 from .reporting import result_dict
+from .streaming import STREAM_ABOVE_ROWS
 from .synthetic import CHUNK_ROWS, FAMILIES, Design, simulate, write_parquet
 
 
@@ -28,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     fit = sub.add_parser("fit", help="fit a model to a CSV or Parquet file and print its summary")
     fit.add_argument("formula", help='an lme4 formula, e.g. "Reaction ~ Days + (Days | Subject)"')
-    fit.add_argument("data", help="a .csv, .tsv or .parquet file")
+    fit.add_argument("data", help="a .csv, .tsv or .parquet file, or a directory or glob "
+                                  "(quoted) of Parquet files")
     fit.add_argument("--ml", action="store_true", help="maximum likelihood instead of REML")
     fit.add_argument("--family", default="gaussian",
                      help="gaussian (a linear mixed model, the default), binomial, poisson, "
@@ -37,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--nagq", type=int, default=1,
                      help="GLMM: 0, 1 (Laplace, the default) or adaptive Gauss-Hermite nodes")
     fit.add_argument("--weights", help="column holding prior weights")
+    fit.add_argument("--offset", help="column holding a known offset")
+    fit.add_argument("--streaming", choices=("auto", "yes", "no"), default="auto",
+                     help="LMMs on Parquet: read the rows in batches, in bounded memory "
+                          "(yes), whole (no), or in batches above "
+                          f"{STREAM_ABOVE_ROWS:,} rows (auto)")
     fit.add_argument("--ddf", choices=DDF_CHOICES, default=None,
                      help="tests of the fixed effects: satterthwaite (LMM default: "
                           "lmerTest's t tests), kenward-roger (REML LMMs; adjusted SEs), "
@@ -44,6 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
                           "table, no p-values)")
     fit.add_argument("--json", metavar="OUT", help="also write all results as JSON to OUT "
                                                    "(with the --ddf tests)")
+    fit.add_argument("--ranef", metavar="OUT",
+                     help="also write the random-effects table (grpvar, term, grp, condval, "
+                          "condsd) to OUT: Parquet, or CSV when OUT ends in .csv")
+    fit.add_argument("--quiet", action="store_true",
+                     help="print no summary (for pipeline jobs: use --json / --ranef)")
+    fit.add_argument("--log-level", default="WARNING",
+                     choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                     help="messages of the 'glmm_sparse' logger on stderr (WARNING)")
     syn = sub.add_parser("synthetic", help="fit a seeded synthetic model and time it, or "
                                            "write its data to Parquet (--write)")
     syn.add_argument("--rows", type=int, default=1_000_000, help="number of rows (1000000)")
@@ -63,18 +80,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class OutputError(GlmmSparseError):
+    """An output file of the command line cannot be written."""
+
+
+def write_table(table, path: Path) -> None:
+    """A DataFrame to Parquet (CSV when the name ends in .csv)."""
+    try:
+        if path.suffix.lower() == ".csv":
+            table.to_csv(path, index=False)
+        else:
+            table.to_parquet(path, index=False)
+    except ImportError as err:
+        raise OutputError(f"cannot write Parquet ({err}): install pyarrow "
+                          "(pip install glmm_sparse[parquet]) or name a .csv file") from None
+
+
+STREAMING = {"auto": None, "yes": True, "no": False}
+
+
 def run_fit(args) -> int:
     t0 = time.perf_counter()
+    outputs = [Path(out) for out in (args.json, args.ranef) if out]
+    for out in outputs:  # refuse before the fit, not after it
+        if not out.parent.is_dir():
+            raise OutputError(f"cannot write {str(out)!r}: the directory "
+                              f"{str(out.parent)!r} does not exist")
     if args.family == "gaussian" and args.link in (None, "identity"):
-        result = lmer(args.formula, args.data, reml=not args.ml, weights=args.weights)
+        result = lmer(args.formula, args.data, reml=not args.ml, weights=args.weights,
+                      offset=args.offset, streaming=STREAMING[args.streaming])
     else:
+        if args.streaming == "yes":
+            raise ModelSpecError("--streaming yes reads Parquet in batches for linear mixed "
+                                 "models only; a GLMM reads its rows whole")
         result = glmer(args.formula, args.data, family=args.family, link=args.link,
-                       nagq=args.nagq, weights=args.weights)
-    print(result.summary(ddf=args.ddf))
-    print(f"\nwall time: {time.perf_counter() - t0:.3f} s (read + fit)")
+                       nagq=args.nagq, weights=args.weights, offset=args.offset)
+    if not args.quiet:
+        print(result.summary(ddf=args.ddf))
+        print(f"\nwall time: {time.perf_counter() - t0:.3f} s (read + fit)")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result_dict(result, ddf=args.ddf), fh, indent=2)
+    if args.ranef:
+        write_table(result.ranef, Path(args.ranef))
     return 0
 
 
@@ -113,16 +161,32 @@ def run_synthetic(args) -> int:
     return 0
 
 
+def configure_logging(level: str) -> None:
+    """The package's logger on stderr at ``level`` (library code only creates records)."""
+    logger = logging.getLogger("glmm_sparse")
+    if not any(getattr(h, "_glmm_sparse_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+        handler._glmm_sparse_cli = True
+        logger.addHandler(handler)
+    logger.setLevel(level)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "fit":
+        configure_logging(args.log_level)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             return run_fit(args) if args.command == "fit" else run_synthetic(args)
-    except NumericalError as err:
+    except (NumericalError, FactorMemoryError, MemoryError) as err:
         print(f"error: the fit failed: {err}", file=sys.stderr)
         return 1
     except (GlmmSparseError, TypeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # an output that cannot be written (a full disk, permissions)
         print(f"error: {err}", file=sys.stderr)
         return 2
 

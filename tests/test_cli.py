@@ -141,3 +141,74 @@ def test_synthetic_glmm_fit_prints_the_truth(capsys):
 def test_synthetic_refuses_bad_designs_with_exit_2(argv, words, capsys):
     assert main(["synthetic", *argv]) == 2
     assert words in capsys.readouterr().err
+
+
+# ---- pipeline jobs: Parquet globs, JSON and Parquet outputs, exit codes --------------------
+
+def _sleep_parquet_parts(tmp_path):
+    """sleepstudy split over three Parquet files in a directory."""
+    import pandas as pd
+
+    data = pd.read_csv(SLEEP)
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    for i, part in enumerate((data.iloc[:60], data.iloc[60:130], data.iloc[130:])):
+        part.to_parquet(folder / f"part-{i}.parquet")
+    return folder
+
+
+@pytest.mark.parametrize("streaming", ["auto", "yes", "no"])
+def test_a_parquet_glob_fits_quietly_and_writes_json_and_ranef(tmp_path, capsys, streaming):
+    import pandas as pd
+
+    folder = _sleep_parquet_parts(tmp_path)
+    out, ranef = tmp_path / "fit.json", tmp_path / "ranef.parquet"
+    code = main(["fit", FORMULA, str(folder / "part-*.parquet"), "--quiet", "--streaming",
+                 streaming, "--json", str(out), "--ranef", str(ranef)])
+    assert code == 0
+    assert capsys.readouterr().out == ""
+    result = json.loads(out.read_text())
+    assert result["nobs"] == 180
+    assert result["loglik"] == pytest.approx(-871.814135979976, rel=1e-9)  # lme4 1.1-31 logLik
+    table = pd.read_parquet(ranef)
+    assert list(table.columns) == ["grpvar", "term", "grp", "condval", "condsd"]
+    assert len(table) == 36 and table["grp"].nunique() == 18
+    assert (table["condsd"] > 0).all()
+
+
+def test_ranef_as_csv_and_a_directory_as_data(tmp_path, capsys):
+    import pandas as pd
+
+    folder = _sleep_parquet_parts(tmp_path)
+    ranef = tmp_path / "ranef.csv"
+    assert main(["fit", FORMULA, str(folder), "--ddf", "none", "--ranef", str(ranef)]) == 0
+    assert "Number of obs: 180" in capsys.readouterr().out
+    table = pd.read_csv(ranef)
+    assert table.loc[0, "grpvar"] == "Subject" and len(table) == 36
+
+
+def test_an_output_that_cannot_be_written_exits_with_2_before_the_fit(tmp_path, capsys):
+    code = main(["fit", FORMULA, str(SLEEP), "--json", str(tmp_path / "no" / "fit.json")])
+    assert code == 2
+    captured = capsys.readouterr()
+    assert "does not exist" in captured.err and captured.out == ""
+
+
+def test_streaming_a_glmm_is_refused(capsys):
+    cbpp = Path(__file__).parent / "reference" / "data" / "cbpp.csv"
+    code = main(["fit", "cbind(incidence, size - incidence) ~ C(period) + (1 | herd)",
+                 str(cbpp), "--family", "binomial", "--streaming", "yes"])
+    assert code == 2 and "linear mixed models only" in capsys.readouterr().err
+
+
+def test_a_failed_fit_exits_with_1(tmp_path, capsys):
+    import pandas as pd
+
+    # the random effects reproduce the response exactly: no residual variance is left
+    data = pd.DataFrame({"g": list("aabbccdd") * 3, "x": np.arange(24.0)})
+    data["y"] = data["g"].map({"a": 1.0, "b": 5.0, "c": -2.0, "d": 7.0})
+    path = tmp_path / "exact.csv"
+    data.to_csv(path, index=False)
+    code = main(["fit", "y ~ 1 + (1 | g)", str(path)])
+    assert code == 1
+    assert "the fit failed" in capsys.readouterr().err
