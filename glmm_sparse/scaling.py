@@ -48,11 +48,17 @@ def theta_units(terms, theta_map, weights: np.ndarray | None = None) -> np.ndarr
     w_size = 1.0
     if weights is not None and np.any(weights > 0):
         w_size = float(np.sqrt(np.mean(weights[weights > 0])))
+    sumsq = [np.einsum("ij,ij->j", t.X, t.X) for t in terms]
+    nonzero = [np.count_nonzero(t.X, axis=0) for t in terms]
+    return theta_units_from_sums(sumsq, nonzero, theta_map, w_size)
+
+
+def theta_units_from_sums(sumsq, nonzero, theta_map, w_size: float = 1.0) -> np.ndarray:
+    """theta_units from n-free sums: per term, each column's sum of squares and count of
+    non-zero rows; ``w_size`` the root of the mean positive prior weight (1 without)."""
     units = []
-    for term, rows in zip(terms, theta_map.rows):
-        sumsq = np.einsum("ij,ij->j", term.X, term.X)
-        nonzero = np.count_nonzero(term.X, axis=0)
-        rms = np.sqrt(sumsq / np.maximum(nonzero, 1))
+    for ss, nz, rows in zip(sumsq, nonzero, theta_map.rows):
+        rms = np.sqrt(ss / np.maximum(nz, 1))
         per_column = np.array([1.0 / power_of_ten(v * w_size) for v in rms])
         units.append(per_column[rows])
     return np.concatenate(units) if units else np.zeros(0)
