@@ -10,6 +10,7 @@ factor); it is rebuilt from the frame on first use.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,6 +37,10 @@ class FitContext:
     options: dict
     params: np.ndarray
     objective: object = field(default=None, repr=False)
+    # the LMM's cross-products once computed without an objective (n-free; not pickled),
+    # and a lock so that threads asking for the objective build and update it once
+    _cp: object = field(default=None, repr=False, compare=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @property
     def is_glmm(self) -> bool:
@@ -59,7 +64,13 @@ class FitContext:
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["objective"] = None  # a CHOLMOD factor; rebuilt on first use
+        state["_cp"] = None
+        del state["_lock"]
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
 
     def new_objective(self, **changes):
         """A new objective on the same rows (a separate factor, free to move), not updated.
@@ -78,10 +89,14 @@ class FitContext:
         return GlmmObjective(self.glmm_data(), nagq=int(opts["nagq"]), factor_mode=mode)
 
     def crossproducts(self):
-        """The LMM's cross-products: the objective's when there is one, else a new pass."""
+        """The LMM's cross-products: the objective's when there is one, else one pass over
+        the rows, kept for the next call (refits and bootstraps ask again and again)."""
         if self.objective is not None and not self.is_glmm:
             return self.objective.cp
-        return accumulate(self.frame)
+        with self._lock:
+            if self._cp is None:
+                self._cp = accumulate(self.frame)
+            return self._cp
 
     def glmm_data(self, y: np.ndarray | None = None):
         """The GLMM's fixed inputs (a new response y, if given), sharing the plan of Z."""
@@ -97,13 +112,19 @@ class FitContext:
                         else self.objective.data.family, plan)
 
     def at_optimum(self):
-        """The fit's objective, updated at the optimum (again, if anything moved it)."""
-        if self.objective is None:
-            self.objective = self.new_objective()
-            self._update(self.objective)
-        elif not self._is_at_optimum(self.objective):
-            self._update(self.objective)
-        return self.objective
+        """The fit's objective, updated at the optimum (again, if anything moved it).
+
+        Threads may ask at once: the objective is built and updated under the lock, and
+        published only when it is at the optimum.
+        """
+        with self._lock:
+            if self.objective is None:
+                obj = self.new_objective()
+                self._update(obj)
+                self.objective = obj
+            elif not self._is_at_optimum(self.objective):
+                self._update(self.objective)
+            return self.objective
 
     def _is_at_optimum(self, obj) -> bool:
         if not self.is_glmm:

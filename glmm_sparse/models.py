@@ -23,7 +23,7 @@ from .formula import parse_formula
 from .frame import build_frame
 from .io import as_pandas
 from .objective import LmmObjective, check_fixed_sigma, fixed_sigma_unit
-from .optimize import minimize_theta
+from .optimize import is_singular, minimize_theta
 from .results import LmerResult, build_lmer_result
 from .validate import check_glmm_response_varies, check_response_varies
 
@@ -101,6 +101,34 @@ def lmm_start_and_units(obj: LmmObjective, frame, start) -> tuple[np.ndarray, np
     if theta0 is None:
         theta0 = start_theta(start, obj.theta_map, units)
     return theta0, units
+
+
+def escape_fixed_sigma_boundary(obj: LmmObjective, opt, units, check: bool, options: dict):
+    """With sigma fixed, a fit from the identity start that ends on the boundary is tried
+    again from the REML optimum (for an ML fit) or from the start scaled by 1/2 and 2
+    (REML), keeping the lowest criterion.
+
+    Unlike the profiled criterion, the fixed-sigma criterion can have a local minimum at
+    theta = 0 away from its global one: metafor's BCG meta-regression by ML ends at
+    tau^2 = 0 from tau = sigma, while its maximum is at tau^2 = 0.029 (test_known_sigma.py).
+    """
+    lower = obj.theta_map.lower
+    if not is_singular(opt.theta, lower, units=units):
+        return opt
+    starts = []
+    if not obj.reml:
+        reml = LmmObjective(obj.cp, reml=True, sigma=obj.fixed_sigma)
+        starts.append(minimize_theta(reml, opt.theta0, lower, check=False, units=units,
+                                     **options).theta)
+    starts += [0.5 * opt.theta0, 2.0 * opt.theta0]
+    best = opt
+    for theta0 in starts:
+        if is_singular(theta0, lower, units=units):
+            continue
+        again = minimize_theta(obj, theta0, lower, check=check, units=units, **options)
+        if again.fmin < best.fmin:
+            best = again
+    return best
 
 
 def streams(data, streaming: bool | None) -> bool:
@@ -203,6 +231,8 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
     theta0, units = lmm_start_and_units(obj, frame, start)
     opt = minimize_theta(obj, theta0, obj.theta_map.lower,
                          check=check_convergence, units=units, **options)
+    if obj.fixed_sigma is not None and start is None:
+        opt = escape_fixed_sigma_boundary(obj, opt, units, check_convergence, options)
     obj.update(opt.theta)
     obj.check_residual_left()
     result = build_lmer_result(formula, frame, obj, opt,

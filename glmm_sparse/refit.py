@@ -17,17 +17,18 @@ from .crossprod import CrossProducts
 from .errors import DataError
 from .optimize import minimize_theta
 from .scaling import theta_units
-from .validate import check_residual_variation, check_response_varies
+from .validate import check_glmm_response_varies, check_residual_variation, check_response_varies
 
 
-def response_crossproducts(context, y: np.ndarray) -> CrossProducts:
+def response_crossproducts(context, y: np.ndarray, cp: CrossProducts | None = None) -> CrossProducts:
     """The fit's cross-products with the response replaced by y (one pass over the rows).
 
     As in the fit (crossprod.response_matrix), y - offset is carried less its
     least-squares fit on X (here from X'WX, which the fit holds), so that pwrss keeps
     its digits when y has a large mean; beta adds the shift back.
     """
-    frame, cp = context.frame, context.crossproducts()
+    frame = context.frame
+    cp = context.crossproducts() if cp is None else cp
     p = cp.p
     w = np.ones(frame.n) if frame.weights is None else frame.weights
     r = y - frame.offset if frame.offset is not None else y.copy()
@@ -84,6 +85,8 @@ class Refitter:
             else check_convergence
         self.reml = opts.get("reml") if reml is None else bool(reml)
         self.objective = None
+        # the fit's cross-products, once: each response changes only their y parts
+        self.cp = None if self.context.is_glmm else self.context.crossproducts()
 
     def fit(self, y, *, start=None):
         """The result of the same model fitted to response y (a new result)."""
@@ -98,7 +101,7 @@ class Refitter:
 
         ctx = self.context
         check_response_varies(y, ctx.parsed.response if ctx.parsed else "response")
-        cp = response_crossproducts(ctx, y)
+        cp = response_crossproducts(ctx, y, self.cp)
         if self.objective is None:
             self.objective = LmmObjective(cp, reml=self.reml,
                                           factor_mode=ctx.options.get("factor_mode", "measure"),
@@ -132,6 +135,7 @@ class Refitter:
         data = ctx.glmm_data(y)
         name = ctx.parsed.response if ctx.parsed else "response"
         data.family.check_response(y, data.prior_w, name=name, rows=ctx.frame.row_index)
+        check_glmm_response_varies(y, data.prior_w, data.family, name)
         obj = GlmmObjective(data, nagq=int(opts["nagq"]),
                             factor_mode=opts.get("factor_mode", "measure"))
         units = theta_units(ctx.frame.terms, obj.pls.theta_map)

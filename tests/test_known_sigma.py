@@ -10,6 +10,7 @@ generate_known_variances.R); see the README there.
 from __future__ import annotations
 
 import json
+import warnings
 from functools import cache
 
 import numpy as np
@@ -283,3 +284,32 @@ def test_summary_says_the_residual_sd_was_fixed():
     assert "Residual standard deviation fixed at 1 (not estimated)" in text
     free = gs.lmer("Reaction ~ Days + (Days | Subject)", load_data("sleepstudy"))
     assert "fixed at" not in free.summary()
+
+
+BCG = "yi ~ ablat + alloc + (1 | trial)"
+
+
+@cache
+def bcg() -> pd.DataFrame:
+    d = pd.read_csv(INFERENCE / "bcg.csv")
+    d["trial"] = d["trial"].astype(str)
+    d["w"] = 1.0 / d["vi"]
+    return d
+
+
+@pytest.mark.parametrize("method", ["ml", "reml"])
+def test_a_local_minimum_on_the_boundary_is_escaped(method):
+    """metafor's BCG meta-regression: by ML the fixed-sigma criterion has a local minimum at
+    tau^2 = 0 that BOBYQA reaches from tau = sigma; the fit must find the maximum at
+    tau^2 = 0.0294 (metafor rma, converged)."""
+    ref = reference("bcg_known_variances.json")[method]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = gs.lmer(BCG, bcg(), weights="w", sigma=1.0, reml=method == "reml")
+    assert not m.is_singular
+    tau2 = float(m.varcorr["vcov"].iloc[0])
+    assert tau2 == pytest.approx(ref["tau2"], rel=1e-5)
+    np.testing.assert_allclose(m.fixef.to_numpy(), ref["beta"], rtol=1e-5)
+    np.testing.assert_allclose(np.sqrt(np.diag(m.vcov)), ref["se"], rtol=1e-5)
+    if method == "ml":
+        assert m.loglik == pytest.approx(ref["loglik_unrestricted"], rel=1e-7)

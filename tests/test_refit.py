@@ -125,3 +125,35 @@ def test_binomial_refit_refuses_impossible_proportions(cbpp_data):
         g = gs.glmer(CBPP, cbpp_data, family="binomial")
     with pytest.raises(gs.DataError):
         g.refit(np.full(g.nobs, 1.5))
+
+
+def test_threads_asking_an_unpickled_result_for_its_objective_build_it_once(fit):
+    from concurrent.futures import ThreadPoolExecutor
+
+    again = pickle.loads(pickle.dumps(fit))
+    with ThreadPoolExecutor(8) as pool:
+        objectives = list(pool.map(lambda _: again.model.at_optimum(), range(16)))
+    assert all(obj is objectives[0] for obj in objectives)
+    assert objectives[0].objective() == pytest.approx(fit.objective, rel=1e-12)
+
+
+def test_refits_of_an_unpickled_result_sum_the_cross_products_once(fit, sleep, monkeypatch):
+    import glmm_sparse.context as context
+
+    calls = []
+    original = context.accumulate
+    monkeypatch.setattr(context, "accumulate", lambda frame: calls.append(1) or original(frame))
+    again = pickle.loads(pickle.dumps(fit))
+    refitter = Refitter(again)
+    for seed in (6, 7, 8):
+        refitter.fit(new_response(sleep, seed))
+    again.refit(new_response(sleep, 9))
+    assert len(calls) == 1
+
+
+def test_glmer_refit_refuses_a_response_without_a_finite_maximum(cbpp_data):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        g = gs.glmer(CBPP, cbpp_data, family="binomial")
+    with pytest.raises(gs.DataError, match="0 \\(failure\\) in every row"):
+        g.refit(np.zeros(g.nobs))
