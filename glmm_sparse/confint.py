@@ -88,8 +88,9 @@ class IntervalMethods:
         level : float
             Confidence level.
         method : {"profile", "wald", "boot"} (case-insensitive; "Wald" as in R)
-            "profile": profile likelihood (LMMs; the ML profile, also for REML fits, as
-            lme4); "wald": fixed effects only, the others NaN (lme4's "Wald");
+            "profile": profile likelihood (the ML profile, also for REML fits, as
+            lme4; LMMs with sigma estimated or fixed, binomial and Poisson GLMMs with
+            nagq >= 1); "wald": fixed effects only, the others NaN (lme4's "Wald");
             "boot": percentile intervals of a parametric bootstrap, keyword arguments
             ``n``, ``seed``, ``n_jobs``, ``progress`` go to ``bootstrap``.
 

@@ -1,9 +1,10 @@
-"""Profile likelihood of a linear mixed model: zeta curves and the intervals they give.
+"""Profile likelihood of a mixed model: zeta curves and the intervals they give.
 
 After the results stage (... -> results -> inference). As lme4's ``profile``: the
 deviance is the ML deviance (a REML fit is refitted by ML first, as lme4's ``devfun2``
-does), the parameters are on lme4's standard-deviation / correlation scale, sigma, and
-the fixed effects. For one parameter held at x and the others optimized,
+does), the parameters are on lme4's standard-deviation / correlation scale, sigma (when
+the model estimates it), and the fixed effects. For one parameter held at x and the
+others optimized,
 
     zeta(x) = sign(x - x_hat) sqrt(d(x) - d_hat),
 
@@ -18,6 +19,12 @@ Every profile point is an optimization on an objective of its own, n-free:
 - a fixed effect beta_j = v: X_j v moves into the offset, which in cross-product terms
   drops column j of X and changes the response column only (Z'Wr, X'Wr, r'Wr from Z'WX_j
   and X'WX_j); the profiled ML deviance of the reduced model is optimized over theta.
+- with the residual SD fixed (``lmer(..., sigma=)``), sigma is not a parameter: the
+  same two objectives with the fixed-sigma ML criterion (objective.fixed_sigma_criterion).
+- a GLMM (binomial, Poisson; nagq >= 1): -2 log L of stage 2 (Laplace or AGQ, PIRLS on u
+  inside) as a function of (sd, cor, beta) with sigma = 1, as lme4's devfun2 for glmer;
+  every parameter, a fixed effect too, is held in turn and all the others optimized.
+  Like lme4, families with a dispersion (Gamma, inverse Gaussian) are refused.
 """
 from __future__ import annotations
 
@@ -128,13 +135,20 @@ def variance_bounds(theta_lower: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class MlOptimum:
     """The ML fit the profile is centred on, and the objective behind it."""
 
-    objective: object  # LmmObjective (ML), left at theta
+    objective: object  # LmmObjective (ML) or GlmmObjective (stage 2), left at the optimum
     theta: np.ndarray
-    sigma: float
+    sigma: float  # 1 for a GLMM
     beta: np.ndarray
     se: np.ndarray
     deviance: float
     ks: tuple = field(default=())
+    fixed_sigma: float | None = None  # lmer(..., sigma=): sigma is not a parameter
+    glmm: bool = False
+
+    @property
+    def has_sigma(self) -> bool:
+        """sigma is a profiled parameter (an LMM that estimates it)."""
+        return not self.glmm and self.fixed_sigma is None
 
     @property
     def sdcor(self) -> np.ndarray:
@@ -142,48 +156,80 @@ class MlOptimum:
 
 
 def check_profilable(result) -> None:
-    """Only LMMs with an estimated sigma: say what to use otherwise."""
+    """LMMs (sigma estimated or fixed) and GLMMs without a dispersion, fitted with nagq >= 1."""
     ctx = result.model
     if ctx is None:
         raise ValueError("this result has no model context (it was not made by lmer/glmer)")
-    if ctx.is_glmm:
-        raise ModelSpecError("profile likelihood intervals are implemented for linear mixed "
-                             "models (lmer) only; for a glmer fit use confint(method='wald') "
-                             "or confint(method='boot')")
-    if ctx.options.get("sigma") is not None:
-        raise ModelSpecError("profile likelihood intervals with a fixed residual SD (sigma=) "
-                             "are not implemented; use confint(method='wald') or "
+    if not ctx.is_glmm:
+        return
+    if ctx.family_object.has_dispersion:
+        raise ModelSpecError(f"profile likelihood intervals of a {ctx.options['family']} GLMM "
+                             "(a family with a dispersion parameter) are not available (lme4 "
+                             "refuses them too); use confint(method='wald') or "
                              "confint(method='boot')")
+    if int(ctx.options["nagq"]) == 0:
+        raise ModelSpecError("profile likelihood needs the deviance as a function of theta and "
+                             "beta, which a nagq=0 fit does not optimize; refit with nagq=1 "
+                             "(Laplace), or use confint(method='wald') or confint(method='boot')")
 
 
 def ml_optimum(result) -> MlOptimum:
-    """The ML optimum: the fit itself, or a REML fit refitted by ML (n-free, from its theta)."""
-    from .objective import LmmObjective
+    """The ML optimum: the fit itself, or a REML fit refitted by ML (n-free, from its theta).
+
+    With sigma fixed the refit is of the fixed-sigma ML criterion; a GLMM's optimum is its
+    stage 2 (theta, beta), evaluated on an objective of the profile's own.
+    """
+    from .objective import LmmObjective, fixed_sigma_unit
     from .optimize import minimize_theta
     from .scaling import theta_units
 
     ctx = result.model
+    if ctx.is_glmm:
+        return glmm_optimum(result)
+    fixed = ctx.options.get("sigma")
     obj = LmmObjective(ctx.crossproducts(), reml=False,
-                       factor_mode=ctx.options.get("factor_mode", "measure"))
+                       factor_mode=ctx.options.get("factor_mode", "measure"), sigma=fixed)
     theta = np.asarray(result.theta, dtype=np.float64)
     if result.reml:
         units = theta_units(ctx.frame.terms, obj.theta_map, ctx.frame.weights)
+        if fixed is not None:
+            units = units * fixed_sigma_unit(obj.cp, obj.fixed_sigma)
         theta = minimize_theta(obj, theta, obj.theta_map.lower, check=True, units=units).theta
     # a Newton polish can leave a singular fit's theta at 1e-11 instead of its bound; the
     # profile then starts at the bound (its deviance differs by ~1e-20)
-    bounded = np.isfinite(obj.theta_map.lower)
-    theta = np.where(bounded & (theta < BOUNDARY_SNAP), 0.0, theta)
+    theta = snap_to_bounds(theta, obj.theta_map.lower)
     obj.update(theta)
     sigma = obj.sigma()
     se = sigma * np.sqrt(np.diag(obj.vcov_unscaled()))
     return MlOptimum(obj, theta.copy(), sigma, obj.beta(), se, obj.objective(),
-                     tuple(obj.cp.k))
+                     tuple(obj.cp.k), fixed_sigma=obj.fixed_sigma)
+
+
+def snap_to_bounds(theta: np.ndarray, lower: np.ndarray) -> np.ndarray:
+    bounded = np.isfinite(lower)
+    return np.where(bounded & (theta < BOUNDARY_SNAP), 0.0, theta)
+
+
+def glmm_optimum(result) -> MlOptimum:
+    """A GLMM's stage-2 optimum on a new objective; standard errors from the fit's vcov."""
+    ctx = result.model
+    obj = ctx.new_objective()
+    n_theta = ctx.n_theta
+    theta = snap_to_bounds(np.asarray(ctx.params[:n_theta], dtype=np.float64),
+                           obj.pls.theta_map.lower)
+    beta = np.asarray(ctx.params[n_theta:], dtype=np.float64)
+    deviance = obj.stage2(np.concatenate([theta, beta]))
+    se = np.sqrt(np.diag(result.vcov.to_numpy()))
+    return MlOptimum(obj, theta, 1.0, beta.copy(), se, deviance, tuple(obj.pls.cp.k),
+                     glmm=True)
 
 
 # -- one parameter's profile deviance ---------------------------------------------------
 
-def bobyqa_bounded(fun, x0: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, float]:
-    """min fun over lower <= x <= upper from x0 (NLopt BOBYQA, the profile's tolerances)."""
+def bobyqa_bounded(fun, x0: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+                   step: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """min fun over lower <= x <= upper from x0 (NLopt BOBYQA, the profile's tolerances);
+    ``step``: the initial step per coordinate (default 5% of x0, at least 0.02)."""
     if x0.shape[0] == 0:
         return x0, float(fun(x0))
     opt = nlopt.opt(nlopt.LN_BOBYQA, x0.shape[0])
@@ -202,7 +248,9 @@ def bobyqa_bounded(fun, x0: np.ndarray, lower: np.ndarray, upper: np.ndarray) ->
     opt.set_xtol_rel(INNER["xtol_rel"])
     opt.set_maxeval(INNER["maxeval"])
     width = np.where(np.isfinite(upper - lower), (upper - lower) / 4.0, np.inf)
-    step = np.minimum(np.maximum(0.05 * np.abs(x0), 0.02), width)
+    if step is None:
+        step = np.maximum(0.05 * np.abs(x0), 0.02)
+    step = np.minimum(step, width)
     opt.set_initial_step(step)
     x0 = np.clip(x0, lower, upper)
     try:
@@ -213,35 +261,49 @@ def bobyqa_bounded(fun, x0: np.ndarray, lower: np.ndarray, upper: np.ndarray) ->
 
 
 class VarianceProfile:
-    """d(x) for one of (sd, cor, sigma) held at x, the others (beta profiled out) optimized."""
+    """d(x) for one of (sd, cor, sigma) held at x, the others (beta profiled out) optimized.
+
+    With sigma fixed the parameters are (sd, cor) only and d is the fixed-sigma ML
+    criterion (the objective's own).
+    """
 
     def __init__(self, ml: MlOptimum, index: int):
         self.ml, self.index = ml, index
         self.obj = ml.objective
         self.cp = ml.objective.cp
-        self.lower, self.upper = variance_bounds(ml.objective.theta_map.lower)
-        self.free = np.arange(self.lower.shape[0]) != index
-        self.estimate = float(np.append(ml.sdcor, ml.sigma)[index])
+        lower, upper = variance_bounds(ml.objective.theta_map.lower)
+        n = lower.shape[0] if ml.has_sigma else lower.shape[0] - 1
+        self.lower, self.upper = lower[:n], upper[:n]
+        self.free = np.arange(n) != index
+        self.estimate = float(self.optimum[index])
+
+    @property
+    def optimum(self) -> np.ndarray:
+        """(sd, cor) and, when estimated, sigma at the ML optimum."""
+        return np.append(self.ml.sdcor, self.ml.sigma) if self.ml.has_sigma else self.ml.sdcor
 
     def deviance(self, pars: np.ndarray) -> float:
-        """ML deviance at (sd, cor, sigma) = pars; a large value outside the model."""
-        sigma = pars[-1]
-        theta = theta_from_sdcor(pars[:-1], self.ml.ks, sigma) if sigma > 0 else None
+        """ML deviance at (sd, cor[, sigma]) = pars; a large value outside the model."""
+        sigma = pars[-1] if self.ml.has_sigma else self.ml.sigma
+        sdcor = pars[:-1] if self.ml.has_sigma else pars
+        theta = theta_from_sdcor(sdcor, self.ml.ks, sigma) if sigma > 0 else None
         if theta is None:
             return 1e30
         try:
             self.obj.update(theta)
         except NumericalError:
             return 1e30
+        if not self.ml.has_sigma:
+            return self.obj.objective()
         return float(self.obj.ldL2 + self.obj.pwrss / sigma**2
                      + self.cp.n * (LOG_2PI + np.log(sigma**2)) - self.cp.sum_log_w)
 
     def start(self) -> np.ndarray:
-        return np.append(self.ml.sdcor, self.ml.sigma)[self.free]
+        return self.optimum[self.free]
 
     def at(self, x: float, start: np.ndarray) -> tuple[float, np.ndarray]:
         """(d(x), the optimized other parameters)."""
-        pars = np.append(self.ml.sdcor, self.ml.sigma)
+        pars = self.optimum
 
         def fun(free):
             pars[self.free] = free
@@ -271,7 +333,8 @@ class FixedEffectProfile:
         p = cp.p
         self.keep = [i for i in range(p) if i != j]
         self.shift_j = 0.0 if cp.beta_shift is None else float(cp.beta_shift[j])
-        self.obj = LmmObjective(self.crossproducts(self.shift_j), reml=False)
+        self.obj = LmmObjective(self.crossproducts(self.shift_j), reml=False,
+                                sigma=ml.fixed_sigma)
         self.estimate = float(ml.beta[j])
 
     def crossproducts(self, v: float):
@@ -313,6 +376,64 @@ class FixedEffectProfile:
 
     def first_step(self) -> float:
         return float(self.ml.se[self.j]) / ZETA_STEPS
+
+
+class GlmmProfile:
+    """d(x) of a GLMM for one of (sd, cor, beta) held at x, all the others optimized.
+
+    d is -2 log L of stage 2 (Laplace, or AGQ for nagq > 1) at the theta that the
+    (sd, cor) values give with sigma = 1, as lme4's devfun2 for glmer; PIRLS on u runs
+    inside every evaluation, warm-started from the previous mode.
+    """
+
+    def __init__(self, ml: MlOptimum, index: int):
+        self.ml, self.index = ml, index
+        self.obj = ml.objective
+        self.n_var = ml.theta.shape[0]
+        lower, upper = variance_bounds(self.obj.pls.theta_map.lower)
+        p = ml.beta.shape[0]
+        self.lower = np.concatenate([lower[:-1], np.full(p, -np.inf)])
+        self.upper = np.concatenate([upper[:-1], np.full(p, np.inf)])
+        self.optimum = np.concatenate([ml.sdcor, ml.beta])
+        self.free = np.arange(self.optimum.shape[0]) != index
+        self.estimate = float(self.optimum[index])
+        # BOBYQA's first steps: 0.02 on the sd/cor scale (lme4's 0.1 x 0.2 for theta), a
+        # fifth of a standard error for beta (lme4's stage-2 start)
+        self.steps = np.concatenate([np.full(self.n_var, 0.02), 0.2 * ml.se])[self.free]
+
+    def deviance(self, pars: np.ndarray) -> float:
+        theta = theta_from_sdcor(pars[:self.n_var], self.ml.ks, 1.0)
+        if theta is None:
+            return 1e30
+        try:
+            return self.obj.stage2(np.concatenate([theta, pars[self.n_var:]]))
+        except NumericalError:
+            return 1e30
+
+    def start(self) -> np.ndarray:
+        return self.optimum[self.free]
+
+    def at(self, x: float, start: np.ndarray) -> tuple[float, np.ndarray]:
+        pars = self.optimum.copy()
+
+        def fun(free):
+            pars[self.free] = free
+            pars[self.index] = x
+            return self.deviance(pars)
+
+        best, value = bobyqa_bounded(fun, start, self.lower[self.free], self.upper[self.free],
+                                     step=self.steps)
+        return value, best
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        return float(self.lower[self.index]), float(self.upper[self.index])
+
+    def first_step(self) -> float:
+        if self.index >= self.n_var:
+            return float(self.ml.se[self.index - self.n_var]) / ZETA_STEPS
+        est = self.estimate
+        return 0.01 * abs(est) if est != 0 else 0.001  # lme4's shiftpar
 
 
 # -- stepping out and the limits ----------------------------------------------------------
@@ -429,12 +550,15 @@ class Profile:
 
 
 def parameter_names(result) -> list[str]:
-    """lme4's oldNames = FALSE parameter names: variance parameters, sigma, fixed effects."""
-    return variance_names(result.model.frame.terms) + ["sigma"] + list(result.fixef.index)
+    """lme4's oldNames = FALSE parameter names: variance parameters, sigma (an LMM that
+    estimates it), fixed effects."""
+    ctx = result.model
+    sigma = [] if ctx.is_glmm or ctx.options.get("sigma") is not None else ["sigma"]
+    return variance_names(ctx.frame.terms) + sigma + list(result.fixef.index)
 
 
 def select_parameters(result, which) -> list[str]:
-    """Names asked for: None (all), "theta_" (variance parameters and sigma), "beta_"
+    """Names asked for: None (all), "theta_" (variance parameters and any sigma), "beta_"
     (fixed effects), a name, or a list of names / positions."""
     names = parameter_names(result)
     n_var = len(names) - len(result.fixef)
@@ -474,9 +598,13 @@ def profile_model(result, which=None, level: float = 0.95) -> Profile:
     curves = {}
     for name in chosen:
         i = names.index(name)
-        prof = VarianceProfile(ml, i) if i < n_var else FixedEffectProfile(ml, i - n_var)
+        if ml.glmm:
+            prof = GlmmProfile(ml, i)
+        else:
+            prof = VarianceProfile(ml, i) if i < n_var else FixedEffectProfile(ml, i - n_var)
         curves[name] = profile_curve(name, prof, ml.deviance, cutoff)
-    ml.objective.update(ml.theta)
+    if not ml.glmm:
+        ml.objective.update(ml.theta)
     return Profile(curves, ml)
 
 
