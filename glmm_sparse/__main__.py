@@ -6,15 +6,16 @@ that cannot be written), 1 a fit that failed (numerically, or out of memory).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
-from pathlib import Path
 import time
 import warnings
+from pathlib import Path
 
 from . import __version__
-from .ddf import DDF_CHOICES
+from .ddf import DDF_CHOICES, normalize_ddf
 from .errors import FactorMemoryError, GlmmSparseError, ModelSpecError, NumericalError
 from .models import glmer, lmer
 from .reporting import result_dict
@@ -99,6 +100,16 @@ def write_table(table, path: Path) -> None:
 STREAMING = {"auto": None, "yes": True, "no": False}
 
 
+def check_ddf_before_fit(ddf: str | None, *, lmm: bool, ml: bool) -> None:
+    """Refuse a --ddf the fit cannot take before reading the data and fitting."""
+    if ddf is None:
+        return
+    normalize_ddf(ddf, glmm=not lmm)
+    if ddf == "kenward-roger" and lmm and ml:
+        raise ModelSpecError("--ddf kenward-roger needs a REML fit (as lmerTest): drop --ml "
+                             "or use --ddf satterthwaite")
+
+
 def run_fit(args) -> int:
     t0 = time.perf_counter()
     outputs = [Path(out) for out in (args.json, args.ranef) if out]
@@ -106,7 +117,9 @@ def run_fit(args) -> int:
         if not out.parent.is_dir():
             raise OutputError(f"cannot write {str(out)!r}: the directory "
                               f"{str(out.parent)!r} does not exist")
-    if args.family == "gaussian" and args.link in (None, "identity"):
+    lmm = args.family == "gaussian" and args.link in (None, "identity")
+    check_ddf_before_fit(args.ddf, lmm=lmm, ml=args.ml)
+    if lmm:
         result = lmer(args.formula, args.data, reml=not args.ml, weights=args.weights,
                       offset=args.offset, streaming=STREAMING[args.streaming])
     else:
@@ -161,21 +174,32 @@ def run_synthetic(args) -> int:
     return 0
 
 
-def configure_logging(level: str) -> None:
-    """The package's logger on stderr at ``level`` (library code only creates records)."""
+@contextlib.contextmanager
+def logging_to_stderr(level: str):
+    """The package's logger on stderr at ``level`` while the command runs (library code
+    only creates records); the handler and level are taken back afterwards, so that a
+    process calling main() more than once (tests, notebooks) keeps its own logging."""
     logger = logging.getLogger("glmm_sparse")
-    if not any(getattr(h, "_glmm_sparse_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
-        handler._glmm_sparse_cli = True
-        logger.addHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    old_level = logger.level
+    logger.addHandler(handler)
     logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "fit":
-        configure_logging(args.log_level)
+    with logging_to_stderr(getattr(args, "log_level", "WARNING")):
+        return run(args)
+
+
+def run(args) -> int:
+    """The command, with its errors turned into exit codes."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")

@@ -18,11 +18,22 @@ bounded by the number of levels:
   it; any other column's levels are its sorted distinct values. Grouping factors keep
   only the levels of complete rows (terms._factor_codes drops unused categories);
   fixed-effects factors of a dictionary column keep every category (formulaic does);
-- for a grouping interaction ``a:b``, the combinations that occur in complete rows.
+- for a grouping interaction ``a:b``, the combinations that occur in complete rows;
+- the sum and count of the response minus offsets over complete rows (a callable given by
+  ``streaming.py`` evaluates them), whose mean centres the second pass.
+
+Every piece of a ``LevelScan`` merges with another (``LevelScan.merge``): partitions of
+the rows can be scanned anywhere (Dask workers, Spark executors) and the scans reduced,
+left before right, with the result of a scan of the partitions in that order. Besides
+Parquet sources, ``frame_batches`` reads a pandas DataFrame or pyarrow Table / RecordBatch
+(one partition) in the same batches. Progress bars (``progress_bar``) and the
+``glmm_sparse`` logger report the passes to pipeline jobs.
 """
 from __future__ import annotations
 
 import glob as globmod
+import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +45,8 @@ from .errors import DataError
 PARQUET_SUFFIXES = (".parquet", ".pq")
 BATCH_ROWS = 1 << 16  # rows per batch: memory is a few columns of this many rows
 GLOB_CHARS = "*?["
+
+log = logging.getLogger(__name__)
 
 
 # -- sources ----------------------------------------------------------------------------
@@ -180,6 +193,50 @@ def read_whole(data) -> pd.DataFrame:
         raise DataError(f"cannot read the Parquet data {source.name!r}: {err}") from None
 
 
+def frame_batches(data, columns: list[str], batch_rows: int = BATCH_ROWS):
+    """(first row number, RecordBatch of ``columns``, row labels or None) for every batch of
+    one partition: a pandas DataFrame (labels: its index), a pyarrow Table or RecordBatch."""
+    import pyarrow as pa
+
+    if isinstance(data, pd.DataFrame):
+        for start in range(0, len(data), batch_rows):
+            part = data.iloc[start:start + batch_rows]
+            table = pa.Table.from_pandas(part[columns], preserve_index=False)
+            yield start, table.combine_chunks().to_batches()[0], part.index.to_numpy()
+        return
+    if isinstance(data, pa.RecordBatch):
+        data = pa.Table.from_batches([data])
+    if not isinstance(data, pa.Table):
+        raise TypeError("a partition must be a pandas DataFrame or a pyarrow Table or "
+                        f"RecordBatch, not {type(data).__name__}")
+    start = 0
+    for batch in data.select(columns).to_batches(max_chunksize=batch_rows):
+        yield start, batch, None
+        start += batch.num_rows
+
+
+class _Silent:
+    """A progress bar that shows nothing."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(progress: bool | None, *, total: int | None, desc: str, unit: str):
+    """A tqdm bar (``progress=True``), nothing (False), or, by default (None), a bar only when
+    stderr is a terminal, so that pipeline logs stay free of bar updates."""
+    if progress is None:
+        progress = bool(getattr(sys.stderr, "isatty", lambda: False)())
+    if not progress:
+        return _Silent()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, leave=False)
+
+
 # -- the first pass: missing rows and levels ----------------------------------------------
 def complete_rows(batch, columns: list[str]) -> np.ndarray:
     """Bool mask of the batch's rows with a value in every column (null and NaN missing)."""
@@ -229,6 +286,12 @@ class DistinctValues:
             self.merged = pd.unique(np.concatenate([self.merged, *self.pending]))
             self.pending, self.pending_size = [], 0
 
+    def merge(self, other: DistinctValues) -> None:
+        """Add the values another partition saw."""
+        other._merge()
+        if len(other.merged):
+            self.add(other.merged)
+
     def sorted(self) -> np.ndarray:
         """The distinct values in pd.factorize(sort=True)'s order."""
         self._merge()
@@ -262,6 +325,12 @@ class DistinctRows:
         self._merge()
         return self.merged.reset_index(drop=True)
 
+    def merge(self, other: DistinctRows) -> None:
+        """Add the combinations another partition saw."""
+        rows = other.rows()
+        if len(rows):
+            self.add([rows[n].to_numpy() for n in self.names])
+
 
 class ColumnLevels:
     """The levels of one factor column: dictionary categories in order of first
@@ -281,6 +350,15 @@ class ColumnLevels:
                 self.dictionary.setdefault(value, len(self.dictionary))
         self.used.add(column_values(col)[complete])
 
+    def merge(self, other: ColumnLevels) -> None:
+        """Add another partition's levels (its dictionary's new values after ours)."""
+        if other.dictionary is not None:
+            if self.dictionary is None:
+                self.dictionary = {}
+            for value in other.dictionary:
+                self.dictionary.setdefault(value, len(self.dictionary))
+        self.used.merge(other.used)
+
     def categories(self, *, keep_unused: bool) -> list:
         """The levels in the in-memory order (see the module docstring)."""
         used = self.used.sorted()
@@ -294,33 +372,91 @@ class ColumnLevels:
 
 @dataclass
 class LevelScan:
-    """What the first pass found: rows, missing values and the levels of factor columns."""
+    """What the first pass found: rows, missing values, the levels of factor columns and
+    the sum of the response minus offsets over complete rows."""
 
     n_rows: int = 0
     n_complete: int = 0
     missing: dict = field(default_factory=dict)  # column -> rows missing it
     levels: dict = field(default_factory=dict)  # column -> ColumnLevels
     combos: dict = field(default_factory=dict)  # group tuple -> DistinctRows
+    r_sum: float = 0.0  # sum of y - offset over complete rows
+    r_count: int = 0
 
+    @classmethod
+    def empty(cls, columns, factors, interactions) -> LevelScan:
+        return cls(missing={c: 0 for c in columns}, levels={c: ColumnLevels() for c in factors},
+                   combos={tuple(g): DistinctRows(tuple(g)) for g in interactions})
 
-def scan_levels(source: ParquetSource, columns: list[str], factors: list[str],
-                interactions: list[tuple[str, ...]], batch_rows: int = BATCH_ROWS) -> LevelScan:
-    """The first pass over the source (see the module docstring)."""
-    scan = LevelScan(missing={c: 0 for c in columns},
-                     levels={c: ColumnLevels() for c in factors},
-                     combos={g: DistinctRows(g) for g in interactions})
-    for _, batch in source.batches(columns, batch_rows):
+    def add(self, batch, columns: list[str], response=None, start: int = 0,
+            labels=None) -> None:
+        """One batch of rows; ``response(batch, complete, start, labels)`` gives y - offset
+        of its complete rows (for the centre)."""
+        import pyarrow.compute as pc
+
         complete = complete_rows(batch, columns)
-        scan.n_rows += batch.num_rows
-        scan.n_complete += int(complete.sum())
+        self.n_rows += batch.num_rows
+        self.n_complete += int(complete.sum())
         for name in columns:
             col = batch.column(name)
             if col.null_count or _is_floating(col.type):
-                import pyarrow.compute as pc
-
-                scan.missing[name] += int(pc.sum(pc.is_null(col, nan_is_null=True)).as_py() or 0)
-        for name, levels in scan.levels.items():
+                self.missing[name] += int(pc.sum(pc.is_null(col, nan_is_null=True)).as_py() or 0)
+        for name, levels in self.levels.items():
             levels.add(batch.column(name), complete)
-        for group, rows in scan.combos.items():
+        for group, rows in self.combos.items():
             rows.add([column_values(batch.column(g))[complete] for g in group])
+        if response is not None and complete.any():
+            r = response(batch, complete, start, labels)
+            self.r_sum += float(r.sum())
+            self.r_count += len(r)
+
+    def merge(self, other: LevelScan) -> LevelScan:
+        """This scan extended by a scan of the rows after ours (in place; returns self)."""
+        self.n_rows += other.n_rows
+        self.n_complete += other.n_complete
+        for name, count in other.missing.items():
+            self.missing[name] = self.missing.get(name, 0) + count
+        for name, levels in other.levels.items():
+            self.levels.setdefault(name, ColumnLevels()).merge(levels)
+        for group, rows in other.combos.items():
+            self.combos.setdefault(group, DistinctRows(group)).merge(rows)
+        self.r_sum += other.r_sum
+        self.r_count += other.r_count
+        return self
+
+    @property
+    def centre(self) -> float:
+        """Mean of y - offset over complete rows (0 if none, or not finite: the second pass
+        then reports the value that made it so)."""
+        c = self.r_sum / self.r_count if self.r_count else 0.0
+        return c if np.isfinite(c) else 0.0
+
+    def n_levels(self) -> dict:
+        """Levels seen per factor column (for the log)."""
+        return {name: len(levels.categories(keep_unused=False))
+                for name, levels in self.levels.items()}
+
+
+def scan_levels(source: ParquetSource, columns: list[str], factors: list[str],
+                interactions: list[tuple[str, ...]], batch_rows: int = BATCH_ROWS, *,
+                response=None, progress: bool | None = None) -> LevelScan:
+    """The first pass over the source (see the module docstring)."""
+    scan = LevelScan.empty(columns, factors, interactions)
+    bar = progress_bar(progress, total=source.num_rows, desc="levels pass", unit="row")
+    try:
+        for start, batch in source.batches(columns, batch_rows):
+            scan.add(batch, columns, response, start)
+            bar.update(batch.num_rows)
+    finally:
+        bar.close()
+    return scan
+
+
+def scan_partition(data, columns: list[str], factors: list[str],
+                   interactions: list[tuple[str, ...]], batch_rows: int = BATCH_ROWS, *,
+                   response=None) -> LevelScan:
+    """The first pass over one partition (pandas DataFrame, pyarrow Table or RecordBatch)."""
+    scan = LevelScan.empty(columns, factors, interactions)
+    for start, batch, labels in frame_batches(data, columns, batch_rows):
+        scan.add(batch, columns, response, start, labels)
     return scan

@@ -153,7 +153,7 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
          sigma: float | None = None, na_action: str = "omit", start=None,
          check_convergence: bool = True, optimizer_options: dict | None = None,
          factor_mode: str = "measure", streaming: bool | None = None,
-         batch_rows: int | None = None) -> LmerResult:
+         batch_rows: int | None = None, progress: bool | None = None) -> LmerResult:
     """Fit a linear mixed-effects model by REML (default) or maximum likelihood.
 
     Parameters
@@ -199,6 +199,9 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
         its ``fitted``, ``residuals`` and ``scaled_residuals`` are None.
     batch_rows : int, optional
         Rows per batch when streaming (default ``batches.BATCH_ROWS``, 65,536).
+    progress : bool, optional
+        When streaming: a progress bar over each pass (tqdm, on stderr). Default: shown
+        when stderr is a terminal, so pipeline jobs' logs stay clean.
 
     Returns
     -------
@@ -217,8 +220,8 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
         result = lmer_parquet(formula, data, parsed, reml=reml, weights=weights, offset=offset,
                               sigma=sigma, na_action=na_action, start=start,
                               check_convergence=check_convergence, options=options,
-                              factor_mode=factor_mode, **({} if batch_rows is None else
-                                                         {"batch_rows": batch_rows}))
+                              factor_mode=factor_mode, progress=progress,
+                              **({} if batch_rows is None else {"batch_rows": batch_rows}))
         warn_if_singular(result)
         return result
     # a known residual variance tells one random effect per row from the residual (the

@@ -34,7 +34,9 @@ What an in-memory fit decides from the rows is decided here from n-free sums:
   comes near.
 - The response's shift (crossprod.response_matrix: the least-squares fit of y - offset
   on X is taken out of y, to keep pwrss's digits): the batches carry y - offset - c, c
-  the mean of the first batch's y - offset when X has an intercept (0 otherwise); a
+  the mean of y - offset over all complete rows, summed in the first pass, when X has an
+  intercept (0 otherwise; a c that depends on no batch's position lets partial sums of
+  any partitions be merged); a
   weighted QR of [X, y - offset - c], accumulated as above, gives the least-squares fit
   beta1 and the weighted residual sum of squares |r|^2 = R_yy^2 without cancellation;
   Z'Wr = Z'W(y - offset - c) - Z'WX beta1 and X'Wr likewise (exact algebra; the
@@ -50,6 +52,13 @@ report. The result's ``model`` is a ``StreamedFitContext``: it keeps the cross-p
 methods that need only the criterion work; its frame (``RowlessFrame``) raises
 ``RowsNotKeptError`` naming the remedy when a method asks for the rows.
 
+Partitions anywhere (``dask.py``, ``spark.py``): the first pass is a ``LevelScan`` per
+partition, merged (``batches.LevelScan.merge``); an ``Accumulator`` built from the merged
+scan is shipped to each partition, whose ``accumulate_partition`` returns its
+``PartialSums`` (n-free, picklable); ``merge_partials`` adds two of them (R's by a QR of
+the stacked R's, level-pair blocks by key, the rest by sum, min and max), and
+``fit_partials`` fits the merged sums exactly as a Parquet fit fits its own.
+
 Not supported when streaming (each refused with a message naming ``streaming=False``):
 weights or offsets given as arrays (name a column), stateful transforms (``scale(x)``,
 ``poly(x, 2)``: their state comes from all rows), a numeric column used both inside
@@ -57,7 +66,10 @@ weights or offsets given as arrays (name a column), stateful transforms (``scale
 """
 from __future__ import annotations
 
+import copy
+import logging
 import re
+import time
 import warnings
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -66,25 +78,43 @@ import numpy as np
 import pandas as pd
 
 from ._core import _crossprod
-from .batches import (BATCH_ROWS, ParquetSource, column_values, complete_rows,
-                      open_source, scan_levels)
+from .batches import (
+    BATCH_ROWS,
+    LevelScan,
+    column_values,
+    complete_rows,
+    frame_batches,
+    open_source,
+    progress_bar,
+    scan_levels,
+    scan_partition,
+)
 from .context import FitContext
 from .crossprod import CrossProducts, PairBlocks
 from .design import model_matrix
 from .errors import DataError, DroppedRowsWarning, ModelSpecError, RankDeficiencyWarning
-from .frame import (aliased_columns, check_columns, numeric_column, total_offset,
-                    used_columns)
+from .frame import aliased_columns, check_columns, numeric_column, total_offset, used_columns
 from .objective import LmmObjective, fixed_sigma_unit
 from .optimize import minimize_theta
 from .parallel import run_all
 from .responses import numeric_response
 from .results import LmerResult, build_lmer_result
-from .scaling import power_of_ten
+from .scaling import theta_units_from_sums
+from .start import applies, moment_theta_from_sums
 from .terms import ReTerm, check_identifiable, order_terms
-from .validate import (check_column_types, check_has_rows, check_residual_variation,
-                       check_response_varies, check_size, check_values, row_label)
+from .validate import (
+    check_column_types,
+    check_has_rows,
+    check_residual_variation,
+    check_response_varies,
+    check_size,
+    check_values,
+    row_label,
+)
 
 STREAM_ABOVE_ROWS = 5_000_000  # lmer(streaming=None) streams Parquet holding more rows
+
+log = logging.getLogger(__name__)
 
 
 class RowsNotKeptError(DataError):
@@ -137,6 +167,37 @@ def stream_plan(parsed, formula: str, schema, weights, offset) -> StreamPlan:
                 re.search(rf"(?<![\w.]){re.escape(name)}(?![\w.])", exprs):
             factors.append(name)
     return StreamPlan(tuple(cols), groups, tuple(factors))
+
+
+@dataclass(frozen=True)
+class ResponseShift:
+    """y - offset of a batch's complete rows, evaluated as the second pass evaluates them:
+    the first pass sums it for the centre c (module docstring). Picklable, for workers."""
+
+    parsed: object
+    formula: str
+    offset: str | None
+    columns: tuple[str, ...]  # the columns the response and offsets read
+
+    @classmethod
+    def of(cls, parsed, formula: str, plan: StreamPlan, offset) -> ResponseShift:
+        exprs = " ".join([parsed.response or "", *parsed.offsets, offset or ""])
+        cols = tuple(c for c in plan.columns
+                     if re.search(rf"(?<![\w.]){re.escape(c)}(?![\w.])", exprs))
+        return cls(parsed, formula, offset, cols)
+
+    def __call__(self, batch, complete: np.ndarray, start: int, labels=None) -> np.ndarray:
+        import pyarrow as pa
+
+        batch = batch.select(list(self.columns)).filter(pa.array(complete))
+        rows = pd.Index(np.flatnonzero(complete) + start if labels is None
+                        else labels[complete])
+        df = pd.DataFrame({c: column_values(batch.column(c)) for c in self.columns},
+                          index=rows, copy=False)
+        y, _ = numeric_response(self.parsed.response, df,
+                                partial(numeric_column, formula=self.formula))
+        off = total_offset(self.parsed, df, self.offset, len(df), self.formula)
+        return y if off is None else y - off
 
 
 # -- levels -------------------------------------------------------------------------------
@@ -202,6 +263,21 @@ class BlockRuns:
             keys, A = _merge_blocks((keys, A), (k, a))
         return keys, A
 
+    def compact(self) -> None:
+        """One run holding every block (before shipping: the smallest form)."""
+        if len(self.runs) > 1:
+            self.runs = [(sum(r[0] for r in self.runs), *self.result())]
+
+    def merged(self, other: BlockRuns) -> BlockRuns:
+        """The blocks of both, summed by key."""
+        out = BlockRuns(self.shape)
+        runs = [r for r in (*self.runs, *other.runs)]
+        if runs:
+            keys, A = self.result()
+            k2, A2 = other.result()
+            out.runs = [(sum(r[0] for r in runs), *_merge_blocks((keys, A), (k2, A2)))]
+        return out
+
 
 def _merge_blocks(a, b):
     """Sum of two keyed block sets (sorted unique keys each), sorted by key."""
@@ -235,6 +311,58 @@ class Sums:
     y_min: float = np.inf
     y_max: float = -np.inf
     r_max: float = 0.0  # max |y - offset|
+
+    def merged(self, other: Sums) -> Sums:
+        """The sums of both sets of rows (same layout): R's by a QR of the stacked R's,
+        level-pair blocks by key, counts and sums added, extremes by min and max."""
+        add = lambda a, b: [x + y for x, y in zip(a, b)]
+        Rw = None if self.Rw is None else _qr_update(self.Rw, other.Rw)
+        return Sums(diag=add(self.diag, other.diag), cross=add(self.cross, other.cross),
+                    pairs=[a.merged(b) for a, b in zip(self.pairs, other.pairs)],
+                    gram=self.gram + other.gram, R=_qr_update(self.R, other.R), Rw=Rw,
+                    level_n=add(self.level_n, other.level_n),
+                    level_y=add(self.level_y, other.level_y),
+                    col_sumsq=add(self.col_sumsq, other.col_sumsq),
+                    col_nonzero=add(self.col_nonzero, other.col_nonzero),
+                    n_pos=self.n_pos + other.n_pos, sum_log_w=self.sum_log_w + other.sum_log_w,
+                    sum_w_pos=self.sum_w_pos + other.sum_w_pos,
+                    y_sum=self.y_sum + other.y_sum, y_sumsq=self.y_sumsq + other.y_sumsq,
+                    y_min=min(self.y_min, other.y_min), y_max=max(self.y_max, other.y_max),
+                    r_max=max(self.r_max, other.r_max))
+
+
+@dataclass
+class PartialSums:
+    """The sums of some rows and the model-matrix columns they were laid out by (None for
+    rows that were all incomplete): what a partition ships back, n-free and picklable."""
+
+    xnames: tuple[str, ...] | None = None
+    cnames: list | None = None
+    sums: Sums | None = None
+    rows: int = 0  # complete rows added
+
+
+def merge_partials(a: PartialSums, b: PartialSums) -> PartialSums:
+    """The partial sums of the rows of ``a`` and of ``b``."""
+    if a.sums is None or b.sums is None:
+        out = b if a.sums is None else a
+        return replace(out, rows=a.rows + b.rows)
+    if a.xnames != b.xnames or a.cnames != b.cnames:
+        raise DataError("two partitions of the data gave different model-matrix columns "
+                        f"({list(a.xnames)} and {list(b.xnames)}); give every partition "
+                        "the same column types (e.g. one set of categories)")
+    return PartialSums(a.xnames, a.cnames, a.sums.merged(b.sums), a.rows + b.rows)
+
+
+def tree_merge(items: list, merge):
+    """Pairwise (balanced) reduction of ``items`` in their order."""
+    items = list(items)
+    if not items:
+        raise DataError("the data have no partitions")
+    while len(items) > 1:
+        items = [merge(items[i], items[i + 1]) if i + 1 < len(items) else items[i]
+                 for i in range(0, len(items), 2)]
+    return items[0]
 
 
 @dataclass
@@ -280,11 +408,35 @@ class Accumulator:
         self.categories = {c: scan.levels[c].categories(keep_unused=True) for c in plan.factors}
         self.cat_index = {c: pd.Index(v) for c, v in self.categories.items()}
         self.n = scan.n_complete
+        self.centre = scan.centre
         self.layout: Layout | None = None
         self.sums: Sums | None = None
+        self.rows = 0
+
+    def fresh(self) -> Accumulator:
+        """A copy that has seen no rows (sharing the levels): one per partition."""
+        acc = copy.copy(self)
+        acc.layout, acc.sums, acc.rows = None, None, 0
+        return acc
+
+    def partial(self) -> PartialSums:
+        """The sums so far, compacted, to ship and merge."""
+        if self.sums is None:
+            return PartialSums(rows=self.rows)
+        for runs in self.sums.pairs:
+            runs.compact()
+        return PartialSums(self.layout.xnames, list(self.layout.cnames), self.sums, self.rows)
+
+    def absorb(self, part: PartialSums) -> None:
+        """Take merged partial sums as this accumulator's own (the fit reads them)."""
+        if part.sums is None:
+            raise DataError("no partition held a complete row; nothing is left to fit")
+        self.set_layout(part.xnames, part.cnames)
+        self.sums, self.rows = part.sums, part.rows
 
     # -- one batch ---------------------------------------------------------------------
-    def add(self, start: int, batch) -> None:
+    def add(self, start: int, batch, labels=None) -> None:
+        """One batch; its rows are numbered from ``start`` (or labelled by ``labels``)."""
         import pyarrow as pa
 
         complete = complete_rows(batch, list(self.plan.columns))
@@ -292,7 +444,9 @@ class Accumulator:
             return
         if not complete.all():
             batch = batch.filter(pa.array(complete))
-        rows = pd.Index(np.flatnonzero(complete) + start)
+        rows = pd.Index(np.flatnonzero(complete) + start if labels is None
+                        else labels[complete])
+        self.rows += len(rows)
         df = self._frame(batch, rows)
         bf = self._model_frame(df, batch)
         if self.layout is None:
@@ -322,7 +476,7 @@ class Accumulator:
                 cols[name] = column_values(col)
         return pd.DataFrame(cols, index=rows, copy=False)
 
-    def _model_frame(self, df: pd.DataFrame, batch) -> "BatchFrame":
+    def _model_frame(self, df: pd.DataFrame, batch) -> BatchFrame:
         """The batch's model frame: each term's columns and codes in formula order."""
         parsed, formula = self.parsed, self.formula
         y, _ = numeric_response(parsed.response, df, partial(numeric_column, formula=formula))
@@ -367,17 +521,19 @@ class Accumulator:
         return w
 
     # -- the first non-empty batch fixes the layout --------------------------------------
-    def _start(self, df, bf: "BatchFrame") -> None:
+    def _start(self, df, bf: BatchFrame) -> None:
         check_stateless([self.parsed.fixed, *(t.lhs for t in self.parsed.random)], df)
-        xnames, cnames = bf.xnames, bf.cnames
+        self.set_layout(bf.xnames, bf.cnames)
+
+    def set_layout(self, xnames, cnames) -> None:
+        """The terms in lme4's order, the centre and zero sums for these columns."""
         labels = [ReTerm(t.group_name, c, tl.labels, np.empty(0, dtype=np.int64),
                          np.empty((0, len(c))))
                   for t, c, tl in zip(self.parsed.random, cnames, self.term_levels)]
         ordered = order_terms(labels)
         order = [labels.index(t) for t in ordered]
         check_identifiable(ordered, self.n)
-        r = bf.y if bf.offset is None else bf.y - bf.offset
-        centre = float(np.mean(r)) if xnames and xnames[0] == "(Intercept)" else 0.0
+        centre = self.centre if xnames and xnames[0] == "(Intercept)" else 0.0
         self.layout = Layout(tuple(xnames), list(cnames), order, centre)
         self.terms = tuple(ordered)
         m = len(xnames) + 1
@@ -394,7 +550,7 @@ class Accumulator:
             col_sumsq=[np.zeros(t.k) for t in ordered],
             col_nonzero=[np.zeros(t.k, dtype=np.int64) for t in ordered])
 
-    def _accumulate(self, nb: int, bf: "BatchFrame") -> None:
+    def _accumulate(self, nb: int, bf: BatchFrame) -> None:
         s, order = self.sums, self.layout.order
         y, XB, w = bf.y, bf.XB, bf.w
         r = y if bf.offset is None else y - bf.offset
@@ -522,33 +678,16 @@ def _square(R: np.ndarray, m: int) -> np.ndarray:
 
 # -- start and units from sums --------------------------------------------------------------
 def moment_theta_sums(terms, s: Sums, n: int) -> np.ndarray | None:
-    """start.moment_theta from the per-level counts and sums of y (n-free)."""
-    scalar = all(t.cnames == ("(Intercept)",) for t in terms)
-    distinct = len({t.group_name for t in terms}) == len(terms)
-    if not terms or not scalar or not distinct or n < 2:
+    """start.moment_theta from the per-level counts and sums of y - c (n-free)."""
+    if not applies(terms, n):
         return None
-    mean = s.y_sum / n  # of y - c: every difference below is shift-invariant
-    var_y = (s.y_sumsq - n * mean * mean) / (n - 1)
-    v = np.empty(len(terms))
-    for i in range(len(terms)):
-        counts = s.level_n[i]
-        means = s.level_y[i] / np.maximum(counts, 1)
-        v[i] = float((counts * (means - mean) ** 2).sum()) / (n - 1)
-    v_e = var_y - float(v.sum())
-    if not v_e > 0.0:
-        return None
-    return np.sqrt(v / v_e)
+    return moment_theta_from_sums(s.level_n, s.level_y, s.y_sum, s.y_sumsq, n)
 
 
 def theta_units_sums(terms, theta_map, s: Sums, weighted: bool) -> np.ndarray:
     """scaling.theta_units from per-column sums of squares and non-zero counts."""
     w_size = float(np.sqrt(s.sum_w_pos / s.n_pos)) if weighted and s.n_pos else 1.0
-    units = []
-    for t, rows in enumerate(theta_map.rows):
-        rms = np.sqrt(s.col_sumsq[t] / np.maximum(s.col_nonzero[t], 1))
-        per_column = np.array([1.0 / power_of_ten(v * w_size) for v in rms])
-        units.append(per_column[rows])
-    return np.concatenate(units) if units else np.zeros(0)
+    return theta_units_from_sums(s.col_sumsq, s.col_nonzero, theta_map, w_size)
 
 
 # -- a result without rows ---------------------------------------------------------------------
@@ -599,36 +738,119 @@ class StreamedFitContext(FitContext):
 
 
 # -- the fit ---------------------------------------------------------------------------------
-def lmer_parquet(formula: str, data, parsed, *, reml: bool, weights, offset, sigma,
-                 na_action: str, start, check_convergence: bool, options: dict,
-                 factor_mode: str, batch_rows: int = BATCH_ROWS, stacklevel: int = 3) -> LmerResult:
-    """``lmer`` on a Parquet source, in two passes of bounded memory (module docstring).
+@dataclass(frozen=True)
+class StreamSpec:
+    """What both passes read and how: fixed before any row is read, picklable (it goes to
+    every partition of a Dask or Spark fit)."""
 
-    ``stacklevel`` is the user's call site as seen from here, for the warnings.
-    """
-    from .models import start_theta
+    parsed: object
+    formula: str
+    plan: StreamPlan
+    factors: tuple[str, ...]  # columns whose levels the first pass collects
+    interactions: tuple[tuple[str, ...], ...]  # grouping interactions a:b
+    response: ResponseShift
+    weights: str | None
+    offset: str | None
+    batch_rows: int = BATCH_ROWS
 
+    @property
+    def columns(self) -> list[str]:
+        return list(self.plan.columns)
+
+    def scan_partition(self, data) -> LevelScan:
+        """The first pass over one partition (pandas DataFrame or pyarrow Table)."""
+        return scan_partition(data, self.columns, list(self.factors), list(self.interactions),
+                              self.batch_rows, response=self.response)
+
+    def accumulator(self, scan: LevelScan) -> Accumulator:
+        return Accumulator(self.parsed, self.formula, self.plan, scan, weights=self.weights,
+                           offset=self.offset)
+
+
+def stream_spec(formula: str, parsed, schema, *, weights, offset, na_action: str,
+                batch_rows: int = BATCH_ROWS) -> StreamSpec:
+    """The StreamSpec of a model on data of this Arrow schema (arguments checked)."""
     if na_action not in ("omit", "raise"):
         raise ModelSpecError(f"na_action must be 'omit' or 'raise', not {na_action!r}")
-    if not isinstance(batch_rows, (int, np.integer)) or batch_rows < 1:
+    if not isinstance(batch_rows, (int, np.integer)) or isinstance(batch_rows, bool) \
+            or batch_rows < 1:
         raise TypeError(f"batch_rows must be a positive integer, not {batch_rows!r}")
+    plan = stream_plan(parsed, formula, schema, weights, offset)
+    return StreamSpec(parsed, formula, plan, tuple(sorted(set(plan.groups) | set(plan.factors))),
+                      tuple(t.group for t in parsed.random if len(t.group) > 1),
+                      ResponseShift.of(parsed, formula, plan, offset), weights, offset,
+                      int(batch_rows))
+
+
+def accumulate_partition(acc: Accumulator, data, batch_rows: int = BATCH_ROWS) -> PartialSums:
+    """The second pass over one partition (pandas DataFrame or pyarrow Table) with a fresh
+    copy of ``acc`` (built from the merged first pass): its PartialSums."""
+    part = acc.fresh()
+    for start, batch, labels in frame_batches(data, list(acc.plan.columns), batch_rows):
+        part.add(start, batch, labels)
+    return part.partial()
+
+
+def lmer_parquet(formula: str, data, parsed, *, reml: bool, weights, offset, sigma,
+                 na_action: str, start, check_convergence: bool, options: dict,
+                 factor_mode: str, batch_rows: int = BATCH_ROWS, stacklevel: int = 3,
+                 progress: bool | None = None) -> LmerResult:
+    """``lmer`` on a Parquet source, in two passes of bounded memory (module docstring).
+
+    ``stacklevel`` is the user's call site as seen from here, for the warnings;
+    ``progress``: a tqdm bar per pass (None: when stderr is a terminal).
+    """
     source = open_source(data)
-    plan = stream_plan(parsed, formula, source.schema(), weights, offset)
-    source.check_schemas(plan.columns)
-    scan = scan_levels(source, list(plan.columns), sorted(set(plan.groups) | set(plan.factors)),
-                       [t.group for t in parsed.random if len(t.group) > 1], batch_rows)
-    check_missing(scan, plan, na_action, stacklevel + 1)
-    acc = Accumulator(parsed, formula, plan, scan, weights=weights, offset=offset)
-    for start_row, batch in source.batches(list(plan.columns), batch_rows):
-        acc.add(start_row, batch)
+    spec = stream_spec(formula, parsed, source.schema(), weights=weights, offset=offset,
+                       na_action=na_action, batch_rows=batch_rows)
+    source.check_schemas(spec.columns)
+    total = source.num_rows
+    log.info("streaming %d rows from %d Parquet file(s) of %s in batches of %d: columns %s",
+             total, len(source.files), source.name, batch_rows, spec.columns)
+    t0 = time.perf_counter()
+    scan = scan_levels(source, spec.columns, list(spec.factors), list(spec.interactions),
+                       batch_rows, response=spec.response, progress=progress)
+    log_scan(scan, time.perf_counter() - t0)
+    check_missing(scan, spec.plan, na_action, stacklevel + 1)
+    acc = spec.accumulator(scan)
+    t0 = time.perf_counter()
+    bar = progress_bar(progress, total=total, desc="cross-products pass", unit="row")
+    try:
+        for start_row, batch in source.batches(spec.columns, batch_rows):
+            acc.add(start_row, batch)
+            bar.update(batch.num_rows)
+    finally:
+        bar.close()
+    log.info("cross-products pass: %d rows in %.2f s", acc.rows, time.perf_counter() - t0)
+    if acc.sums is None:
+        raise DataError("every row has a missing value in a used column; nothing is left to fit")
+    return fit_sums(spec, scan, acc, source_name=source.name,
+                    data_name=data if isinstance(data, str) else None, reml=reml,
+                    sigma=sigma, start=start, check_convergence=check_convergence,
+                    options=options, factor_mode=factor_mode, stacklevel=stacklevel + 1)
+
+
+def log_scan(scan: LevelScan, seconds: float) -> None:
+    """The first pass's findings, for pipeline logs."""
+    log.info("levels pass: %d rows (%d complete) in %.2f s; levels %s", scan.n_rows,
+             scan.n_complete, seconds, scan.n_levels())
+
+
+def fit_sums(spec: StreamSpec, scan: LevelScan, acc: Accumulator, *, source_name: str,
+             data_name, reml: bool, sigma, start, check_convergence: bool, options: dict,
+             factor_mode: str, stacklevel: int) -> LmerResult:
+    """The fit from an accumulator holding the sums of every row (n-free from here on)."""
+    from .models import start_theta
+
+    t0 = time.perf_counter()
     s = acc.sums
-    check_response_varies(np.array([s.y_min, s.y_max]), parsed.response)
+    check_response_varies(np.array([s.y_min, s.y_max]), spec.parsed.response)
     if s.n_pos == 0:
         raise DataError("every prior weight is 0: no row carries information; check the "
                         "weights column")
     cp, xnames, dropped = crossproducts(acc, stacklevel + 1)
     obj = LmmObjective(cp, reml=bool(reml), factor_mode=factor_mode, sigma=sigma)
-    units = theta_units_sums(acc.terms, obj.theta_map, s, weights is not None)
+    units = theta_units_sums(acc.terms, obj.theta_map, s, spec.weights is not None)
     theta0 = None
     if obj.fixed_sigma is not None:
         units = units * fixed_sigma_unit(cp, obj.fixed_sigma)
@@ -640,12 +862,25 @@ def lmer_parquet(formula: str, data, parsed, *, reml: bool, weights, offset, sig
                          units=units, **options)
     obj.update(opt.theta)
     obj.check_residual_left()
-    return streamed_result(formula, parsed, obj, opt, acc, scan, source, xnames, dropped,
-                           data_name=data if isinstance(data, str) else None,
-                           weights=weights, offset=offset,
+    log.info("fit: q = %d random effects, p = %d fixed effects, %d evaluations in %.2f s",
+             sum(t.q for t in acc.terms), len(xnames), opt.n_total_evals,
+             time.perf_counter() - t0)
+    return streamed_result(spec.formula, spec.parsed, obj, opt, acc, scan, source_name,
+                           xnames, dropped, data_name=data_name, weights=spec.weights,
+                           offset=spec.offset,
                            options=dict(factor_mode=factor_mode,
                                         check_convergence=check_convergence,
                                         optimizer_options=options))
+
+
+def fit_partials(spec: StreamSpec, scan: LevelScan, acc: Accumulator, merged: PartialSums, *,
+                 source_name: str, reml: bool, sigma, start, check_convergence: bool,
+                 options: dict, factor_mode: str, stacklevel: int) -> LmerResult:
+    """The fit from the merged partial sums of every partition (Dask, Spark)."""
+    acc.absorb(merged)
+    return fit_sums(spec, scan, acc, source_name=source_name, data_name=None, reml=reml,
+                    sigma=sigma, start=start, check_convergence=check_convergence,
+                    options=options, factor_mode=factor_mode, stacklevel=stacklevel + 1)
 
 
 def check_missing(scan, plan: StreamPlan, na_action: str, stacklevel: int) -> None:
@@ -664,7 +899,7 @@ def check_missing(scan, plan: StreamPlan, na_action: str, stacklevel: int) -> No
                   DroppedRowsWarning, stacklevel=stacklevel)
 
 
-def streamed_result(formula, parsed, obj, opt, acc, scan, source: ParquetSource, xnames,
+def streamed_result(formula, parsed, obj, opt, acc, scan, source_name: str, xnames,
                     dropped, *, data_name, weights, offset, options) -> LmerResult:
     """The LmerResult of a streamed fit: built by results.build_lmer_result on a frame
     without rows, then given its true nobs, no per-row values and a StreamedFitContext."""
@@ -677,7 +912,7 @@ def streamed_result(formula, parsed, obj, opt, acc, scan, source: ParquetSource,
                                weights_name=weights, offset_name=offset, parsed=parsed,
                                options=options)
     rowless = RowlessFrame(tuple(xnames), acc.terms, scan.n_complete,
-                           scan.n_rows - scan.n_complete, source.name, tuple(dropped),
+                           scan.n_rows - scan.n_complete, source_name, tuple(dropped),
                            offset_column=offset)
     ctx = result.model
     context = StreamedFitContext(ctx.formula, ctx.parsed, rowless, ctx.options, ctx.params,

@@ -212,3 +212,26 @@ def test_a_failed_fit_exits_with_1(tmp_path, capsys):
     code = main(["fit", "y ~ 1 + (1 | g)", str(path)])
     assert code == 1
     assert "the fit failed" in capsys.readouterr().err
+
+
+def test_a_ddf_the_fit_cannot_take_is_refused_before_reading_the_data(capsys):
+    # the data file does not exist: a refusal that reads it would say so instead
+    missing = "no/such/file.csv"
+    assert main(["fit", FORMULA, missing, "--ml", "--ddf", "kenward-roger"]) == 2
+    assert "needs a REML fit" in capsys.readouterr().err
+    assert main(["fit", "y ~ x + (1 | g)", missing, "--family", "binomial",
+                 "--ddf", "satterthwaite"]) == 2
+    assert "ddf='normal'" in capsys.readouterr().err
+
+
+def test_log_level_info_logs_the_passes_and_leaves_no_handler(tmp_path, capsys):
+    import logging
+
+    folder = _sleep_parquet_parts(tmp_path)
+    logger = logging.getLogger("glmm_sparse")
+    before = list(logger.handlers)
+    assert main(["fit", FORMULA, str(folder), "--quiet", "--streaming", "yes",
+                 "--log-level", "INFO"]) == 0
+    err = capsys.readouterr().err
+    assert "glmm_sparse" in err and "INFO" in err and "rows" in err
+    assert logger.handlers == before

@@ -23,9 +23,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from refdata import load_data
 
 import glmm_sparse as gs
-from refdata import load_data
 
 BATCH = 128
 
@@ -255,3 +255,57 @@ def test_methods_that_need_the_rows_say_so(tmp_path):
         m.refit(load_data("sleepstudy")["Reaction"])
     with pytest.raises(gs.DataError, match="streaming=False"):
         gs.plots.residual_plot(m)
+
+
+def test_logging_and_progress(data, folder, caplog, capfd, monkeypatch):
+    """The passes are logged on the "glmm_sparse" logger; no progress bar is drawn when
+    stderr is not a terminal (as under pytest), one per pass when it is."""
+    import logging
+    import sys
+
+    with caplog.at_level(logging.INFO, logger="glmm_sparse"):
+        gs.lmer("y ~ x + (1 | g) + (1 | h)", str(folder), streaming=True, batch_rows=BATCH)
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("glmm_sparse")]
+    assert any("streaming 3000 rows from 3 Parquet file(s)" in m for m in messages)
+    assert any(m.startswith("levels pass: 3000 rows (3000 complete)") and "'h': 15" in m
+               for m in messages)
+    assert any(m.startswith("cross-products pass: 3000 rows") for m in messages)
+    assert any(m.startswith("fit: q = 55 random effects, p = 2 fixed effects") for m in messages)
+    out, err = capfd.readouterr()
+    assert out == "" and "%|" not in err and "\r" not in err  # no tqdm bar
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    gs.lmer("y ~ x + (1 | g)", str(folder), streaming=True, batch_rows=BATCH)
+    err = capfd.readouterr().err
+    assert "levels pass" in err and "cross-products pass" in err and "%|" in err
+
+
+def test_partitions_merged_equal_one_pass(data):
+    """Partial sums of row partitions, merged (in any grouping), equal the sums of one
+    pass over all rows: same fit to 1e-10 (at the same theta: summation order only)."""
+    from glmm_sparse import streaming
+    from glmm_sparse.formula import parse_formula
+
+    formula = "y ~ x + f + (x | g) + (1 | h)"
+    spec = streaming.stream_spec(formula, parse_formula(formula),
+                                 pa.Schema.from_pandas(data, preserve_index=False),
+                                 weights="w", offset="o", na_action="omit", batch_rows=BATCH)
+    pieces = np.array_split(np.arange(len(data)), 7)
+    scans = [spec.scan_partition(data.iloc[p]) for p in pieces]
+    scan = streaming.tree_merge(scans, lambda a, b: a.merge(b))
+    assert scan.n_complete == len(data) and scan.centre == pytest.approx(
+        float((data["y"] - data["o"]).mean()), rel=1e-14)
+    acc = spec.accumulator(scan)
+    parts = [streaming.accumulate_partition(acc, pa.Table.from_pandas(data.iloc[p]), BATCH)
+             for p in pieces]
+    left = parts[0]
+    for part in parts[1:]:  # a left fold and a tree give the same sums to rounding
+        left = streaming.merge_partials(left, part)
+    tree = streaming.tree_merge(parts, streaming.merge_partials)
+    for merged in (left, tree):
+        assert merged.rows == len(data)
+        np.testing.assert_allclose(merged.sums.gram, tree.sums.gram, rtol=1e-12)
+    m1 = streaming.fit_partials(spec, scan, spec.accumulator(scan), tree,
+                                source_name="partitions", reml=True, sigma=None, start=None,
+                                check_convergence=True, options={}, factor_mode="measure",
+                                stacklevel=2)
+    assert_same(gs.lmer(formula, data, weights="w", offset="o"), m1)
