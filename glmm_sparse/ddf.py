@@ -20,13 +20,17 @@ Kenward-Roger lives in kenward_roger.py, lmerTest's type III contrasts in type3 
 """
 from __future__ import annotations
 
+import itertools
 import math
+import re
+import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import scipy.stats
 
-from .errors import ModelSpecError
+from .errors import GlmmSparseWarning, ModelSpecError
 
 DDF_CHOICES = ("satterthwaite", "kenward-roger", "normal", "none")
 _ALIASES = {"satterthwaite": "satterthwaite", "kenward-roger": "kenward-roger",
@@ -35,8 +39,14 @@ _ALIASES = {"satterthwaite": "satterthwaite", "kenward-roger": "kenward-roger",
             "none": "none", "lme4": "none"}
 FD_STEP = 1e-3  # relative central-difference step on theta (halved once for Richardson)
 FD_FLOOR = 1e-2  # theta entries below this (in size) get the step FD_STEP * FD_FLOOR
-HESSIAN_TOL = 1e-8  # lmerTest's tolerance on the eigenvalues of H (a pseudo-inverse below)
+HESSIAN_TOL = 1e-8  # lmerTest's tolerance on the eigenvalues of H (a pseudo-inverse below),
+# applied to H over (theta, sigma / sigma_hat), which does not depend on the response's units
 EIGEN_EPS = math.sqrt(np.finfo(float).eps)  # lmerTest's rank tolerance of L C L'
+ANOVA_COLUMNS = {  # the columns of anova() per method (also those of an empty table)
+    "satterthwaite": ["Sum Sq", "Mean Sq", "NumDF", "DenDF", "F value", "Pr(>F)"],
+    "kenward-roger": ["Sum Sq", "Mean Sq", "NumDF", "DenDF", "F value", "Pr(>F)"],
+    "none": ["Sum Sq", "Mean Sq", "NumDF", "F value"],
+    "normal": ["Chisq", "Df", "Pr(>Chisq)"]}
 CACHE_ATTR = "_ddf_cache"  # a private attribute of the (frozen) result; see _cache
 
 
@@ -154,12 +164,15 @@ def varpar_derivatives(result) -> VarparDerivatives:
     J = [s2 * grad[i, 2:].reshape(p, p) for i in range(k)]
     names = list(result.theta_names)
     if not fixed_sigma:
+        # the sigma coordinate is sigma / sigma_hat (derivatives over it are s times those
+        # over sigma): H's eigenvalues, and so which of them HESSIAN_TOL drops, do not
+        # depend on the units of the response; nu does not depend on the parametrization
         Hs = np.zeros((k + 1, k + 1))
         Hs[:k, :k] = H
-        Hs[:k, k] = Hs[k, :k] = -2.0 * g_pw / s**3
-        Hs[k, k] = 6.0 * pw / s**4 - 2.0 * c / s2
+        Hs[:k, k] = Hs[k, :k] = -2.0 * g_pw / s2
+        Hs[k, k] = 6.0 * pw / s2 - 2.0 * c
         H = Hs
-        J.append(2.0 * s * Vu)
+        J.append(2.0 * s2 * Vu)
         names.append("sigma")
     out = VarparDerivatives(2.0 * _pseudo_inverse(H), np.array(J), s2 * Vu, names)
     cache["varpar"] = out
@@ -167,26 +180,36 @@ def varpar_derivatives(result) -> VarparDerivatives:
 
 
 def _pseudo_inverse(H: np.ndarray) -> np.ndarray:
-    """H^-1 over the eigenvalues above HESSIAN_TOL (lmerTest's Moore-Penrose inverse)."""
+    """H^-1 over the eigenvalues above HESSIAN_TOL (lmerTest's Moore-Penrose inverse); as
+    lmerTest, a warning names the negative eigenvalues and those close to zero."""
     if not np.all(np.isfinite(H)):  # e.g. a result whose sigma was replaced by NaN
         return np.full_like(H, np.nan)
     H = 0.5 * (H + H.T)
     values, vectors = np.linalg.eigh(H)
     pos = values > HESSIAN_TOL
+    for kind, bad in (("negative", values < -HESSIAN_TOL),
+                      ("close to zero", np.abs(values) <= HESSIAN_TOL)):
+        if bad.any():
+            listed = " ".join(f"{v:.1e}" for v in values[bad])
+            warnings.warn(f"the Hessian of the deviance over the variance parameters (theta, "
+                          f"sigma / sigma_hat) has {int(bad.sum())} {kind} eigenvalue(s): "
+                          f"{listed}; the fit may not have converged, and the Satterthwaite "
+                          "df leave those directions out (as lmerTest)", GlmmSparseWarning,
+                          stacklevel=4)
     return (vectors[:, pos] / values[pos]) @ vectors[:, pos].T
 
 
-def satterthwaite_fdf(der: VarparDerivatives, L: np.ndarray):
-    """(eigenvalues d, rotated contrasts P'L, per-direction df nu_m, F's df) of lmerTest's
-    multi-dimensional Satterthwaite test; rows of L beyond its rank are dropped."""
-    VL = L @ der.vcov @ L.T
-    d, P = np.linalg.eigh(VL)
+def rank_reduced(L: np.ndarray, V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(d, P'L): the eigenvalues of L V L' above sqrt(eps) times the largest, in decreasing
+    order, and the rotated rows of L for them -- a full-rank basis of L's hypothesis with
+    uncorrelated rows (lmerTest's reduction). A contrast of rank 0 is a ModelSpecError."""
+    d, P = np.linalg.eigh(L @ V @ L.T)
     order = np.argsort(d)[::-1]
     d, P = d[order], P[:, order]
-    q = int(np.sum(d > max(EIGEN_EPS * d[0], 0.0)))
-    PtL = (P.T @ L)[:q]
-    nu = np.array([der.df(row) for row in PtL])
-    return d[:q], PtL, nu, fstat_ddf(nu)
+    q = int(np.sum(d > max(EIGEN_EPS * d[0], 0.0))) if d.size else 0
+    if q == 0:
+        raise ModelSpecError("the contrast matrix has rank 0: it tests nothing")
+    return d[:q], (P.T @ L)[:q]
 
 
 def fstat_ddf(nu: np.ndarray, tol: float = 1e-8) -> float:
@@ -203,22 +226,28 @@ def fstat_ddf(nu: np.ndarray, tol: float = 1e-8) -> float:
 
 # ---- lmerTest's type III contrasts ------------------------------------------------------------
 #
-# lmerTest (get_contrasts_type3 / extract_contrasts_type3): with X in treatment coding and
-# rdX the over-parameterized design (every level of every factor in every term), the basic
-# contrasts are L = (X^+ rdX)'; then, higher-order terms first, the columns of a term
-# contained in others (a subset of their variables, with the same numeric variables) are
-# made orthogonal, over rdX's columns, to the columns of the terms containing it; the
-# contrast of a term is its columns restricted to the rows of X's own columns. X^+ rdX is
-# an identity of the coding (it does not depend on the data), so it is computed here on
-# synthetic rows: every combination of factor levels, numeric parts drawn at random.
+# lmerTest (get_contrasts_type3 / extract_contrasts_type3): with X_t the design in treatment
+# coding and rdX the over-parameterized design (every level of every factor in every term),
+# the basic contrasts are L = (X_t^+ rdX)'; then, higher-order terms first, the columns of a
+# term contained in others are made orthogonal, over rdX's columns, to the columns of the
+# terms containing it; the contrast of a term is its columns restricted to the rows of X_t's
+# own columns. The fit's own coding (sum, Helmert, polynomial, another reference level) is
+# reached through the map X_t^+ X. These maps are identities of the codings, not of the
+# data, so they are computed on synthetic rows: every combination of factor levels, numeric
+# values drawn at random. The terms, levels and codings come from formulaic's model spec
+# (frame.fixed_spec); a fit that keeps only X's names (streamed) is read from R's column
+# names with treatment coding.
 
 MAX_CELLS = 20_000  # factor-level combinations the synthetic rows may hold
 _UNSEEN_REF = "\x00reference"  # a treatment-coded factor's reference level (no column)
+_C_CALL = re.compile(r"^C\(\s*([A-Za-z_][\w.]*)\s*[,)]")
+_SUPPORTED = ("type III tables cover factors (a column or C(column, ...), any contrasts), "
+              "numeric columns and transforms of them, and their interactions")
 
 
 class FixedTerm:
-    """A fixed-effect term: its label, variables (expressions), columns of X and, per
-    variable, whether it is a factor."""
+    """A fixed-effect term: its label, variables (factor expressions) and, once the
+    treatment-coded design is made, its columns there."""
 
     def __init__(self, label: str, variables: tuple[str, ...]):
         self.label = label
@@ -226,9 +255,120 @@ class FixedTerm:
         self.columns: list[int] = []
 
 
-def fixed_terms(fixed: str, xnames: list[str]) -> list[FixedTerm]:
-    """The terms of the fixed formula (formulaic's order, R's labels) and the columns of X
-    each one owns, matched by R's column names ("recipeB:temp" is recipe x temp)."""
+@dataclass
+class FixedLayout:
+    """The fixed part as type III needs it: the terms, each factor's levels (the treatment
+    reference first), each numeric variable's number of columns, and how the synthetic rows
+    give the numeric values and the fit's own X (``numeric`` and ``original``)."""
+
+    terms: list[FixedTerm]
+    levels: dict[str, list]
+    numerics: dict[str, int]
+    intercept: bool
+    grid_of: dict[str, str]  # factor -> the key of its level codes in the synthetic rows
+    numeric: object  # rows -> {numeric variable: (n, parts) values}
+    original: object  # rows, numeric values -> the fit's X (its kept columns)
+
+    def synthetic_rows(self, seed: int = 20240601) -> dict:
+        """Every combination of the factors' levels, repeated ``reps`` times."""
+        keys = list(dict.fromkeys(self.grid_of.values()))
+        sizes = [len(self.levels[next(v for v, k in self.grid_of.items() if k == key)])
+                 for key in keys]
+        cells = int(np.prod(sizes)) if sizes else 1
+        if cells > MAX_CELLS:
+            raise ModelSpecError(f"the factors of the fixed part have {cells} level "
+                                 f"combinations (limit {MAX_CELLS}) for type III contrasts; "
+                                 "test terms with contrast_test(L)")
+        reps = 2 + sum(self.numerics.values())
+        grid = np.indices(sizes).reshape(len(sizes), -1) if sizes else np.zeros((0, 1), int)
+        return {"n": cells * reps, "rng": np.random.default_rng(seed),
+                "codes": {key: np.tile(grid[i], reps) for i, key in enumerate(keys)}}
+
+
+def fixed_layout(result) -> FixedLayout:
+    """The FixedLayout of a fit: from formulaic's model spec when the frame keeps one, else
+    from the fixed formula and R's column names (a streamed fit, the plain-columns path)."""
+    ctx = result.model
+    xnames = list(result.fixef.index)
+    spec = getattr(ctx.frame, "fixed_spec", None) if ctx is not None else None
+    if spec is not None and spec.model_spec is not None:
+        return _spec_layout(spec, xnames)
+    fixed = ctx.parsed.fixed if ctx is not None and ctx.parsed is not None else None
+    if fixed is None:
+        raise ModelSpecError("this result does not keep its formula; use contrast_test(L)")
+    return _name_layout(fixed, xnames)
+
+
+# -- from formulaic's model spec
+
+def _spec_layout(spec, xnames: list[str]) -> FixedLayout:
+    """Terms and factors from the spec's structure, levels and kinds from its encoder state;
+    the fit's X is the spec's own model matrix of synthetic data columns."""
+    from .design import expression_variables, r_column_name
+
+    ms = spec.model_spec
+    terms, levels, data_column, numerics = [], {}, {}, []
+    intercept = False
+    for st in ms.structure:
+        variables = tuple(f.expr for f in st.term.factors if f.expr != "1")
+        if not variables:
+            intercept = True
+            continue
+        terms.append(FixedTerm(":".join(variables), variables))
+        for var in variables:
+            kind, state = ms.encoder_state.get(var, (None, {}))
+            if getattr(kind, "value", kind) != "categorical":
+                numerics.append(var)
+                continue
+            match = _C_CALL.match(var)
+            column = var if var.isidentifier() else (match.group(1) if match else None)
+            if column is None:
+                raise ModelSpecError(f"cannot tell which data column the factor {var!r} "
+                                     f"reads; {_SUPPORTED}: test it with contrast_test(L)")
+            levels[var], data_column[var] = list(state["categories"]), column
+    numerics = list(dict.fromkeys(numerics))
+    factor_columns = set(data_column.values())
+    raw = [c for c in spec.variables if c not in factor_columns]
+    for var in numerics:
+        mixed = sorted(set(expression_variables(var)) & factor_columns)
+        if mixed:
+            raise ModelSpecError(f"column(s) {mixed} enter the fixed part both as factors and "
+                                 f"as numbers ({var!r}): type III contrasts cannot be built; "
+                                 "test terms with contrast_test(L)")
+    names = [r_column_name(c) for c in ms.column_names]
+    kept = [names.index(x) for x in xnames]
+
+    def data(rows):
+        if "data" not in rows:
+            cols = {c: pd.Categorical.from_codes(rows["codes"][c], levels[var])
+                    for var, c in data_column.items()}
+            cols.update({c: rows["rng"].uniform(0.5, 2.0, rows["n"]) for c in raw})
+            rows["data"] = pd.DataFrame(cols, index=pd.RangeIndex(rows["n"]))
+        return rows["data"]
+
+    def numeric(rows):
+        import formulaic
+
+        out = {}
+        for var in numerics:
+            sub = formulaic.ModelSpec(formula=f"0 + {var}", transform_state=ms.transform_state)
+            out[var] = sub.get_model_matrix(data(rows), na_action="ignore").to_numpy(float)
+        return out
+
+    def original(rows, values):
+        return spec.matrix(data(rows), "fixed-effects term")[:, kept]
+
+    probe = {"n": 4, "rng": np.random.default_rng(1),
+             "codes": {c: np.zeros(4, int) for c in factor_columns}}
+    parts = {var: v.shape[1] for var, v in numeric(probe).items()}
+    return FixedLayout(terms, levels, parts, intercept, dict(data_column), numeric, original)
+
+
+# -- from R's column names
+
+def _name_layout(fixed: str, xnames: list[str]) -> FixedLayout:
+    """Terms from the fixed formula; each column of X matched exactly to one term (a
+    numeric variable's part is its name, a factor's is its name and a level)."""
     import formulaic
 
     terms = []
@@ -236,102 +376,123 @@ def fixed_terms(fixed: str, xnames: list[str]) -> list[FixedTerm]:
         variables = tuple(f.expr for f in term.factors if f.expr != "1")
         if variables:
             terms.append(FixedTerm(":".join(variables), variables))
-    for j, name in enumerate(xnames):
+    cands = {name: [(i, parts) for i, t in enumerate(terms)
+                    for parts in _name_parts(name, t.variables)]
+             for name in xnames if name != "(Intercept)"}
+    numeric = {v for c in cands.values() for i, parts in c
+               for v, part in zip(terms[i].variables, parts) if part == ""}
+    numeric |= {v for t in terms for v in t.variables if "(" in v and not _C_CALL.match(v)}
+    keys = []
+    for name in xnames:
         if name == "(Intercept)":
+            keys.append(None)
             continue
-        owner = next((t for t in terms if _column_parts(name, t.variables) is not None), None)
-        if owner is None:
+        ok = [(i, parts) for i, parts in cands[name]
+              if all((v in numeric) == (part == "" or "(" in v and not _C_CALL.match(v))
+                     for v, part in zip(terms[i].variables, parts))]
+        longest = max((sum(map(len, terms[i].variables)) for i, _ in ok), default=None)
+        ok = [c for c in ok if sum(map(len, terms[c[0]].variables)) == longest]
+        if len(ok) != 1:
             raise ModelSpecError(f"cannot tell which term of the fixed formula the column "
-                                 f"{name!r} belongs to; test it with contrast_test(L)")
-        owner.columns.append(j)
-    return [t for t in terms if t.columns]
+                                 f"{name!r} belongs to from its name (this fit keeps no "
+                                 "model spec); test it with contrast_test(L)")
+        keys.append(ok[0])
+    seen: dict[str, list] = {}
+    for key in keys:
+        if key is not None:
+            for v, part in zip(terms[key[0]].variables, key[1]):
+                seen.setdefault(v, [])
+                if part not in seen[v]:
+                    seen[v].append(part)
+    intercept = "(Intercept)" in xnames
+    full = _fully_coded(terms, set(seen) - numeric, intercept)
+    levels = {v: ([] if v in full else [_UNSEEN_REF]) + parts
+              for v, parts in seen.items() if v not in numeric}
+    parts = {v: seen[v] for v in seen if v in numeric}
+
+    def values(rows):
+        return {v: rows["rng"].normal(size=(rows["n"], len(p))) for v, p in parts.items()}
+
+    def original(rows, numeric_values):
+        cols = [np.ones(rows["n"]) if key is None else
+                _product(rows, levels, numeric_values, {v: v for v in levels},
+                         terms[key[0]].variables,
+                         [p if v in levels else parts[v].index(p)
+                          for v, p in zip(terms[key[0]].variables, key[1])])
+                for key in keys]
+        return np.column_stack(cols) if cols else np.zeros((rows["n"], 0))
+
+    used = [t for t in terms if any(k is not None and terms[k[0]] is t for k in keys)]
+    return FixedLayout(used, levels, {v: len(p) for v, p in parts.items()}, intercept,
+                       {v: v for v in levels}, values, original)
 
 
-def _column_parts(name: str, variables: tuple[str, ...]) -> list[str] | None:
-    """The level (or "" for a numeric variable) of each variable in a column name, or None
-    when the name is not a column of a term with these variables."""
-    parts = name.split(":")
-    if len(parts) != len(variables):
-        return None
-    if not all(part.startswith(var) for part, var in zip(parts, variables)):
-        return None
-    return [part[len(var):] for part, var in zip(parts, variables)]
+def _name_parts(name: str, variables: tuple[str, ...]) -> list[list[str]]:
+    """Every reading of a column name as the term ``variables``: per variable, "" (the
+    name alone, a numeric variable) or the rest (a level; it may hold ":")."""
+    var, rest = variables[0], variables[1:]
+    if not name.startswith(var):
+        return []
+    tail = name[len(var):]
+    if not rest:
+        return [[tail]]
+    out = []
+    at = tail.find(":")
+    while at >= 0:
+        out += [[tail[:at]] + more for more in _name_parts(tail[at + 1:], rest)]
+        at = tail.find(":", at + 1)
+    return out
 
 
-def _variable_kinds(terms: list[FixedTerm], xnames: list[str], X: np.ndarray):
-    """Per variable: ("factor", levels seen) or ("numeric", sub-column suffixes).
-
-    A variable is numeric when its name is a column part as it stands, or when its columns
-    (poly(x, 2)1, ...) hold values other than 0 and 1 in a term of its own."""
-    seen: dict[str, set[str]] = {}
+def _fully_coded(terms: list[FixedTerm], factors: set, intercept: bool) -> set:
+    """Factors that some term codes by all their levels (R's factor code 2, or the first
+    factor main effect of a model without intercept): their levels are all named."""
+    out = set()
+    first = next((t.variables[0] for t in terms if len(t.variables) == 1
+                  and t.variables[0] in factors), None)
+    if not intercept and first is not None:
+        out.add(first)
     for t in terms:
-        for j in t.columns:
-            for var, level in zip(t.variables, _column_parts(xnames[j], t.variables)):
-                seen.setdefault(var, set()).add(level)
-    kinds = {}
-    for var, levels in seen.items():
-        alone = [j for t in terms if t.variables == (var,) for j in t.columns]
-        numeric = "" in levels or any(
-            np.any((X[:, j] != 0.0) & (X[:, j] != 1.0)) for j in alone)
-        kinds[var] = ("numeric" if numeric else "factor", sorted(levels))
-    return kinds
+        out |= {v for v in t.variables if v in factors and _r_code(t, v, terms) == 2}
+    return out
 
 
-def _factor_levels(terms, kinds, intercept: bool) -> dict[str, list[str]]:
-    """Levels of each factor: those named by columns, plus the unnamed reference level of
-    a treatment-coded main effect (all levels are named when there is no intercept and
-    the factor is the first main effect, as R codes it)."""
-    levels = {}
-    first_main = next((t.variables[0] for t in terms if len(t.variables) == 1
-                       and kinds[t.variables[0]][0] == "factor"), None)
-    for var, (kind, seen) in kinds.items():
-        if kind != "factor":
-            continue
-        has_main = any(t.variables == (var,) for t in terms)
-        full = not intercept and var == first_main
-        levels[var] = ([_UNSEEN_REF] if has_main and not full else []) + list(seen)
-    return levels
+# -- the contrasts
+
+def _r_code(term: FixedTerm, var: str, terms: list[FixedTerm]) -> int:
+    """R's terms "factors" code of ``var`` in ``term``: 2 when the term without it is not
+    a term of the model (the variable is then coded by all its levels), else 1."""
+    rest = set(term.variables) - {var}
+    return 2 if rest and not any(set(t.variables) == rest for t in terms) else 1
 
 
-def _synthetic_rows(levels: dict, numerics: dict, seed: int = 20240601) -> dict:
-    """Columns of synthetic rows: every combination of factor levels, repeated with random
-    values of the numeric parts (enough rows for any full-rank X)."""
-    names = list(levels)
-    cells = int(np.prod([len(levels[v]) for v in names])) if names else 1
-    if cells > MAX_CELLS:
-        raise ModelSpecError(f"the factors of the fixed part have {cells} level combinations "
-                             f"(limit {MAX_CELLS}) for type III contrasts; test terms with "
-                             "contrast_test(L)")
-    reps = 2 + sum(len(parts) for parts in numerics.values())
-    grid = np.indices([len(levels[v]) for v in names]).reshape(len(names), -1) if names \
-        else np.zeros((0, 1), dtype=int)
-    rows = {v: np.tile(grid[i], reps) for i, v in enumerate(names)}
-    rng = np.random.default_rng(seed)
-    n = cells * reps
-    for var, parts in numerics.items():
-        for part in parts:
-            rows[(var, part)] = rng.normal(size=n)
-    rows["_n"] = n
-    return rows
-
-
-def _column_values(rows, levels, variables, parts) -> np.ndarray:
-    """One design column on the synthetic rows: the product of its parts."""
-    col = np.ones(rows["_n"])
+def _product(rows, levels, numeric, grid_of, variables, parts) -> np.ndarray:
+    """One design column on the synthetic rows: the product of its parts (a level of each
+    factor, a column index of each numeric variable)."""
+    col = np.ones(rows["n"])
     for var, part in zip(variables, parts):
         if var in levels:
-            col = col * (rows[var] == levels[var].index(part))
+            col = col * (rows["codes"][grid_of[var]] == levels[var].index(part))
         else:
-            col = col * rows[(var, part)]
+            col = col * numeric[var][:, part]
     return col
 
 
-def _full_columns(term: FixedTerm, levels, numerics):
-    """The over-parameterized columns of a term: all levels x all numeric parts."""
-    import itertools
-
-    choices = [levels[v] if v in levels else numerics[v] for v in term.variables]
-    return [list(combo) for combo in itertools.product(*choices)]
+def _treatment_parts(layout: FixedLayout, term: FixedTerm) -> list[tuple]:
+    """The columns of a term in R's treatment coding: per factor, all levels where R codes
+    it fully, else all but the first; per numeric variable, each of its columns."""
+    terms = layout.terms
+    first = next((t for t in terms if len(t.variables) == 1
+                  and t.variables[0] in layout.levels), None)
+    choices = []
+    for var in term.variables:
+        if var not in layout.levels:
+            choices.append(list(range(layout.numerics[var])))
+        elif _r_code(term, var, terms) == 2 or (not layout.intercept and term is first):
+            choices.append(layout.levels[var])
+        else:
+            choices.append(layout.levels[var][1:])
+    return list(itertools.product(*choices))
 
 
 def _zapsmall(x: np.ndarray, digits: int = 7) -> np.ndarray:
@@ -343,54 +504,62 @@ def _zapsmall(x: np.ndarray, digits: int = 7) -> np.ndarray:
 
 
 def type3_contrasts(result) -> dict[str, np.ndarray]:
-    """lmerTest's type III contrast matrix of each fixed-effect term (rows x p)."""
-    ctx = result.model
-    xnames = list(result.fixef.index)
-    fixed = ctx.parsed.fixed if ctx is not None and ctx.parsed is not None else None
-    if fixed is None:
-        raise ModelSpecError("this result does not keep its formula; use contrast_test(L)")
-    terms = fixed_terms(fixed, xnames)
-    intercept = "(Intercept)" in xnames
-    kinds = _variable_kinds(terms, xnames, ctx.frame.X)
-    levels = _factor_levels(terms, kinds, intercept)
-    numerics = {v: seen for v, (kind, seen) in kinds.items() if kind == "numeric"}
-    rows = _synthetic_rows(levels, numerics)
-    X = np.column_stack([np.ones(rows["_n"]) if name == "(Intercept)" else
-                         _column_values(rows, levels, t.variables,
-                                        _column_parts(name, t.variables))
-                         for name in xnames
-                         for t in [next((t for t in terms if xnames.index(name) in t.columns),
-                                        None)]]) if xnames else np.zeros((rows["_n"], 0))
-    rd_cols, rd_keys = [np.ones(rows["_n"])] if intercept else [], ["(Intercept)"] * intercept
-    for t in terms:
-        for parts in _full_columns(t, levels, numerics):
-            rd_cols.append(_column_values(rows, levels, t.variables, parts))
-            rd_keys.append(":".join(v + p for v, p in zip(t.variables, parts)))
-    if np.linalg.matrix_rank(X) < X.shape[1]:
-        raise ModelSpecError("type III contrasts could not be built for this fixed part; "
-                             "test terms with contrast_test(L)")
-    L = _zapsmall(np.linalg.lstsq(X, np.column_stack(rd_cols), rcond=None)[0].T)
-    _orthogonalize_contained(L, terms, kinds)
-    at = {key: i for i, key in reversed(list(enumerate(rd_keys)))}
-    L = L[[at[name] for name in xnames]]
+    """lmerTest's type III contrast matrix of each fixed-effect term (rows x p), in the
+    fit's own coding."""
+    if len(result.fixef) == 0:
+        return {}
+    layout = fixed_layout(result)
+    rows = layout.synthetic_rows()
+    numeric = layout.numeric(rows)
+
+    def column(t, parts):
+        return _product(rows, layout.levels, numeric, layout.grid_of, t.variables, parts)
+
+    xt_cols, xt_keys = ([np.ones(rows["n"])], [()]) if layout.intercept else ([], [])
+    rd_cols, rd_keys = list(xt_cols), list(xt_keys)
+    for i, t in enumerate(layout.terms):
+        t.columns = []
+        for parts in _treatment_parts(layout, t):
+            t.columns.append(len(xt_cols))
+            xt_cols.append(column(t, parts))
+            xt_keys.append((i, parts))
+        full = [layout.levels[v] if v in layout.levels else range(layout.numerics[v])
+                for v in t.variables]
+        for parts in itertools.product(*full):
+            rd_cols.append(column(t, parts))
+            rd_keys.append((i, parts))
+    Xt, X = np.column_stack(xt_cols), layout.original(rows, numeric)
+    to_fit = np.linalg.lstsq(Xt, X, rcond=None)[0]  # X = Xt to_fit: beta_t = to_fit beta
+    if (np.linalg.matrix_rank(Xt) < Xt.shape[1] or np.linalg.matrix_rank(X) < X.shape[1]
+            or not np.allclose(Xt @ to_fit, X, atol=1e-8 * max(1.0, np.abs(X).max()))):
+        raise ModelSpecError(f"type III contrasts could not be built for this fixed part "
+                             f"({_SUPPORTED}, in formulas whose columns R's treatment coding "
+                             "spans, and no aliased column outside treatment coding); test "
+                             "terms with contrast_test(L)")
+    L = _zapsmall(np.linalg.lstsq(Xt, np.column_stack(rd_cols), rcond=None)[0].T)
+    _orthogonalize_contained(L, layout)
+    at = {key: i for i, key in enumerate(rd_keys)}
+    L = L[[at[key] for key in xt_keys]]
+    to_fit = _zapsmall(to_fit)
     out = {}
-    for t in terms:
+    for t in layout.terms:
         Lt = L[:, t.columns].T
-        out[t.label] = Lt[np.abs(Lt).sum(axis=1) > 1e-8]
+        out[t.label] = Lt[np.abs(Lt).sum(axis=1) > 1e-8] @ to_fit
     return out
 
 
-def _orthogonalize_contained(L: np.ndarray, terms: list[FixedTerm], kinds: dict) -> None:
-    """Columns of a term contained in others made orthogonal to those terms' columns,
-    higher-order terms first (in place)."""
-    def numeric_vars(t):
-        return {v for v in t.variables if kinds[v][0] == "numeric"}
-
+def _orthogonalize_contained(L: np.ndarray, layout: FixedLayout) -> None:
+    """lmerTest's step: the columns of a term contained in others (a proper subset of their
+    variables coded 1 in R's factor table, with the same numeric ones) made orthogonal to
+    those terms' columns, higher-order terms first (in place)."""
+    terms = layout.terms
+    coded = {id(t): {v for v in t.variables if _r_code(t, v, terms) == 1} for t in terms}
+    numeric = {id(t): {v for v in coded[id(t)] if v not in layout.levels} for t in terms}
     order = sorted(range(len(terms)), key=lambda i: -len(terms[i].variables))  # stable
     for i in order:
         t = terms[i]
-        containers = [s for s in terms if s is not t and set(t.variables) < set(s.variables)
-                      and numeric_vars(t) == numeric_vars(s)]
+        containers = [s for s in terms if s is not t and coded[id(t)] < coded[id(s)]
+                      and numeric[id(t)] == numeric[id(s)]]
         if not containers:
             continue
         B = L[:, [j for s in containers for j in s.columns]]
@@ -471,15 +640,9 @@ def f_test(result, L: np.ndarray, method: str) -> dict:
 
         F_u, q, ddf, scale = kenward_roger(result).f_test(L, beta)
         return _f_row(F_u, q, ddf, sigma2, scale)
-    VL = L @ V @ L.T
-    d, P = np.linalg.eigh(VL)
-    order = np.argsort(d)[::-1]
-    d, P = d[order], P[:, order]
-    q = int(np.sum(d > max(EIGEN_EPS * d[0], 0.0)))
-    if q == 0:
-        raise ModelSpecError("the contrast matrix has rank 0: it tests nothing")
-    PtL = (P.T @ L)[:q]
-    F = float(np.sum((PtL @ beta) ** 2 / d[:q]) / q)
+    d, PtL = rank_reduced(L, V)
+    q = d.shape[0]
+    F = float(np.sum((PtL @ beta) ** 2 / d) / q)
     if method == "none":
         return {"Sum Sq": F * sigma2 * q, "Mean Sq": F * sigma2, "NumDF": q, "F value": F}
     der = varpar_derivatives(result)
@@ -496,12 +659,9 @@ def _f_row(F_u: float, q: int, ddf: float, sigma2: float, scale: float) -> dict:
 
 def _wald_chisq(L: np.ndarray, beta: np.ndarray, V: np.ndarray) -> dict:
     """Wald chi-square test of L beta = 0 (rank of L degrees of freedom)."""
-    VL = L @ V @ L.T
-    d, P = np.linalg.eigh(VL)
-    keep = d > max(EIGEN_EPS * d.max(), 0.0)
-    PtL = P[:, keep].T @ L
-    chisq = float(np.sum((PtL @ beta) ** 2 / d[keep]))
-    q = int(keep.sum())
+    d, PtL = rank_reduced(L, V)
+    chisq = float(np.sum((PtL @ beta) ** 2 / d))
+    q = d.shape[0]
     return {"Chisq": chisq, "Df": q, "Pr(>Chisq)": float(scipy.stats.chi2.sf(chisq, q))}
 
 
@@ -514,7 +674,7 @@ def anova_table(result, type: int = 3, ddf: str | None = None) -> pd.DataFrame:
     for term, L in type3_contrasts(result).items():
         rows.append(f_test(result, L, method))
         index.append(term)
-    return pd.DataFrame(rows, index=index)
+    return pd.DataFrame(rows, index=index, columns=ANOVA_COLUMNS[method])
 
 
 def contrast_table(result, L, ddf: str | None = None) -> pd.DataFrame:

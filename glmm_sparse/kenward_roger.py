@@ -28,6 +28,7 @@ import numpy as np
 import scipy.linalg
 
 from .errors import ModelSpecError
+from .objective import ThetaMap
 
 KR_MAX_Q = 3000  # random-effects columns above which dense (q+p) x (q+p) algebra is refused
 
@@ -77,21 +78,17 @@ class KenwardRoger:
         return self.df_and_scale(L)[0]
 
     def f_test(self, L: np.ndarray, beta: np.ndarray) -> tuple[float, int, float, float]:
-        """(unscaled F with Phi_A, numerator df, denominator df, F scaling) for L beta = 0."""
-        L = _full_rank_rows(np.atleast_2d(L), self.vcov)
+        """(unscaled F with Phi_A, numerator df, denominator df, F scaling) for L beta = 0.
+
+        L is first reduced to a basis of its rows (pbkrtest needs full row rank; F, the df
+        and the scaling do not depend on the basis); a contrast of rank 0 is refused."""
+        from .ddf import rank_reduced
+
+        L = rank_reduced(np.atleast_2d(L), self.vcov)[1]
         Lb = L @ beta
         F_u = float(Lb @ np.linalg.solve(L @ self.vcov_adjusted @ L.T, Lb)) / L.shape[0]
         df2, scale = self.df_and_scale(L)
         return F_u, L.shape[0], df2, scale
-
-
-def _full_rank_rows(L: np.ndarray, Phi: np.ndarray) -> np.ndarray:
-    """L itself when of full row rank, else a basis of its rows (pbkrtest needs rank q)."""
-    if np.linalg.matrix_rank(L) == L.shape[0]:
-        return L
-    d, P = np.linalg.eigh(L @ Phi @ L.T)
-    keep = d > np.sqrt(np.finfo(float).eps) * d.max()
-    return P[:, keep].T @ L
 
 
 def kenward_roger(result) -> KenwardRoger:
@@ -114,54 +111,57 @@ def _compute(result) -> KenwardRoger:
     if ctx.options.get("sigma") is not None:
         raise ModelSpecError("Kenward-Roger needs an estimated residual variance; with sigma "
                              "fixed use ddf='satterthwaite' or 'normal'")
-    obj = ctx.new_objective()
-    obj.update(ctx.theta)
-    cp = obj.cp
+    cp = ctx.crossproducts()
     q, p = cp.q, cp.p
     if q > KR_MAX_Q:
         raise ModelSpecError(
             f"Kenward-Roger here uses dense (q+p) x (q+p) matrices and this model has "
             f"q = {q} random-effects columns (limit {KR_MAX_Q}, {8 * (q + p)**2 / 1e6:.0f} MB "
             "each); use ddf='satterthwaite', which works at any size")
-    blocks = _blocks(cp, obj.T, result.sigma)
+    T = ThetaMap(tuple(cp.k)).factors(np.asarray(ctx.theta, dtype=float))
+    blocks = _blocks(cp, T, result.sigma)
     Phi = result.vcov.to_numpy()
     P, Q, Ktrace = _p_q_ktrace(blocks, q, p)
     return _adjust(Phi, P, Q, Ktrace)
 
 
-def _dense_AZZ(cp) -> np.ndarray:
-    """Z'WZ as a dense q x q matrix from its blocks."""
-    q, offs = cp.q, cp.offsets
-    A = np.zeros((q, q))
-    for t, D in enumerate(cp.diag):
-        k = cp.k[t]
-        for lev in range(cp.nlev[t]):
-            at = offs[t] + lev * k
-            A[at:at + k, at:at + k] = D[lev]
+def dense_gram(cp) -> np.ndarray:
+    """[X Z y]' W [X Z y] as a dense (p + q + 1) square matrix from the cross-products
+    (crossprod.CrossProducts: Z'WZ's blocks, Z'W[X y], [X y]'W[X y]). y there is the
+    cross-products' response column: y - offset less its least-squares fit on X, which
+    leaves the residuals of projections that include X unchanged and keeps RSS's digits.
+    Dense in q: (p + q + 1)^2 doubles."""
+    p, q = cp.p, cp.q
+    off = p + np.asarray(cp.offsets)
+    G = np.zeros((p + q + 1, p + q + 1))
+    G[:p, :p], G[:p, -1], G[-1, :p] = cp.XtWXy[:p, :p], cp.XtWXy[:p, p], cp.XtWXy[p, :p]
+    G[-1, -1] = cp.XtWXy[p, p]
+    G[p:p + q, :p], G[p:p + q, -1] = cp.ZtWXy[:, :p], cp.ZtWXy[:, p]
+    G[:p, p:p + q], G[-1, p:p + q] = cp.ZtWXy[:, :p].T, cp.ZtWXy[:, p]
+    for t, (k, D) in enumerate(zip(cp.k, cp.diag)):
+        for lev in range(D.shape[0]):
+            i = off[t] + lev * k
+            G[i:i + k, i:i + k] = D[lev]
     for pb in cp.pairs:
         kt, ks = cp.k[pb.t], cp.k[pb.s]
-        for b in range(pb.A.shape[0]):
-            r = offs[pb.t] + pb.lev_t[b] * kt
-            c = offs[pb.s] + pb.lev_s[b] * ks
-            A[r:r + kt, c:c + ks] = pb.A[b]
-            A[c:c + ks, r:r + kt] = pb.A[b].T
-    return A
+        for lt, ls, A in zip(pb.lev_t, pb.lev_s, pb.A):
+            i, j = off[pb.t] + lt * kt, off[pb.s] + ls * ks
+            G[i:i + kt, j:j + ks] = A
+            G[j:j + ks, i:i + kt] = A.T
+    return G
 
 
 def _blocks(cp, T: list[np.ndarray], sigma: float) -> dict:
     """K, K1, K2 (each divided by the power of sigma^2 that makes it V^-1's), the index
     sets of the parameters' G_r, and tr((V^-1 W^-1)^2)."""
     q, p, offs = cp.q, cp.p, cp.offsets
-    AZZ = _dense_AZZ(cp)
+    order = np.r_[p:p + q, 0:p]  # [Z X] from dense_gram's [X Z y]
+    A = dense_gram(cp)[np.ix_(order, order)]
+    AZZ = A[:q, :q]
     Lam = scipy.linalg.block_diag(*[np.kron(np.eye(nl), Tt) for nl, Tt in zip(cp.nlev, T)]) \
         if q else np.zeros((0, 0))
     M = Lam.T @ AZZ @ Lam + np.eye(q)
     C = Lam @ scipy.linalg.cho_solve(scipy.linalg.cho_factor(M), Lam.T)
-    A = np.zeros((q + p, q + p))
-    A[:q, :q] = AZZ
-    A[:q, q:] = cp.ZtWXy[:, :p]
-    A[q:, :q] = cp.ZtWXy[:, :p].T
-    A[q:, q:] = cp.XtWXy[:p, :p]
     AS = np.zeros_like(A)
     AS[:, :q] = A[:, :q] @ C  # A S, S = [[C, 0], [0, 0]]
     K = A - AS @ A

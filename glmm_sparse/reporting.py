@@ -365,10 +365,9 @@ def fixed_effects_table(result, ddf: str | None = None) -> pd.DataFrame:
     LMMs: lmerTest's Estimate, Std. Error, df, t value, Pr(>|t|) (Satterthwaite by default,
     Kenward-Roger with adjusted SEs), or lme4's Estimate, Std. Error, t value (ddf="none").
     GLMMs (lme4's summary.merMod): "z value", or "t value" when a scale is estimated
-    (Gamma, inverse Gaussian), and the normal p-value Pr(>|z|) = 2 pnorm(-|z|) in both cases.
+    (Gamma, inverse Gaussian), and the normal p-value Pr(>|z|) = 2 pnorm(-|z|) in both cases
+    (ddf "normal", the default); ddf="none" leaves the p-value out, for GLMMs as for LMMs.
     """
-    if isinstance(result, GlmerResult):
-        return coefficient_table(result, "normal")
     return coefficient_table(result, ddf)
 
 

@@ -133,7 +133,11 @@ class LmerResult(DdfMethods, TidyMethods, IntervalMethods, SimulateMethods, Pred
         return result_dict(self, ddf=ddf)
 
     def __str__(self) -> str:
-        return self.summary()
+        """print(m): the summary in lme4's layout; an LMM's df and p-values
+        (Satterthwaite, a few evaluations of the criterion per variance parameter) are
+        computed when asked for, by ``summary()``, not on every print."""
+        return self.summary(ddf="none" if self.model is None or not self.model.is_glmm
+                            else None)
 
 
 def theta_names(terms: tuple[ReTerm, ...]) -> list[str]:

@@ -114,7 +114,9 @@ class TidyMethods:
         return text
 
     def _repr_html_(self) -> str:
-        """An HTML rendering of the summary tables (notebooks)."""
+        """An HTML rendering of the summary tables (notebooks), without tests for an LMM,
+        as ``print(m)``: displaying a result does not compute Satterthwaite's df."""
         from .reporting import render_html, summary_tables
 
-        return render_html(summary_tables(self))
+        lmm = self.model is None or not self.model.is_glmm
+        return render_html(summary_tables(self, "none" if lmm else None))

@@ -235,3 +235,13 @@ def test_log_level_info_logs_the_passes_and_leaves_no_handler(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "glmm_sparse" in err and "INFO" in err and "rows" in err
     assert logger.handlers == before
+
+
+def test_print_of_an_lmm_is_the_lme4_layout_without_tests():
+    import glmm_sparse as gs
+    import pandas as pd
+
+    m = gs.lmer(FORMULA, pd.read_csv(SLEEP))
+    assert str(m) == m.summary(ddf="none")
+    assert "Pr(>|t|)" in m.summary() and "Pr(>|t|)" not in str(m)
+

@@ -337,3 +337,153 @@ def test_cache_and_pickle(cake):
     again = pickle.loads(pickle.dumps(cake))
     pd.testing.assert_frame_equal(again.coef_table(), cake.coef_table())
     assert first.names == ["recipe:replicate.(Intercept)", "sigma"]
+
+
+# ---- type III: codings, names, edge cases (review fixes) -------------------------------------
+#
+# lmerTest 3.1-3's anova(m, type = 3) (Satterthwaite) on the unbalanced cake of
+# ddf_kr_unbalanced.json (every 7th row from row 3 dropped), each model fitted to bobyqa
+# rhoend = 1e-12; our criterion equals R's to 5e-12 on every fit. R script (run from
+# tests/reference/inference, its load_data as in generate_ddf_kr.R):
+#   c1 <- ck[-seq(3, 270, by = 7), ]; c1$t <- c1$temp; c1$t2 <- (c1$temp - 200)^2 / 100
+#   c1$r <- c1$recipe; c1$rt <- factor(c1$temp); c1$rc <- factor(paste0("r:", c1$recipe))
+#   prefix_numeric: angle ~ t + t2;  prefix_factor: angle ~ r + rt
+#   x_xf: angle ~ temp + temp:recipe
+#   sum / helmert: angle ~ recipe * temp, contrasts = list(recipe = "contr.sum" / "contr.helmert")
+#   poly: angle ~ recipe * rt, contrasts = list(rt = "contr.poly")
+#   colon_levels: angle ~ rc * temp         (each + (1 | recipe:replicate), REML)
+TYPE3_CODINGS = {  # formula (ours), terms (R's labels), F, NumDF, DenDF, Pr(>F)
+    "prefix_numeric": ("angle ~ t + t2", ["t", "t2"], [81.1220463103228, 0.0716956019491991],
+                       [1, 1], [185.208000992328, 185.258910318415],
+                       [2.57793988895646e-16, 0.7891816754499]),
+    "prefix_factor": ("angle ~ r + rt", ["r", "rt"], [0.295348457470533, 18.3395415750964],
+                      [2, 5], [42.0257758547857, 182.226032340072],
+                      [0.745804291896941, 9.92927239434344e-15]),
+    "x_xf": ("angle ~ temp + temp:recipe", ["temp", "temp:recipe"],
+             [75.5390146542129, 0.234097958139103], [1, 2],
+             [220.328593128949, 48.8670033725388], [8.25839478633167e-16, 0.792166548230721]),
+    "sum": ("angle ~ C(recipe, contr.sum) * temp", ["recipe", "temp", "recipe:temp"],
+            [0.0974164182596232, 80.6711832424477, 0.0342790142808414], [2, 1, 2],
+            [207.507887734794, 184.189969771931, 184.189881451932],
+            [0.907219624893613, 3.11529797197955e-16, 0.966308018077308]),
+    "helmert": ("angle ~ C(recipe, contr.helmert) * temp", ["recipe", "temp", "recipe:temp"],
+                [0.0974164187237888, 80.671183510299, 0.0342790145432874], [2, 1, 2],
+                [207.507889045964, 184.18997241316, 184.189882417578],
+                [0.907219624472646, 3.11529743028342e-16, 0.966308017823766]),
+    "poly": ("angle ~ recipe * C(rt, contr.poly)", ["recipe", "rt", "recipe:rt"],
+             [0.287831259802064, 17.956770586537, 0.67459753893706], [2, 5, 10],
+             [41.9990165046314, 172.233567853861, 172.230710434911],
+             [0.751355393880624, 2.59059941233922e-14, 0.74700873487102]),
+    "colon_levels": ("angle ~ rc * temp", ["rc", "temp", "rc:temp"],
+                     [0.0974164185015858, 80.6711833826012, 0.0342790144176867], [2, 1, 2],
+                     [207.507886921788, 184.189967751186, 184.189880131616],
+                     [0.907219624674468, 3.11529800814113e-16, 0.966308017945166]),
+}
+
+
+@pytest.fixture(scope="module")
+def cake_columns():
+    """The unbalanced cake with the columns of TYPE3_CODINGS."""
+    c1 = unbalanced_data("cake")
+    temps = [str(v) for v in range(175, 230, 10)]
+    return c1.assign(t=c1.temp, t2=(c1.temp - 200) ** 2 / 100, r=c1.recipe,
+                     rt=pd.Categorical(c1.temp.map(lambda v: str(int(v))), categories=temps),
+                     rc=pd.Categorical("r:" + c1.recipe.astype(str)))
+
+
+@pytest.mark.parametrize("case", list(TYPE3_CODINGS))
+def test_type3_codings_and_names_match_lmertest(cake_columns, case):
+    """Names that start with another variable's, x + x:f, sum / Helmert / polynomial codings
+    and levels holding ":" give lmerTest's table (terms in R's order; our labels keep the
+    formula's spelling, e.g. C(recipe, contr.sum))."""
+    formula, terms, F, num_df, den_df, p = TYPE3_CODINGS[case]
+    table = gs.lmer(formula + " + (1 | recipe:replicate)", cake_columns).anova()
+    assert len(table) == len(terms)
+    assert table["NumDF"].tolist() == num_df
+    assert rel(table["F value"], F) < REL_EST
+    assert rel(table["DenDF"], den_df) < REL_DF
+    assert rel(table["Pr(>F)"], p) < REL_DF
+
+
+def without_model_spec(m):
+    """The result as a fit that keeps only X's names (a streamed fit's frame)."""
+    import dataclasses
+
+    frame = dataclasses.replace(m.model.frame, fixed_spec=None)
+    return dataclasses.replace(m, model=dataclasses.replace(m.model, frame=frame))
+
+
+@pytest.mark.parametrize("case", ["prefix_numeric", "prefix_factor", "x_xf", "colon_levels"])
+def test_type3_from_column_names_equals_the_model_spec(cake_columns, case):
+    """Without a model spec the terms are read from R's column names: matched exactly
+    (t is not t2's term, rt's columns are not r's levels), ":" inside levels allowed."""
+    m = gs.lmer(TYPE3_CODINGS[case][0] + " + (1 | recipe:replicate)", cake_columns)
+    from_spec, from_names = type3_contrasts(m), type3_contrasts(without_model_spec(m))
+    assert list(from_names) == list(from_spec)
+    for term, L in from_spec.items():
+        assert from_names[term] == pytest.approx(L, abs=1e-7)
+
+
+def test_anova_of_a_streamed_fit(tmp_path):
+    """anova() reads no rows: a fit streamed from Parquet gives the in-memory table."""
+    data = load_data("cake")
+    data.to_parquet(tmp_path / "cake.parquet")
+    streamed = gs.lmer(CAKE, str(tmp_path / "cake.parquet"), streaming=True)
+    memory = gs.lmer(CAKE, data)
+    for ddf in ("satterthwaite", "kenward-roger"):
+        a, b = streamed.anova(ddf=ddf), memory.anova(ddf=ddf)
+        assert list(a.index) == list(b.index) == ["recipe", "temp", "recipe:temp"]
+        assert a["F value"].to_numpy() == pytest.approx(b["F value"].to_numpy(), rel=1e-6)
+        assert a["DenDF"].to_numpy() == pytest.approx(b["DenDF"].to_numpy(), rel=1e-5)
+
+
+@pytest.mark.parametrize("fixed", ["0", "1"])
+@pytest.mark.parametrize("ddf", ["satterthwaite", "kenward-roger", "none", "normal"])
+def test_anova_without_tested_terms_is_empty(fixed, ddf):
+    """No fixed effects, or the intercept only: an empty table (lmerTest's), not an error."""
+    m = gs.lmer(f"Reaction ~ {fixed} + (1 | Subject)", load_data("sleepstudy"))
+    table = m.anova(ddf=ddf)
+    assert len(table) == 0
+    assert list(table.columns) == {
+        "none": ["Sum Sq", "Mean Sq", "NumDF", "F value"],
+        "normal": ["Chisq", "Df", "Pr(>Chisq)"]}.get(
+            ddf, ["Sum Sq", "Mean Sq", "NumDF", "DenDF", "F value", "Pr(>F)"])
+
+
+@pytest.mark.parametrize("ddf", ["kr", "satterthwaite", "none", "normal"])
+def test_a_zero_contrast_tests_nothing(unbalanced, ddf):
+    m = unbalanced("sleepstudy")
+    with pytest.raises(gs.ModelSpecError, match="rank 0: it tests nothing"):
+        m.contrast_test(np.zeros(2), ddf=ddf)
+
+
+def test_kr_test_of_dependent_rows_is_that_of_a_basis(unbalanced):
+    """A contrast with a repeated row tests the same hypothesis with one numerator df."""
+    m = unbalanced("sleepstudy")
+    one = m.contrast_test(np.array([[0.0, 1.0]]), ddf="kr").iloc[0]
+    two = m.contrast_test(np.array([[0.0, 1.0], [0.0, 2.0]]), ddf="kr").iloc[0]
+    assert two["NumDF"] == 1
+    assert two.to_dict() == pytest.approx(one.to_dict(), rel=1e-10)
+
+
+def test_satterthwaite_df_do_not_depend_on_the_units_of_the_response(unbalanced):
+    """y -> 1e6 y changes no df (the sigma coordinate is sigma / sigma_hat, so no Hessian
+    eigenvalue falls under the tolerance because of the units)."""
+    data = unbalanced_data("sleepstudy")
+    formula = UNBAL["sleepstudy"]["formula"]
+    base = unbalanced("sleepstudy").coef_table()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GlmmSparseWarning)
+        for scale in (1e-6, 1e6):
+            scaled = gs.lmer(formula, data.assign(Reaction=data.Reaction * scale)).coef_table()
+            assert scaled["df"].to_numpy() == pytest.approx(base["df"].to_numpy(), rel=1e-5)
+
+
+def test_dropped_hessian_directions_are_reported():
+    from glmm_sparse.ddf import _pseudo_inverse
+
+    with pytest.warns(GlmmSparseWarning, match="1 negative eigenvalue"):
+        inv = _pseudo_inverse(np.diag([2.0, -1.0, 4.0]))
+    assert inv == pytest.approx(np.diag([0.5, 0.0, 0.25]))
+    with pytest.warns(GlmmSparseWarning, match="1 close to zero eigenvalue"):
+        _pseudo_inverse(np.diag([2.0, 1e-12]))

@@ -234,7 +234,7 @@ def test_lmertest_layout_is_exact(fits):
 
 def test_summary_default_is_satterthwaite(fits):
     result = fits("sleepstudy_reml")
-    assert result.summary() == result.summary("satterthwaite") == str(result)
+    assert result.summary() == result.summary("satterthwaite")
     assert result.summary().splitlines()[0] == (
         "Linear mixed model fit by REML. t-tests use Satterthwaite's method [")
     with pytest.raises(ValueError, match="ddf must be one of 'satterthwaite'"):
@@ -253,8 +253,9 @@ def test_data_line_only_with_a_name(fits):
 
 def test_summary_and_str_render_the_same_text(fits):
     result = fits("sleepstudy_reml")
-    assert result.summary() == str(result) == summary_text(result)
-    assert result.summary("none") == summary_text(result, ddf="none")
+    assert result.summary() == summary_text(result)
+    # print(m) is lme4's print: no tests, so no Satterthwaite derivatives on every print
+    assert result.summary("none") == summary_text(result, ddf="none") == str(result)
 
 
 def test_notes_for_messages_and_dropped_columns(fits):
@@ -356,7 +357,7 @@ def test_result_dict_is_json_and_round_trips(fits, case_id):
     assert json.loads(json.dumps(d, allow_nan=False)) == d
 
 
-def test_result_dict_follows_ddf(fits):
+def test_result_dict_follows_ddf_kenward_roger(fits):
     result = fits("sleepstudy_reml")
     d = result.to_dict(ddf="kenward-roger")
     assert d["ddf"] == "kenward-roger"

@@ -502,3 +502,17 @@ def test_lmm_result_dict_keeps_its_keys():
         warnings.simplefilter("ignore", GlmmSparseWarning)
         d = gs.lmer("Yield ~ 1 + (1 | Batch)", df, reml=False).to_dict()
     assert set(d) == LMM_RESULT_KEYS
+
+
+@pytest.mark.parametrize("case_id", ["binary_crossed", "gamma_log"])
+def test_ddf_none_drops_the_p_values(fits, case_id):
+    """ddf="none" is honoured for GLMMs as for LMMs: the summary and its JSON show
+    coef_table("none") (no Pr(>|z|)); the default keeps glmer's p-values."""
+    result = fits(case_id)
+    plain = result.coef_table("none")
+    assert not any(c.startswith("Pr(") for c in plain.columns)
+    d = result.to_dict(ddf="none")
+    assert d["ddf"] == "none"
+    assert [set(row) - {"term"} for row in d["fixed_effects"]] == [set(plain.columns)] * len(plain)
+    assert "Pr(>|" not in summary_text(result, ddf="none")
+    assert "Pr(>|z|)" in summary_text(result) and "Pr(>|z|)" in result.to_dict()["fixed_effects"][0]
