@@ -189,7 +189,7 @@ def _as_categories(col: pd.Series, categories: list, name: str, what: str) -> pd
     retry = np.flatnonzero((codes < 0) & present)
     if retry.size:
         labels = pd.Index([str(c) for c in categories], dtype=object)
-        codes[retry] = labels.get_indexer([_text(v) for v in values[retry]])
+        codes[retry] = labels.get_indexer([level_label(v) for v in values[retry]])
     unseen = sorted({str(v) for v in values[(codes < 0) & present]})
     if unseen:
         raise DataError(f"column {name!r} of the {what} has level(s) {unseen} that the fit "
@@ -199,11 +199,36 @@ def _as_categories(col: pd.Series, categories: list, name: str, what: str) -> pd
                                                categories=categories), index=col.index)
 
 
-def _text(value) -> str:
-    """A value as a level label: integral floats as integers (1.0 -> "1")."""
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+def level_label(value) -> str:
+    """One value of a factor as its level label, the same wherever levels are matched (the
+    fit's grouping levels, new rows' levels, fixed-effect factors read as text): an
+    integral float below 2^53 is written as an integer (308.0 -> "308", as R's
+    as.character writes it), so IDs read as floats (a column of integers with a missing
+    value) match the same IDs read as integers or text; anything else is ``str(value)``.
+    It depends on the value alone, never on the other values of its column."""
+    if (isinstance(value, (float, np.floating)) and abs(value) < INTEGRAL_FLOATS
+            and float(value).is_integer()):
         return str(int(value))
     return str(value)
+
+
+INTEGRAL_FLOATS = 2.0**53  # below it every integer is a float; above, str() keeps "1e+20"
+
+
+def level_labels(values) -> list[str]:
+    """level_label of each of many distinct values (an array, Index or ExtensionArray),
+    NumPy integers and float64 in bulk and text as it is: the cost of ``str`` per level."""
+    dtype = getattr(values, "dtype", None)
+    kind = dtype.kind if isinstance(dtype, np.dtype) else "O"
+    if kind in "biu":
+        return [str(v) for v in np.asarray(values).tolist()]
+    if kind == "f" and dtype.itemsize == 8:
+        arr = np.asarray(values)
+        integral = (np.abs(arr) < INTEGRAL_FLOATS) & (arr == np.trunc(arr))
+        return [str(int(v)) if whole else str(v)
+                for v, whole in zip(arr.tolist(), integral.tolist())]
+    values = values.tolist() if hasattr(values, "tolist") else list(values)
+    return [v if type(v) is str else level_label(v) for v in values]
 
 
 def design_matrix(expr: str, data: pd.DataFrame, formula: str | None, what: str, *,

@@ -19,7 +19,7 @@ import scipy.linalg
 from ._core import _crossprod
 from .errors import DataError, ModelSpecError
 from .frame import total_offset
-from .terms import ReTerm, new_level_codes
+from .terms import ReTerm, new_level_codes, term_offsets
 
 # R's re.form = NA (population level, X beta only), however it is spelled here
 POPULATION = frozenset({"population", "NA", "~0", "~ 0", "~-1", "~ -1"})
@@ -46,7 +46,10 @@ class PredictMethods:
             ``"population"`` (also ``"NA"`` or ``"~0"``, R's ``re.form = NA``): the
             population level, X beta (+ offset); the grouping columns are not needed. A
             formula of some of the fit's random terms, e.g. ``"~(1 | plate)"``: only
-            those terms' random effects.
+            those terms' random effects, matched as lme4 matches them (see
+            ``chosen_terms``): grouping factors as written, and a left side may keep some
+            of a term's columns (``"~(1 | Subject)"`` of ``(1 + Days | Subject)``). A
+            formula with no random term (``"~."``) is an error, as in lme4.
         allow_new_levels : bool
             A grouping level the fit did not see is a ``DataError`` naming the term and
             the level; with True its random effect is 0 (its population prediction for
@@ -101,35 +104,82 @@ class PredictMethods:
 
 # -- which random terms ---------------------------------------------------------------
 
-def chosen_terms(re_form, terms: tuple[ReTerm, ...]) -> tuple[int, ...]:
-    """Indices of the fit's random terms that ``re_form`` keeps (lme4's re.form)."""
+def chosen_terms(re_form, terms: tuple[ReTerm, ...]) -> dict[int, tuple[int, ...]]:
+    """The fit's random terms that ``re_form`` keeps (lme4's re.form), each mapped to the
+    positions of its kept columns (all of them unless re_form names fewer).
+
+    lme4's rules: a term of re_form is matched to the fit's terms on the same grouping
+    factor as written (``cask:batch`` is not ``batch:cask``); its left side may name all
+    of the fitted columns or some of them (``(1 | Subject)`` keeps the intercepts of a
+    fitted ``(1 + Days | Subject)``). A formula with no random term (``"~."``, ``"~1"``)
+    is refused, as lme4's predict refuses it.
+    """
     if re_form is None:
-        return tuple(range(len(terms)))
+        return {i: tuple(range(t.k)) for i, t in enumerate(terms)}
     if isinstance(re_form, float) and np.isnan(re_form):
-        return ()
+        return {}
     if not isinstance(re_form, str):
         raise TypeError(f"re_form must be None, 'population' or a formula such as "
                         f"'~(1 | g)', not {re_form!r}")
-    if re_form.strip() in POPULATION:
-        return ()
     text = re_form.strip()
+    if text in POPULATION:
+        return {}
     if not text.startswith("~"):
         raise ModelSpecError(f"re_form {re_form!r} must be None, 'population' or a "
                              f"one-sided formula of random terms such as '~(1 | g)'")
     from .formula import parse_formula
 
     wanted = parse_formula(text).random
-    return tuple(_term_index(term, terms, re_form) for term in wanted)
+    if not wanted:
+        raise ModelSpecError(f"re_form {re_form!r} names no random-effects term (lme4's "
+                             "predict refuses it too): use None for all the fit's random "
+                             "effects, 'population' (or '~0') for none, or name some, e.g. "
+                             f"'~({terms[0].spec.expr} | {terms[0].group_name})'")
+    chosen: dict[int, set[int]] = {}
+    for term in wanted:
+        for i, cols in _term_columns(term, terms, re_form).items():
+            chosen.setdefault(i, set()).update(cols)
+    return {i: tuple(sorted(chosen[i])) for i in sorted(chosen)}
 
 
-def _term_index(term, terms: tuple[ReTerm, ...], re_form: str) -> int:
-    for i, t in enumerate(terms):
-        if t.group == term.group and t.spec is not None and t.spec.expr == term.lhs:
-            return i
-    fitted = ", ".join(f"({t.spec.expr} | {t.group_name})" for t in terms
-                       if t.spec is not None)
-    raise ModelSpecError(f"re_form {re_form!r}: the term ({term.lhs} | {term.group_name}) "
-                         f"is not one of the fit's random terms: {fitted}")
+def _fitted_text(terms: tuple[ReTerm, ...]) -> str:
+    return ", ".join(f"({t.spec.expr} | {t.group_name})" for t in terms if t.spec is not None)
+
+
+def _term_columns(term, terms: tuple[ReTerm, ...], re_form: str) -> dict[int, tuple[int, ...]]:
+    """The fitted terms and columns one term of re_form stands for."""
+    same = [i for i, t in enumerate(terms) if t.group == term.group and t.spec is not None]
+    if not same:
+        raise ModelSpecError(_unmatched_group(term, terms, re_form))
+    for i in same:
+        if terms[i].spec.expr == term.lhs:
+            return {i: tuple(range(terms[i].k))}
+    # fewer columns than a fitted term: matched by column name, as lme4 matches them
+    import formulaic
+
+    names = ["(Intercept)" if str(f) == "1" else str(f) for f in formulaic.Formula(term.lhs)]
+    found: dict[int, list[int]] = {}
+    for name in names:
+        at = [(i, terms[i].cnames.index(name)) for i in same if name in terms[i].cnames]
+        if len(at) != 1:
+            have = [c for i in same for c in terms[i].cnames]
+            why = ("is not a column of" if not at else "is a column of more than one of")
+            raise ModelSpecError(
+                f"re_form {re_form!r}: the random effect {name!r} of ({term.lhs} | "
+                f"{term.group_name}) {why} the fit's terms on {term.group_name!r} (columns "
+                f"{have}); write the term as the fit has it: {_fitted_text(terms)}")
+        found.setdefault(at[0][0], []).append(at[0][1])
+    return {i: tuple(cols) for i, cols in found.items()}
+
+
+def _unmatched_group(term, terms: tuple[ReTerm, ...], re_form: str) -> str:
+    text = (f"re_form {re_form!r}: the term ({term.lhs} | {term.group_name}) is not one of "
+            f"the fit's random terms: {_fitted_text(terms)}")
+    reordered = [t.group_name for t in terms if sorted(t.group) == sorted(term.group)]
+    if reordered:
+        text += (f"; grouping factors are matched as written, as lme4 matches them: write "
+                 f"'{reordered[0]}' for '{term.group_name}'")
+    return text
 
 
 # -- the rows to predict ----------------------------------------------------------------
@@ -165,17 +215,18 @@ class TermRows:
         return np.where(new, 0, self.codes), Z
 
 
-def fit_rows(model, chosen: tuple[int, ...], offset) -> Rows:
+def fit_rows(model, chosen: dict[int, tuple[int, ...]], offset) -> Rows:
     """The fit's own rows (newdata=None)."""
     if offset is not None:
         raise ModelSpecError("offset= is for new rows: without newdata the fit's own "
                              "offset is used")
     frame = model.frame
-    parts = tuple(TermRows(i, frame.terms[i].codes, frame.terms[i].X) for i in chosen)
+    parts = tuple(TermRows(i, frame.terms[i].codes, _kept_columns(frame.terms[i].X, cols))
+                  for i, cols in chosen.items())
     return Rows(frame.row_index, None, frame.X, frame.offset, parts)
 
 
-def new_rows(model, newdata, chosen: tuple[int, ...], *, allow_new_levels: bool, offset,
+def new_rows(model, newdata, chosen: dict[int, tuple[int, ...]], *, allow_new_levels: bool, offset,
              na_action: str) -> Rows:
     """New rows with the fit's encodings, complete in every column the prediction reads."""
     from .io import as_pandas
@@ -197,7 +248,8 @@ def new_rows(model, newdata, chosen: tuple[int, ...], *, allow_new_levels: bool,
         offset_arg = offset_arg[complete]
     X = _fixed_matrix(frame, sub)
     off = total_offset(parsed, sub, offset_arg, len(sub), model.formula)
-    parts = tuple(_term_part(i, frame.terms[i], sub, allow_new_levels) for i in chosen)
+    parts = tuple(_term_part(i, frame.terms[i], cols, sub, allow_new_levels)
+                  for i, cols in chosen.items())
     return Rows(data.index, complete, X, off, parts)
 
 
@@ -262,10 +314,12 @@ def _fixed_matrix(frame, sub: pd.DataFrame) -> np.ndarray:
     return np.ascontiguousarray(X[:, keep])
 
 
-def _term_part(i: int, term: ReTerm, sub: pd.DataFrame, allow_new_levels: bool):
-    """The TermRows of the new rows: a new level is -1, or an error without
-    ``allow_new_levels``."""
-    Zt = term.spec.matrix(sub, f"random-effects term ({term.spec.expr} | {term.group_name})")
+def _term_part(i: int, term: ReTerm, cols: tuple[int, ...], sub: pd.DataFrame,
+               allow_new_levels: bool):
+    """The TermRows of the new rows (the kept columns ``cols`` of Z_t): a new level is -1,
+    or an error without ``allow_new_levels``."""
+    Zt = _kept_columns(term.spec.matrix(
+        sub, f"random-effects term ({term.spec.expr} | {term.group_name})"), cols)
     codes, labels = new_level_codes(term, sub)
     new = codes < 0
     if new.any() and not allow_new_levels:
@@ -278,12 +332,17 @@ def _term_part(i: int, term: ReTerm, sub: pd.DataFrame, allow_new_levels: bool):
     return TermRows(i, codes.astype(np.int64), Zt)
 
 
+def _kept_columns(Z: np.ndarray, cols: tuple[int, ...]) -> np.ndarray:
+    """Z_t with the columns re_form leaves out set to 0 (Z_t itself when it keeps all):
+    their random effects then add nothing to the prediction or to its variance."""
+    if len(cols) == Z.shape[1]:
+        return Z
+    out = np.zeros_like(Z)
+    out[:, cols] = Z[:, cols]
+    return out
+
+
 # -- linear predictor and standard errors -----------------------------------------------
-
-def term_offsets(terms: tuple[ReTerm, ...]) -> np.ndarray:
-    """First position of each term in b (and u)."""
-    return np.concatenate([[0], np.cumsum([t.q for t in terms])]).astype(np.int64)
-
 
 def _linear_predictor(result, rows: Rows) -> np.ndarray:
     """X beta + offset + Z b over the kept terms (new levels contribute 0)."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .design import DesignSpec, design_matrix
+from .design import DesignSpec, design_matrix, level_labels
 from .errors import DataError, ModelSpecError
 from .formula import RandomTerm
 from .validate import check_values
@@ -46,7 +46,10 @@ class ReTerm:
 
 
 def _factor_codes(col: pd.Series, name: str) -> tuple[np.ndarray, list[str]]:
-    """Level index per row and level labels, levels in the order lme4 would see them."""
+    """Level index per row and level labels, levels in the order lme4 would see them.
+
+    Labels are made from the distinct values (design.level_labels), never per row: the
+    same function labels new rows' levels (new_level_codes)."""
     if col.isna().any():
         raise DataError(f"grouping column {name!r} has missing values")
     if isinstance(col.dtype, pd.CategoricalDtype):
@@ -55,12 +58,30 @@ def _factor_codes(col: pd.Series, name: str) -> tuple[np.ndarray, list[str]]:
         codes = col.cat.codes.to_numpy()
         categories = col.cat.categories
         used = np.bincount(codes, minlength=len(categories)) > 0
-        if used.all():
-            return codes.astype(np.int64), [str(c) for c in categories]
-        new_code = np.cumsum(used) - 1
-        return new_code[codes].astype(np.int64), [str(c) for c in categories[used]]
+        if not used.all():
+            codes = (np.cumsum(used) - 1)[codes]
+            categories = categories[used]
+        return codes.astype(np.int64), _labels(categories, name)
     codes, uniques = pd.factorize(col, sort=True)
-    return codes.astype(np.int64), [str(u) for u in uniques]
+    return codes.astype(np.int64), _labels(uniques, name)
+
+
+def _labels(levels, name: str) -> list[str]:
+    """The level labels of distinct values; two values with one label are refused (they
+    could not be told apart in new rows or in ranef's output)."""
+    labels = level_labels(levels)
+    # distinct values of one type have distinct labels; an object column may mix types
+    # ("1" and 1.0)
+    mixed = levels.dtype == object and any(type(v) is not str for v in levels.tolist())
+    if mixed and len(set(labels)) < len(labels):
+        seen: dict[str, object] = {}
+        for value, label in zip(levels, labels):
+            if label in seen:
+                raise DataError(f"grouping column {name!r} has distinct values {seen[label]!r} "
+                                f"and {value!r} that both read as the level {label!r}: make "
+                                "the column one type (all text or all numbers)")
+            seen[label] = value
+    return labels
 
 
 def grouping_codes(data: pd.DataFrame, group: tuple[str, ...]) -> tuple[np.ndarray, list[str]]:
@@ -94,23 +115,28 @@ def materialize(term: RandomTerm, data: pd.DataFrame, formula: str | None = None
 def new_level_codes(term: ReTerm, data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Each new row's index among the term's fitted levels (-1 for a level the fit did not
     see) and its level label. Levels are matched by their labels ("a_level:b_level" for
-    ``a:b``); a numeric column read as floats in the new data matches its integer labels."""
+    ``a:b``), made by the fit's own rule (design.level_label): a numeric column read as
+    floats on one side and as integers or text on the other matches."""
     labels = None
     for name in term.group:
-        part = _level_labels(data[name])
+        part = row_labels(data[name])
         labels = part if labels is None else labels + ":" + part
-    labels = labels.to_numpy(dtype=object)
     return pd.Index(term.levels, dtype=object).get_indexer(labels), labels
 
 
-def _level_labels(col: pd.Series) -> pd.Series:
-    """A grouping column as level labels (str), integral floats written as integers
-    (1.0 -> "1"), as a column of integers with a missing value is read."""
-    if pd.api.types.is_float_dtype(col.dtype):
-        values = col.to_numpy(dtype=np.float64)
-        if np.all(np.isfinite(values)) and np.all(values == np.round(values)):
-            return pd.Series(values.astype(np.int64), index=col.index).astype(str)
-    return col.astype(str)
+def row_labels(col: pd.Series) -> np.ndarray:
+    """Each row's level label (object array; None for a missing value), labelling each
+    distinct value once."""
+    codes, uniques = pd.factorize(col)
+    labels = np.array(level_labels(uniques) + [None], dtype=object)
+    return labels[codes]  # code -1 (missing) takes the trailing None
+
+
+def term_offsets(terms) -> np.ndarray:
+    """First position of each term's block in b (and u, and Z's columns), and q at the end:
+    term i's random effects are ``b[offsets[i]:offsets[i + 1]]``, level-major (k per
+    level)."""
+    return np.concatenate([[0], np.cumsum([t.q for t in terms])]).astype(np.int64)
 
 
 def order_terms(terms: list[ReTerm]) -> list[ReTerm]:
