@@ -1,16 +1,20 @@
 """Parametric bootstrap of a fitted model (lme4's ``bootMer``) and its percentile intervals.
 
 After the results stage (... -> results -> inference). Replicate i simulates a response
-from the fit (simulate.py) with the i-th child of ``numpy.random.SeedSequence(seed)``,
+from the fit (simulate.py) with the i-th child of the seed (``simulate.seed_children``),
 refits it (refit.py: the fit's cross-products of Z and X, its analysis of M, its theta
 as the start) and keeps ``func(refit)``. One seed per replicate makes the statistics the
 same for any number of workers and any order in which they finish.
 
 Workers: refits of small models spend most of their time in Python (the optimizer's loop
 around one small factorization), which holds the GIL, so threads do not add a core;
-``n_jobs > 1`` uses forked processes (each with its own Refitter), and threads where fork
-is not available. A refit that fails (an error, not a warning) is counted and its row
-left NaN, as bootMer does.
+``n_jobs > 1`` uses forked processes where fork is the start method (Linux's default),
+threads elsewhere (macOS and Windows start processes by spawn; fork is unsafe on macOS)
+and inside a daemonic process (a multiprocessing.Pool worker may not have children).
+Each worker has its own Replicator: a forked worker receives it through the pool's
+initializer (inherited in memory, never pickled), so bootstraps running at once in
+threads of one process cannot swap models. A replicate that fails (any error from the
+refit or from ``func``, not a warning) is counted and its row left NaN, as bootMer does.
 """
 from __future__ import annotations
 
@@ -24,8 +28,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from scipy.stats import norm
+from threadpoolctl import threadpool_limits
 
-from .errors import GlmmSparseError, ModelSpecError
+from .errors import ModelSpecError
+from .simulate import seed_children
 
 MAX_ERRORS_KEPT = 5
 CHUNK = 8  # replicates per task: progress updates without a hand-off per refit
@@ -132,7 +138,12 @@ class _Replicator:
         self.children = children
 
     def run(self, indices) -> list:
-        """(index, statistics or None, error message or None) per replicate."""
+        """(index, statistics or None, error message or None) per replicate.
+
+        Any error from the refit or from ``func`` fails that replicate only (bootMer
+        catches every error too); a failing simulation is the model's, not the
+        replicate's, and stops the bootstrap.
+        """
         out = []
         for i in indices:
             y = self.simulator.draw(np.random.default_rng(self.children[i]))
@@ -141,25 +152,29 @@ class _Replicator:
                     warnings.simplefilter("ignore")  # singular / convergence, as bootMer
                     stats = as_statistics(self.func(self.refitter.fit(y)))
                 out.append((i, stats, None))
-            except (GlmmSparseError, ArithmeticError, np.linalg.LinAlgError) as err:
+            except Exception as err:  # noqa: BLE001 -- counted and reported, as bootMer
                 out.append((i, None, f"replicate {i}: {type(err).__name__}: {err}"))
         return out
 
 
-_PROCESS_REPLICATOR: _Replicator | None = None  # set before fork, inherited by workers
+_WORKER: _Replicator | None = None  # this worker process's replicator (set by _init_process)
 
 
-def _init_process() -> None:
-    """A forked worker: one thread for its row passes (the workers share the cores), and
-    no thread pool inherited from the parent (its threads do not exist after fork)."""
+def _init_process(replicator: _Replicator) -> None:
+    """A forked worker: its replicator (passed by the pool, so one per pool); one thread
+    for its row passes and its BLAS (the workers share the cores); no thread pool
+    inherited from the parent (its threads do not exist after fork)."""
+    global _WORKER
     from . import parallel
 
     os.environ["GLMM_SPARSE_THREADS"] = "1"
     parallel._pool = None
+    threadpool_limits(limits=1)  # kept for the worker's life: no context to restore
+    _WORKER = replicator
 
 
 def _run_in_process(indices) -> list:
-    return _PROCESS_REPLICATOR.run(indices)
+    return _WORKER.run(indices)
 
 
 def _chunks(n: int) -> list[list[int]]:
@@ -207,17 +222,29 @@ def _run_threads(result, func, children, chunks, bar, n_jobs) -> list:
 
 
 def _run_processes(result, func, children, chunks, bar, n_jobs) -> list:
-    global _PROCESS_REPLICATOR
-    _PROCESS_REPLICATOR = _Replicator(result, func, children)
-    try:
-        ctx = multiprocessing.get_context("fork")
-        out: list = []
-        with ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx,
-                                 initializer=_init_process) as pool:
-            _collect(pool.map(_run_in_process, chunks), bar, out)
-        return out
-    finally:
-        _PROCESS_REPLICATOR = None
+    # under fork the initializer's arguments are inherited, not pickled: func may be a lambda
+    replicator = _Replicator(result, func, children)
+    out: list = []
+    with ProcessPoolExecutor(max_workers=n_jobs, mp_context=multiprocessing.get_context("fork"),
+                             initializer=_init_process, initargs=(replicator,)) as pool:
+        _collect(pool.map(_run_in_process, chunks), bar, out)
+    return out
+
+
+def worker_kind(n_jobs: int) -> str:
+    """"serial", "processes" (forked) or "threads" for n_jobs workers in this process.
+
+    Fork only where it is the start method in force (the platform default unless the
+    program chose another): Linux's default; macOS and Windows spawn, and fork is unsafe
+    on macOS. A daemonic process may not start children.
+    """
+    if n_jobs == 1:
+        return "serial"
+    if multiprocessing.current_process().daemon:
+        return "threads"
+    method = multiprocessing.get_start_method(allow_none=True) \
+        or multiprocessing.get_all_start_methods()[0]  # the first is the platform default
+    return "processes" if method == "fork" else "threads"
 
 
 def check_n_jobs(n_jobs) -> int:
@@ -235,16 +262,27 @@ def bootstrap(m, n: int = 1000, seed=None, func=None, n_jobs: int = 2,
     m : LmerResult or GlmerResult
     n : int
         Number of replicates.
-    seed : int, numpy SeedSequence or None
-        Replicate i uses child i of ``numpy.random.SeedSequence(seed)``: the same seed
-        gives the same replicates for any ``n_jobs``. None: fresh entropy.
+    seed : int, numpy SeedSequence, numpy Generator or None
+        Replicate i uses child i of ``numpy.random.SeedSequence(seed)`` (an int >= 0 or
+        None: fresh entropy); of the SeedSequence itself (its next n children, numpy's
+        ``spawn``); of a Generator's SeedSequence (as ``Generator.spawn``: a fresh
+        ``default_rng(s)`` gives the replicates of ``seed=s``, and passing the same
+        Generator again gives new ones). The same seed gives the same replicates for any
+        ``n_jobs``.
     func : callable, optional
         ``func(result) -> scalar, array-like or pandas Series``, applied to the fit
-        (``t0``) and to each refit. Default: SDs and correlations ("sd_x|g",
-        "cor_y.x|g"), sigma (when estimated), the fixed effects.
+        (``t0``) and to each refit. A replicate's Series is matched to ``t0`` by its
+        labels (in any order); a replicate whose labels differ from ``t0``'s, or whose
+        refit or ``func`` raises, is counted as failed (``n_failed``, ``errors``) with a
+        RuntimeWarning. Default: SDs and correlations ("sd_x|g", "cor_y.x|g"), sigma
+        (when estimated), the fixed effects.
     n_jobs : int
-        Workers (-1: all cores). Forked processes where available (refits of small
-        models hold the GIL), else threads; each has its own Refitter.
+        Workers (-1: all cores), each with its own Refitter. Forked processes where fork
+        is the start method (Linux; refits of small models hold the GIL, so only
+        processes add cores), each on one thread for its row passes and its BLAS;
+        threads on macOS and Windows and inside a daemonic process (a
+        ``multiprocessing.Pool`` worker), where they are correct but add little for small
+        models (``n_jobs=1`` is as fast there).
     progress : bool or None
         A tqdm progress bar; None: shown when stderr is a terminal, False: silent.
 
@@ -260,13 +298,14 @@ def bootstrap(m, n: int = 1000, seed=None, func=None, n_jobs: int = 2,
         raise TypeError(f"n must be a positive integer, not {n!r}")
     n_jobs = min(check_n_jobs(n_jobs), int(n))
     t0 = as_statistics((default_statistics if func is None else func)(m))
-    children = np.random.SeedSequence(seed).spawn(int(n))
+    children = seed_children(seed, int(n))
     chunks = _chunks(int(n))
     bar = _progress_bar(progress, int(n))
+    kind = worker_kind(n_jobs)
     try:
-        if n_jobs == 1:
+        if kind == "serial":
             rows = _run_serial(m, func, children, chunks, bar)
-        elif "fork" in multiprocessing.get_all_start_methods():
+        elif kind == "processes":
             rows = _run_processes(m, func, children, chunks, bar, n_jobs)
         else:
             rows = _run_threads(m, func, children, chunks, bar, n_jobs)
@@ -276,17 +315,29 @@ def bootstrap(m, n: int = 1000, seed=None, func=None, n_jobs: int = 2,
     return _assemble(t0, rows, int(n), seed)
 
 
+def aligned_to(stats: pd.Series, t0: pd.Series) -> np.ndarray | str:
+    """The replicate's values in ``t0``'s order (matched by label), or why they cannot be."""
+    if stats.index.equals(t0.index):
+        return stats.to_numpy()
+    same_labels = (t0.index.is_unique and stats.index.is_unique and len(stats) == len(t0)
+                   and set(stats.index) == set(t0.index))
+    if same_labels:
+        return stats.reindex(t0.index).to_numpy()
+    shown = list(stats.index[:6]) + (["..."] if len(stats) > 6 else [])
+    expected = list(t0.index[:6]) + (["..."] if len(t0) > 6 else [])
+    return (f"func returned {len(stats)} values labelled {shown}, but {len(t0)} labelled "
+            f"{expected} for the fit: return the same labels (in any order) every time")
+
+
 def _assemble(t0: pd.Series, rows: list, n: int, seed) -> BootstrapResult:
     values = np.full((n, len(t0)), np.nan)
     errors = []
     for i, stats, err in sorted(rows, key=lambda r: r[0]):
-        if stats is None:
-            errors.append(err)
+        row = err if stats is None else aligned_to(stats, t0)
+        if isinstance(row, str):
+            errors.append(row if stats is None else f"replicate {i}: {row}")
             continue
-        if len(stats) != len(t0):
-            raise ValueError(f"func returned {len(stats)} values for replicate {i} but "
-                             f"{len(t0)} for the fit")
-        values[i] = stats.to_numpy()
+        values[i] = row
     t = pd.DataFrame(values, index=pd.RangeIndex(n, name="replicate"), columns=t0.index)
     n_failed = len(errors)
     if n_failed:

@@ -10,8 +10,10 @@ reproducible from one seed per draw.
 lme4's ``simulate`` (1.1-31) for comparison: its default ``re.form = NA`` draws new
 random effects (``re_form=None`` here), ``use.u = TRUE`` / ``re.form = NULL`` keeps the
 fitted ones (``re_form="conditional"``); ``re_form="population"`` (no random effects at
-all, X beta + noise) has no lme4 counterpart. lme4's ``re.form = NA`` means new random
-effects here but none in ``predict``: to avoid that trap "NA" is not accepted.
+all, X beta + noise) has no lme4 counterpart. lme4's ``simulate`` reads ``re.form = NA``
+and ``re.form = ~0`` alike, as new random effects, where its ``predict`` reads both as
+none: to avoid that trap neither spelling is accepted. lme4 refuses ``re.form = ~.``
+("No random effects terms specified in formula"), and so does this module.
 """
 from __future__ import annotations
 
@@ -22,18 +24,56 @@ import pandas as pd
 
 from .errors import ModelSpecError
 
-RE_FORMS = {None: "new", "new": "new", "~0": "population", "0": "population",
-            "population": "population", "conditional": "conditional",
-            "~.": "conditional"}
+RE_FORMS = {None: "new", "new": "new", "population": "population",
+            "conditional": "conditional"}
+CHOICES = ("re_form must be None or 'new' (new random effects), 'population' (none) or "
+           "'conditional' (the fitted ones)")
+# lme4 spellings whose meaning differs between lme4's simulate and predict, or that lme4 refuses
+LME4_TRAPS = {
+    "na": "lme4's simulate reads re.form = NA as new random effects, its predict as none",
+    "~0": "lme4's simulate reads re.form = ~0 as new random effects, its predict as none",
+    "0": "lme4's simulate reads re.form = ~0 as new random effects, its predict as none",
+    "~-1": "lme4's simulate reads re.form = ~-1 as new random effects, its predict as none",
+    "~.": "lme4 refuses re.form = ~. (no random-effects terms); its re.form = NULL keeps "
+          "the fitted random effects, 'conditional' here",
+}
 
 
 def re_form_kind(re_form) -> str:
     """"new", "population" or "conditional" from the user's ``re_form``."""
     key = re_form.strip().lower().replace(" ", "") if isinstance(re_form, str) else re_form
+    if key in LME4_TRAPS:
+        raise ModelSpecError(f"re_form {re_form!r} is refused: {LME4_TRAPS[key]}. {CHOICES}.")
     if key not in RE_FORMS:
-        raise ModelSpecError(f"re_form must be None (new random effects), 'population' "
-                             f"(or '~0': none) or 'conditional' (the fitted ones), not {re_form!r}")
+        raise ModelSpecError(f"{CHOICES}, not {re_form!r}")
     return RE_FORMS[key]
+
+
+def seed_children(seed, n: int) -> list[np.random.SeedSequence]:
+    """n independent child seeds, child i for replicate (or simulation) i.
+
+    An int >= 0 or None: the children of ``SeedSequence(seed)`` (None: fresh entropy). A
+    SeedSequence: its next n children (numpy's ``spawn``). A Generator: the next n
+    children of its SeedSequence, as ``Generator.spawn`` (a fresh ``default_rng(s)``
+    gives the children of ``s``; the same Generator passed again gives new ones).
+    """
+    if isinstance(seed, np.random.Generator):
+        root = seed.bit_generator.seed_seq
+        if not isinstance(root, np.random.SeedSequence):
+            raise TypeError("seed: this Generator has no SeedSequence to spawn from; pass an "
+                            "int, a SeedSequence or a Generator made by numpy.random.default_rng")
+        return root.spawn(n)
+    if isinstance(seed, np.random.SeedSequence):
+        return seed.spawn(n)
+    if seed is None:
+        return np.random.SeedSequence().spawn(n)
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int >= 0, a numpy SeedSequence or Generator, or "
+                        f"None, not {seed!r}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0 (numpy's SeedSequence takes no negative "
+                         f"entropy), not {seed!r}")
+    return np.random.SeedSequence(int(seed)).spawn(n)
 
 
 @dataclass(frozen=True, eq=False)
@@ -134,11 +174,11 @@ def family_noise(family, mu: np.ndarray, weights: np.ndarray | None, sigma: floa
 
 
 def simulate_responses(result, *, nsim: int = 1, seed=None, re_form=None) -> np.ndarray:
-    """(n, nsim) simulated responses; column j drawn with the j-th child of ``seed``."""
+    """(n, nsim) simulated responses; column j drawn with child j of ``seed`` (seed_children)."""
     if not isinstance(nsim, (int, np.integer)) or isinstance(nsim, bool) or nsim < 1:
         raise TypeError(f"nsim must be a positive integer, not {nsim!r}")
     sim = Simulator.from_result(result, re_form)
-    children = np.random.SeedSequence(seed).spawn(int(nsim))
+    children = seed_children(seed, int(nsim))
     out = np.empty((sim.n, int(nsim)))
     for j, child in enumerate(children):
         out[:, j] = sim.draw(np.random.default_rng(child))
@@ -155,14 +195,20 @@ class SimulateMethods:
         ----------
         nsim : int
             Number of simulated responses (columns ``sim_1`` ... ``sim_<nsim>``).
-        seed : int, numpy SeedSequence or None
-            Seed of a ``numpy.random.SeedSequence``; each column uses its own child, so
-            the first k columns do not depend on nsim. None: fresh entropy.
-        re_form : {None, "population", "conditional"}
-            None (lme4's default ``re.form = NA``): new random effects
+        seed : int, numpy SeedSequence, numpy Generator or None
+            Column j uses child j of ``numpy.random.SeedSequence(seed)`` (an int >= 0;
+            None: fresh entropy), of the SeedSequence itself (its next nsim children), or
+            of a Generator's SeedSequence (as ``Generator.spawn``: a fresh
+            ``default_rng(s)`` gives the columns of ``seed=s``). With an int the first k
+            columns do not depend on nsim.
+        re_form : {None, "new", "population", "conditional"}
+            None or "new" (lme4's default ``re.form = NA``): new random effects
             b ~ N(0, sigma^2 Lambda Lambda') (GLMM: N(0, Lambda Lambda')) and new noise;
-            "population" (or "~0"): no random effects, X beta + offset + noise;
-            "conditional" (lme4's ``use.u = TRUE``): the fitted conditional modes.
+            "population": no random effects, X beta + offset + noise (no lme4
+            counterpart); "conditional" (lme4's ``re.form = NULL`` or ``use.u = TRUE``):
+            the fitted conditional modes. lme4's "NA" and "~0" are refused (lme4's
+            simulate reads them as new random effects, its predict as none), and so is
+            "~." (lme4 refuses it).
 
         Returns
         -------

@@ -135,15 +135,50 @@ def test_poisson_draws_are_counts():
     assert np.all(y >= 0) and np.allclose(y, np.round(y))
 
 
-@pytest.mark.parametrize("re_form", ["~0", "population", "conditional", None, "~ 0"])
+@pytest.mark.parametrize("re_form", ["population", "conditional", None, "new", " Conditional "])
 def test_re_form_spellings(sleep_fit, re_form):
     assert sleep_fit.simulate(nsim=1, seed=1, re_form=re_form).shape == (sleep_fit.nobs, 1)
+
+
+# lme4 1.1-31, sleepstudy, fm <- lmer(Reaction ~ Days + (Days | Subject)):
+#   set.seed(1); simulate(fm, re.form = ~0) equals set.seed(1); simulate(fm, re.form = NA)
+#   (max difference 0): new random effects; predict(fm, re.form = ~0) is X beta.
+#   simulate(fm, re.form = ~.) and predict(fm, re.form = ~.) both stop with "No random
+#   effects terms specified in formula".
+@pytest.mark.parametrize("re_form, reason", [
+    ("NA", "new random effects, its predict as none"),
+    ("~0", "new random effects, its predict as none"),
+    ("~ 0", "new random effects, its predict as none"),
+    ("~-1", "new random effects, its predict as none"),
+    ("~.", "lme4 refuses"),
+    ("~ .", "lme4 refuses"),
+])
+def test_lme4_spellings_that_mean_something_else_are_refused(sleep_fit, re_form, reason):
+    with pytest.raises(ModelSpecError, match=reason):
+        sleep_fit.simulate(re_form=re_form)
 
 
 def test_bad_arguments_are_refused(sleep_fit):
     with pytest.raises(ModelSpecError, match="re_form"):
         sleep_fit.simulate(re_form="~ (1 | Subject)")
-    with pytest.raises(ModelSpecError, match="re_form"):
-        sleep_fit.simulate(re_form="NA")  # lme4's simulate and predict read NA differently
     with pytest.raises(TypeError, match="nsim"):
         sleep_fit.simulate(nsim=0)
+
+
+def test_seed_sequence_and_generator_seeds(sleep_fit):
+    by_int = sleep_fit.simulate(nsim=3, seed=7)
+    pd.testing.assert_frame_equal(sleep_fit.simulate(nsim=3, seed=np.random.SeedSequence(7)),
+                                  by_int)
+    pd.testing.assert_frame_equal(sleep_fit.simulate(nsim=3, seed=np.int64(7)), by_int)
+    rng = np.random.default_rng(7)  # a fresh Generator spawns the children of its seed
+    pd.testing.assert_frame_equal(sleep_fit.simulate(nsim=3, seed=rng), by_int)
+    again = sleep_fit.simulate(nsim=3, seed=rng)  # ... and new ones when passed again
+    assert not np.allclose(again.to_numpy(), by_int.to_numpy())
+
+
+@pytest.mark.parametrize("seed, error", [(1.5, TypeError), ("7", TypeError), (True, TypeError),
+                                         (-1, ValueError),
+                                         (np.random.RandomState(1), TypeError)])
+def test_bad_seeds_are_refused_clearly(sleep_fit, seed, error):
+    with pytest.raises(error, match="seed must be"):
+        sleep_fit.simulate(nsim=1, seed=seed)
