@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ModelSpecError
+from .terms import term_offsets
 
 RE_FORMS = {None: "new", "new": "new", "population": "population",
             "conditional": "conditional"}
@@ -108,7 +109,7 @@ class Simulator:
         eta = frame.X @ result.fixef.to_numpy()
         if frame.offset is not None:
             eta = eta + frame.offset
-        offsets = np.concatenate([[0], np.cumsum([t.q for t in frame.terms])]).astype(np.int64)
+        offsets = term_offsets(frame.terms)
         family = ctx.family_object if ctx.is_glmm else None
         return cls(eta, frame.terms, offsets, tuple(T), 1.0 if family else float(result.sigma),
                    np.asarray(result.b), re_form_kind(re_form), family, float(result.sigma),
