@@ -11,9 +11,15 @@ J. R. Soc. Interface 14: 20170213) and the R package performance (``icc``, ``r2_
                    random intercept (1 | g) this is sigma_g^2)
     var_residual = sigma^2 for a linear mixed model; for a GLMM the distribution-specific
                    variance on the latent scale: pi^2/3 (binomial logit), 1 (probit),
-                   pi^2/6 (cloglog), log(1 + 1/lambda) for Poisson with log link, with
-                   lambda = exp(beta_0 + var_random / 2) and beta_0 the fitted intercept
-                   (Nakagawa et al. 2017's log-normal approximation)
+                   pi^2/6 (cloglog), log(1 + 1/lambda) for Poisson with log link
+                   (Nakagawa et al. 2017's log-normal approximation), with
+                   lambda = exp(beta_0 + var_random_0 / 2) from the null model, as the R
+                   package insight (behind performance) computes it: the same random
+                   terms, prior weights and offset, an intercept-only fixed part, refitted;
+                   beta_0 is its intercept and var_random_0 its var_random. So lambda does
+                   not move when a covariate is centred or shifted (the fitted intercept
+                   would); it is the mean count at offset 0 (one unit of exposure for
+                   offset(log(exposure))), so it does change with the offset's units.
 
     ICC adjusted    = var_random / (var_random + var_residual)
     ICC conditional = var_random / (var_fixed + var_random + var_residual)
@@ -33,10 +39,16 @@ mean residual from the fixed part.
 """
 from __future__ import annotations
 
+import warnings
+import weakref
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 
-from .errors import ModelSpecError
+from .errors import GlmmSparseWarning, ModelSpecError
+from .lrt import term_labels
+from .terms import term_offsets
 
 # latent-scale residual variance of binomial GLMMs, by link (Nakagawa et al. 2017, Table 1)
 BINOMIAL_LATENT = {"logit": (np.pi**2 / 3.0, "logit: pi^2/3"),
@@ -56,17 +68,20 @@ class DecompositionMethods:
             ``var_fixed``, ``var_random`` (the sum over terms), ``var_residual``, then one
             ``var_random[<group>]`` entry per random-effects term. ``attrs["residual"]`` says
             how var_residual was found (e.g. "logit: pi^2/3"); for Poisson fits
-            ``attrs["lambda"]`` is the lambda of the log-normal approximation.
+            ``attrs["lambda"]`` is the lambda of the log-normal approximation and
+            ``attrs["null_intercept"]``, ``attrs["null_var_random"]`` the null model's
+            intercept and var_random it comes from (the null model is fitted on the first
+            call and kept for the result's lifetime).
         """
         per_term = _random_variance_by_term(self)
         var_random = float(per_term.sum())
-        var_residual, method, lam = _residual_variance(self, var_random)
+        var_residual, method, null = _residual_variance(self)
         parts = pd.Series({"var_fixed": _fixed_variance(self), "var_random": var_random,
                            "var_residual": var_residual})
         parts = pd.concat([parts, per_term.rename(lambda g: f"var_random[{g}]")]).rename("variance")
         parts.attrs["residual"] = method
-        if lam is not None:
-            parts.attrs["lambda"] = lam
+        if null is not None:
+            parts.attrs.update(null)
         return parts
 
     def icc(self, by_group: bool = False) -> pd.Series | pd.DataFrame:
@@ -160,7 +175,7 @@ class DecompositionMethods:
         """
         index, label = _intercept_term(self, group, what="shrinkage")
         term = self.model.frame.terms[index]
-        b_g = self.b[_offsets(self.model.frame.terms)[index]:][:term.nlev]
+        b_g = self.b[term_offsets(self.model.frame.terms)[index]:][:term.nlev]
         partial, weights, residual = _partial_residual(self, index, b_g)
         n_eff = np.bincount(term.codes, weights=weights, minlength=term.nlev)
         mean = np.bincount(term.codes, weights=weights * partial, minlength=term.nlev) / n_eff
@@ -181,11 +196,6 @@ def _require_model(result):
         raise ModelSpecError("this result carries no model frame (result.model is None); "
                              "refit it with glmm_sparse.lmer / glmer to decompose its variance")
     return result.model
-
-
-def _offsets(terms) -> np.ndarray:
-    """Where each term's random effects start in b (and the end)."""
-    return np.concatenate([[0], np.cumsum([t.q for t in terms])]).astype(np.int64)
 
 
 def _term_covariances(result) -> list[np.ndarray]:
@@ -213,8 +223,8 @@ def _fixed_variance(result) -> float:
     return float(np.var(eta, ddof=1)) if eta.shape[0] > 1 else 0.0
 
 
-def _residual_variance(result, var_random: float) -> tuple[float, str, float | None]:
-    """var_residual, how it was found, and lambda (Poisson only)."""
+def _residual_variance(result) -> tuple[float, str, dict | None]:
+    """var_residual, how it was found, and (Poisson only) lambda and its null model."""
     options = _require_model(result).options
     if "family" not in options:
         return float(result.sigma**2), "sigma^2", None
@@ -225,20 +235,60 @@ def _residual_variance(result, var_random: float) -> tuple[float, str, float | N
         value, method = BINOMIAL_LATENT[link]
         return value, method, None
     if family == "poisson" and link == "log":
-        return _poisson_lognormal(result, var_random)
+        return _poisson_lognormal(result)
     raise ModelSpecError(
         f"no latent-scale residual variance for family {family!r} with link {link!r}: ICC "
         f"and R2 are defined here for LMMs, binomial (logit, probit, cloglog) and Poisson "
         f"(log) GLMMs; use variance components (result.varcorr) instead")
 
 
-def _poisson_lognormal(result, var_random: float) -> tuple[float, str, float]:
-    """log(1 + 1/lambda), lambda = exp(beta_0 + var_random / 2) (Nakagawa et al. 2017)."""
-    if "(Intercept)" not in result.fixef.index:
-        raise ModelSpecError("the Poisson ICC/R2 (log-normal approximation) needs the "
-                             "fixed-effects intercept beta_0: fit the model with an intercept")
-    lam = float(np.exp(result.fixef["(Intercept)"] + var_random / 2.0))
-    return float(np.log1p(1.0 / lam)), "poisson log: log(1 + 1/lambda)", lam
+def _poisson_lognormal(result) -> tuple[float, str, dict]:
+    """log(1 + 1/lambda), lambda = exp(beta_0 + var_random_0 / 2) of the null model."""
+    beta0, var0 = _null_model(result)
+    lam = float(np.exp(beta0 + var0 / 2.0))
+    null = {"lambda": lam, "null_intercept": beta0, "null_var_random": var0}
+    return float(np.log1p(1.0 / lam)), "poisson log: log(1 + 1/lambda), null model", null
+
+
+# null-model fits by fitted model (weak keys: a result's context, which results never
+# change): icc, r2 and design_effect each ask for the decomposition
+_NULL_FITS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _null_model(result) -> tuple[float, float]:
+    """Intercept and var_random (Johnson 2014) of the null model: the fit's random terms,
+    prior weights and offset with an intercept-only fixed part, fitted on the fit's rows
+    as glmer (no data needed: the frame holds Z, the weights and the offset)."""
+    model = _require_model(result)
+    if model not in _NULL_FITS:
+        _NULL_FITS[model] = _fit_null_model(model)
+    return _NULL_FITS[model]
+
+
+def _fit_null_model(model) -> tuple[float, float]:
+    from .glmm import GlmmObjective, fit_glmm
+    from .objective import ThetaMap
+    from .scaling import theta_units
+
+    opts = model.options
+    data = replace(model.glmm_data(), X=np.ones((model.frame.n, 1)))
+    obj = GlmmObjective(data, nagq=int(opts["nagq"]),
+                        factor_mode=opts.get("factor_mode", "measure"))
+    theta_map = obj.pls.theta_map
+    units = theta_units(model.frame.terms, theta_map)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", GlmmSparseWarning)
+        fit_glmm(obj, theta0=theta_map.start * units,
+                 check=opts.get("check_convergence", True),
+                 optimizer_options=opts.get("optimizer_options") or {}, units=units)
+    for w in caught:  # say which model they are about: not the user's fit
+        warnings.warn(f"the null model behind the Poisson ICC/R2 (intercept-only fixed part, "
+                      f"the fit's random terms): {w.message}", w.category, stacklevel=6)
+    terms = model.frame.terms
+    factors = ThetaMap(tuple(t.k for t in terms)).factors(np.asarray(obj.pls.theta))
+    var0 = sum(float(np.mean(np.einsum("ij,jk,ik->i", t.X, T @ T.T, t.X)))
+               for t, T in zip(terms, factors))
+    return float(obj.state.beta[0]), var0
 
 
 def _is_intercept_term(term) -> bool:
@@ -251,8 +301,8 @@ def _icc_by_group(result, parts: pd.Series) -> pd.DataFrame:
 
     terms = result.model.frame.terms
     if not all(_is_intercept_term(t) for t in terms):
-        slopes = [f"({' + '.join(t.cnames)} | {t.group_name})" for t in terms
-                  if not _is_intercept_term(t)]
+        written = term_labels(result.model)
+        slopes = [written[i] for i, t in enumerate(terms) if not _is_intercept_term(t)]
         raise ModelSpecError(f"icc(by_group=True) needs random intercepts only; the term(s) "
                              f"{', '.join(slopes)} have slopes: use icc() for the whole "
                              f"random part")
@@ -284,10 +334,9 @@ def _intercept_term(result, group: str | None, what: str) -> tuple[int, str]:
                              f"groups are {', '.join(map(repr, labels))}")
     index = labels.index(group)
     if index not in candidates:
-        t = terms[index]
         raise ModelSpecError(f"{what}() is defined for random intercepts (1 | {group}); the "
-                             f"term ({' + '.join(t.cnames)} | {group}) is not one: its "
-                             f"shrinkage is a matrix, not a factor per level")
+                             f"term {term_labels(result.model)[index]} is not one: the "
+                             f"shrinkage of a term with slopes is not one factor per level")
     return index, group
 
 
@@ -319,7 +368,7 @@ def _working_partial(result, b_rows: np.ndarray, several: bool) -> tuple[np.ndar
     model = result.model
     frame = model.frame
     family = model.family_object
-    eta = linear_predictor(frame, result.fixef.to_numpy(), result.b, _offsets(frame.terms))
+    eta = linear_predictor(frame, result.fixef.to_numpy(), result.b, term_offsets(frame.terms))
     mu = family.link.linkinv(eta)
     mu_eta = family.link.mu_eta(eta)
     prior = np.ones(frame.n) if frame.weights is None else frame.weights

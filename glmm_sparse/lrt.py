@@ -13,6 +13,7 @@ left (the linear model by least squares, or the GLM by IRLS: ``no_random_loglik`
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -86,36 +87,84 @@ def boundary_df(m0, m1) -> tuple[int | None, str]:
     f0, f1 = m0.model.frame, m1.model.frame
     if not same_fixed_part(f0, f1):
         return None, "the models differ in their fixed effects (or response, weights, offset)"
-    rest = list(f1.terms)
+    rest = list(range(len(f1.terms)))
     unmatched = []
-    for t in f0.terms:
-        hit = next((i for i, s in enumerate(rest) if _same_term(t, s)), None)
+    for i, t in enumerate(f0.terms):
+        hit = next((j for j in rest if _same_term(t, f1.terms[j])), None)
         if hit is None:
-            unmatched.append(t)
+            unmatched.append(i)
         else:
-            rest.pop(hit)
-    if not unmatched and len(rest) == 1 and rest[0].k == 1:
-        return 1, (f"the larger model adds one variance ({_term_label(rest[0])}); under the "
+            rest.remove(hit)
+    labels0, labels1 = term_labels(m0.model), term_labels(m1.model)
+    added = f1.terms[rest[0]] if len(rest) == 1 else None
+    if not unmatched and added is not None and added.k == 1:
+        return 1, (f"the larger model adds one variance ({labels1[rest[0]]}); under the "
                    "null it is 0, on the boundary: 0.5 chi2_0 + 0.5 chi2_1 (Self & Liang 1987)")
-    if len(unmatched) == 1 and len(rest) == 1 and _extends(unmatched[0], rest[0]):
-        k = unmatched[0].k
-        return k + 1, (f"the larger model adds one random effect to {_term_label(unmatched[0])} "
+    if len(unmatched) == 1 and added is not None and _extends(f0.terms[unmatched[0]], added):
+        k = f0.terms[unmatched[0]].k
+        return k + 1, (f"the larger model adds one random effect to {labels0[unmatched[0]]} "
                        f"(its variance, on the boundary under the null, and {k} "
                        f"covariance(s)): 0.5 chi2_{k} + 0.5 chi2_{k + 1} (Stram & Lee 1994)")
-    if not unmatched and len(rest) == 1:
-        return None, (f"the larger model adds a {rest[0].k} x {rest[0].k} covariance matrix "
-                      f"({_term_label(rest[0])}) whose null value 0 is a corner of the "
+    if not unmatched and added is not None:
+        return None, (f"the larger model adds a {added.k} x {added.k} covariance matrix "
+                      f"({labels1[rest[0]]}) whose null value 0 is a corner of the "
                       "parameter space: its limiting law is a chi-bar-square with weights "
                       "that are not 50:50; the chi-square p-value is conservative")
     return None, ("the random-effects structures do not differ by one variance or one "
                   "random effect added to a term, so no 50:50 boundary mixture is identified")
 
 
-def _term_label(t) -> str:
-    """lme4's writing of a term: "(1 + Days | Subject)", "(0 + Days | Subject)"."""
+# ------------------------------------------------------------ random-term labels
+
+_NAME = re.compile(r"[A-Za-z.][\w.]*")
+
+
+def _quoted(name: str) -> str:
+    """A variable name as a formula needs it: backquoted unless it is a plain name."""
+    return name if _NAME.fullmatch(name) else f"`{name}`"
+
+
+def parsed_term_index(parsed, frame_terms) -> list[int]:
+    """For each frame term, the index of its parsed RandomTerm (``parsed.random``).
+
+    The frame sorts the parsed terms stably by number of levels, so the terms of one
+    grouping factor keep their written order: match them in order per factor.
+    """
+    unused = list(range(len(parsed.random)))
+    match = []
+    for t in frame_terms:
+        j = next((j for j in unused if parsed.random[j].group_name == t.group_name), None)
+        if j is None:
+            raise ModelSpecError(f"the model's term for {t.group_name!r} has no random term in "
+                                 "its parsed formula (internal inconsistency: please report)")
+        unused.remove(j)
+        match.append(j)
+    return match
+
+
+def term_text(spec) -> str:
+    """A parsed RandomTerm as a formula writes it: "(1 + k | g)", "(0 + x | g)"."""
+    return f"({spec.lhs} | {':'.join(_quoted(g) for g in spec.group)})"
+
+
+def _label_from_columns(t) -> str:
+    """A term's label from its columns (fits without a parsed formula only)."""
     cols = [c for c in t.cnames if c != "(Intercept)"]
     lhs = " + ".join((["1"] if "(Intercept)" in t.cnames else ["0"]) + cols)
     return f"({lhs} | {t.group_name})"
+
+
+def term_labels(model) -> tuple[str, ...]:
+    """The formula's writing of each random-effects term of a fit's model context, in the
+    order of ``model.frame.terms``: "(1 + Days | Subject)", and for ``(x || g)`` the two
+    terms "(1 | g)" and "(0 + x | g)". Read from the parsed formula, so that factors and
+    transformed covariates stay as written ("(1 + k | g)", not the column "(1 + klo | g)")
+    and the labels are valid formula terms."""
+    terms = model.frame.terms
+    parsed = model.parsed
+    if parsed is None or len(parsed.random) != len(terms):
+        return tuple(_label_from_columns(t) for t in terms)
+    return tuple(term_text(parsed.random[j]) for j in parsed_term_index(parsed, terms))
 
 
 # ------------------------------------------------------------------------ checks
@@ -294,25 +343,21 @@ def _single_model_anova(m):
 
 
 def reduced_formula(result, keep) -> str:
-    """The formula of ``result`` with only the random terms ``keep`` (ReTerms)."""
+    """The formula of ``result`` with only the random terms ``keep`` (indices into
+    ``result.model.frame.terms``), each as the formula wrote it."""
     parsed = result.model.parsed
     lhs = parsed.response if parsed is not None else "y"
     fixed = parsed.fixed if parsed is not None else "1"
     offsets = [f"offset({o})" for o in (parsed.offsets if parsed is not None else ())]
-    return " + ".join([f"{lhs} ~ {fixed}", *offsets, *(_term_label(t) for t in keep)])
+    labels = term_labels(result.model)
+    return " + ".join([f"{lhs} ~ {fixed}", *offsets, *(labels[i] for i in keep)])
 
 
 def _reduced_parsed(parsed, frame_terms, keep_index):
-    """The parsed formula with the random terms kept; frame terms map to parsed terms in
-    order per factor (the frame sorts them stably by number of levels)."""
+    """The parsed formula with the random terms of ``keep_index`` (frame indices) kept."""
     if parsed is None:
         return None
-    unused = list(range(len(parsed.random)))
-    match = []
-    for t in frame_terms:
-        j = next(j for j in unused if parsed.random[j].group_name == t.group_name)
-        unused.remove(j)
-        match.append(j)
+    match = parsed_term_index(parsed, frame_terms)
     kept = sorted(match[i] for i in keep_index)
     return replace(parsed, random=tuple(parsed.random[j] for j in kept))
 
@@ -327,7 +372,7 @@ def fit_without_terms(result, drop, *, reml: bool | None = None):
         raise ModelSpecError("no random-effects term would remain: use no_random_loglik")
     frame = replace(ctx.frame, terms=tuple(terms[i] for i in keep))
     parsed = _reduced_parsed(ctx.parsed, terms, keep)
-    formula = reduced_formula(result, frame.terms)
+    formula = reduced_formula(result, keep)
     if ctx.is_glmm:
         return _fit_glmm_frame(result, frame, formula, parsed)
     return _fit_lmm_frame(result, frame, formula, parsed,
@@ -415,9 +460,14 @@ def no_random_loglik(result, *, reml: bool = False) -> NoRandomFit:
 
 
 def _lm_fit(frame, *, reml: bool) -> NoRandomFit:
-    """-2 log L = n (1 + log(2 pi RSS / n)) - sum(log w); REML: log|X'WX| added and n - p."""
-    n, p = frame.X.shape
-    w = np.ones(n) if frame.weights is None else frame.weights
+    """-2 log L = n (1 + log(2 pi RSS / n)) - sum(log w); REML: log|X'WX| added and n - p.
+
+    n counts the rows with positive weight: a row of weight 0 carries no information (R's
+    logLik.lm drops it; so does the LMM's criterion, whose sum(log w) skips it too).
+    """
+    p = frame.X.shape[1]
+    w = np.ones(frame.n) if frame.weights is None else frame.weights
+    n = int(np.count_nonzero(w > 0))
     y = frame.y if frame.offset is None else frame.y - frame.offset
     sw = np.sqrt(w)
     Q, R = np.linalg.qr(frame.X * sw[:, None])

@@ -21,11 +21,13 @@ from scipy import linalg, stats
 
 from .errors import ModelSpecError
 from .formula import parse_formula
+from .kenward_roger import dense_gram
 from .lrt import (
-    _term_label,
     chibar_pvalue,
     fit_without_terms,
     no_random_loglik,
+    reduced_formula,
+    term_labels,
 )
 
 # the exact F test factors a dense (p + q) x (p + q) matrix: 4,000 columns take 128 MB
@@ -38,35 +40,54 @@ RANK_TOL = 1e-11
 # --------------------------------------------------------------------- the term
 
 
+def _lhs_key(lhs: str) -> frozenset[str]:
+    """A term's left side as a set of its additive parts, blanks removed: "1 + I(x ** 2)"
+    and "I(x**2) + 1" give the same key ("+" inside parentheses does not split)."""
+    parts, depth, part = [], 0, []
+    for ch in lhs:
+        depth += (ch == "(") - (ch == ")")
+        if ch == "+" and depth == 0:
+            parts.append("".join(part))
+            part = []
+        else:
+            part.append(ch)
+    parts.append("".join(part))
+    return frozenset("".join(p.split()) for p in parts if p.strip())
+
+
+def _group_key(group) -> tuple[str, ...]:
+    """An interaction of grouping factors regardless of order: cask:batch = batch:cask."""
+    return tuple(sorted(g.strip() for g in group))
+
+
 def _parse_term(term: str):
-    """The random terms a string such as "(1 | g)", "(1 + x | g)" or "g" stands for."""
+    """The random terms a string such as "(1 | g)", "(1 + x | g)" stands for, or (None,
+    the factors) for a grouping factor's name such as "g" or "cask:batch"."""
     text = term.strip()
     if "|" not in text:
-        return None, tuple(s.strip() for s in text.split(":"))
+        return None, tuple(s.strip().strip("`") for s in text.split(":"))
     if not text.startswith("("):
         text = f"({text})"
     return parse_formula(f"y ~ 1 + {text}").random, None
 
 
-def _columns(lhs: str) -> set[str]:
-    """The column names a simple left side gives: "1 + x" -> {"(Intercept)", "x"}."""
-    parts = [p.strip() for p in lhs.replace("-1", "+0").split("+") if p.strip()]
-    cols = {p for p in parts if p not in ("0", "1")}
-    if "0" not in parts:
-        cols.add("(Intercept)")
-    return cols
-
-
-def _same_group(name: str, group: tuple[str, ...]) -> bool:
-    return sorted(name.split(":")) == sorted(group)
+def _written_lhs(model) -> list[str]:
+    """Each frame term's left side as the formula wrote it (from its label)."""
+    return [label[1:label.rindex("|")] for label in term_labels(model)]
 
 
 def find_term(result, term) -> int:
     """Index in ``result.model.frame.terms`` of ``term``: an int, a term as written in
-    the formula ("(1 | Batch)", "(1 | cask:batch)"), or a grouping factor's name when
-    that factor has a single term."""
-    terms = result.model.frame.terms
-    labels = ", ".join(_term_label(t) for t in terms)
+    the formula ("(1 | Batch)", "(1 + k | g)", "(1 | cask:batch)"), or a grouping factor's
+    name when that factor has a single term.
+
+    A written term is matched on the parsed formula's random terms: the same grouping
+    factor(s) and the same parts of the left side, blanks and order aside (so "(k | g)"
+    is "(1 + k | g)", and "I(x**2)" is "I(x ** 2)").
+    """
+    model = result.model
+    terms = model.frame.terms
+    labels = ", ".join(term_labels(model))
     if isinstance(term, (int, np.integer)) and not isinstance(term, bool):
         if not 0 <= term < len(terms):
             raise ModelSpecError(f"term index {term} out of range: the model's terms are {labels}")
@@ -78,9 +99,11 @@ def find_term(result, term) -> int:
         raise ModelSpecError(f"{term!r} expands to {len(specs)} terms; name one of {labels}")
     if specs is not None:
         group = specs[0].group
-    hits = [i for i, t in enumerate(terms) if _same_group(t.group_name, group)]
+    hits = [i for i, t in enumerate(terms)
+            if _group_key(t.group_name.split(":")) == _group_key(group)]
     if specs is not None:
-        hits = [i for i in hits if set(terms[i].cnames) == _columns(specs[0].lhs)]
+        want, lhs = _lhs_key(specs[0].lhs), _written_lhs(model)
+        hits = [i for i in hits if _lhs_key(lhs[i]) == want]
     if len(hits) != 1:
         problem = "matches no term" if not hits else "matches more than one term"
         raise ModelSpecError(f"{term!r} {problem} of the model; its random-effects terms "
@@ -111,30 +134,6 @@ class ExactFTest:
     def __str__(self) -> str:
         return (f"Exact F test of the variance of {self.term} = 0: F = {self.F:.6g} on "
                 f"{self.df1} and {self.df2} df, p = {self.p:.4g}")
-
-
-def dense_gram(cp) -> np.ndarray:
-    """[X Z y]' W [X Z y] as a dense (p + q + 1) square matrix, from the cross-products
-    (y there is y - offset less its least-squares fit on X, which leaves projections'
-    residuals unchanged and keeps RSS's digits)."""
-    p, q = cp.p, cp.q
-    off = p + cp.offsets
-    G = np.zeros((p + q + 1, p + q + 1))
-    G[:p, :p], G[:p, -1], G[-1, :p] = cp.XtWXy[:p, :p], cp.XtWXy[:p, p], cp.XtWXy[p, :p]
-    G[-1, -1] = cp.XtWXy[p, p]
-    G[p:p + q, :p], G[p:p + q, -1] = cp.ZtWXy[:, :p], cp.ZtWXy[:, p]
-    G[:p, p:p + q], G[-1, p:p + q] = cp.ZtWXy[:, :p].T, cp.ZtWXy[:, p]
-    for t, (k, D) in enumerate(zip(cp.k, cp.diag)):
-        for lev in range(D.shape[0]):
-            i = off[t] + lev * k
-            G[i:i + k, i:i + k] = D[lev]
-    for pb in cp.pairs:
-        kt, ks = cp.k[pb.t], cp.k[pb.s]
-        for lt, ls, A in zip(pb.lev_t, pb.lev_s, pb.A):
-            i, j = off[pb.t] + lt * kt, off[pb.s] + ls * ks
-            G[i:i + kt, j:j + ks] = A
-            G[j:j + ks, i:i + kt] = A.T
-    return G
 
 
 def projection_rss(G: np.ndarray, cols: np.ndarray) -> tuple[float, int]:
@@ -188,7 +187,7 @@ def exact_f_test(result, term) -> ExactFTest:
     reduced = np.r_[np.arange(lo), np.arange(hi, ncol)]
     rss1, r1 = projection_rss(G, full)
     rss0, r0 = projection_rss(G, reduced)
-    label = _term_label(ctx.frame.terms[i])
+    label = term_labels(ctx)[i]
     df1, df2 = r1 - r0, cp.n - r1
     if df1 == 0:
         raise ModelSpecError(f"{label} adds no column to the span of X and the other terms "
@@ -260,8 +259,6 @@ def _reduced_loglik(full, i: int, reml: bool) -> tuple[float, int, str]:
     terms = full.model.frame.terms
     if len(terms) == 1:
         fit = no_random_loglik(full, reml=reml)
-        from .lrt import reduced_formula
-
         return fit.loglik, fit.npar, reduced_formula(full, ()) + " (no random effects)"
     fit = fit_without_terms(full, [i], reml=reml)
     return fit.loglik, fit.npar, fit.formula
@@ -305,7 +302,7 @@ def variance_component_test(result, term, *, reml: bool = False) -> VarianceComp
     stat = max(2.0 * (full.loglik - ll0), 0.0)
     df = full.npar - npar0
     t = full.model.frame.terms[i]
-    label = _term_label(t)
+    label = term_labels(full.model)[i]
     if t.k == 1:
         p_chibar, applies = chibar_pvalue(stat, 1), "chi-bar-square"
         reason = ("the null value of the variance, 0, is on the boundary of the parameter "
@@ -372,7 +369,7 @@ def _check_anova_design(result) -> None:
     if any(t.cnames != ("(Intercept)",) for t in f.terms) or len(f.terms) > 2:
         raise ModelSpecError("ANOVA estimators are for a one-way (1 | g) or two-level nested "
                              "(1 | a/b) design; this model has the terms "
-                             + ", ".join(_term_label(t) for t in f.terms))
+                             + ", ".join(term_labels(ctx)))
 
 
 def _equal_counts(codes: np.ndarray, nlev: int, what: str) -> int:

@@ -1,12 +1,14 @@
 """ICC, R2, design effect and shrinkage (decomposition.py) against lme4 fits and NumPy.
 
 References: tests/reference/inference/decomposition.json, made by generate_decomposition.R
-(lme4 1.1-31; the R package performance is not installed there, so the script computes
-Nakagawa's formulas from VarCorr / fixef / getME(m, "mmList") / model.matrix; the GLMMs are
-refitted with PIRLS converged, glmm/README.md "PIRLS noise"). Measured agreement: 4e-6
-relative or better on every number (ICC, R2, by-group ICC, design effect, shrinkage
-factors, BLUPs, group mean residuals); the tests ask for 1e-4, the tolerance of the
-variance components themselves in test_lmer_reference.py.
+(lme4 1.1-31; the R packages performance and insight are not installed there, so the script
+computes Nakagawa's formulas from VarCorr / fixef / getME(m, "mmList") / model.matrix, and
+the Poisson lambda from the null model refitted with update() as insight's null_model();
+the GLMMs are refitted with PIRLS converged, glmm/README.md "PIRLS noise"). Measured
+agreement: 4e-6 relative or better on every number (ICC, R2, by-group ICC, design effect,
+shrinkage factors, BLUPs, group mean residuals; the Poisson lambda, null intercept and null
+variance to 1.2e-7); the tests ask for 1e-4, the tolerance of the variance components
+themselves in test_lmer_reference.py.
 """
 import json
 from functools import cache
@@ -50,8 +52,9 @@ def test_icc_and_r2_match_the_reference(case_id):
     parts = m.variance_decomposition()
     assert parts["var_residual"] == pytest.approx(c["var_residual"], rel=REL)
     assert parts.attrs["residual"] == c["residual_method"]
-    if "lambda" in c:
-        assert parts.attrs["lambda"] == pytest.approx(c["lambda"], rel=REL)
+    for key in ("lambda", "null_intercept", "null_var_random"):  # Poisson: the null model
+        if key in c:
+            assert parts.attrs[key] == pytest.approx(c[key], rel=REL), key
 
 
 @pytest.mark.parametrize("case_id", [k for k, c in CASES.items() if c.get("by_group")])
@@ -146,11 +149,53 @@ def test_random_slope_decomposition_by_an_independent_numpy_computation():
     assert parts["var_random[Subject]"] == pytest.approx(var_random, rel=1e-12)
 
 
-def test_poisson_latent_residual_is_the_lognormal_approximation():
+def test_poisson_lambda_comes_from_the_null_model():
+    """lambda = exp(beta_0 + var_random_0 / 2) of the intercept-only model with the same
+    random terms (as insight): here fitted again from the data, the independent path."""
     m = fit_case("poisson_log")
     parts = m.variance_decomposition()
-    lam = np.exp(m.fixef["(Intercept)"] + m.varcorr["vcov"].iloc[0] / 2)
+    null = gs.glmer("count ~ 1 + (1 | g)", load_data("poisson_agq", "glmm"), family="poisson")
+    assert parts.attrs["null_intercept"] == pytest.approx(null.fixef["(Intercept)"], rel=1e-6)
+    assert parts.attrs["null_var_random"] == pytest.approx(null.varcorr["vcov"].iloc[0], rel=1e-5)
+    lam = np.exp(parts.attrs["null_intercept"] + parts.attrs["null_var_random"] / 2)
+    assert parts.attrs["lambda"] == pytest.approx(lam, rel=1e-12)
     assert parts["var_residual"] == pytest.approx(np.log1p(1 / lam), rel=1e-12)
+    # the null model is the model itself when it has no covariate
+    assert null.variance_decomposition()["var_residual"] == pytest.approx(parts["var_residual"],
+                                                                          rel=1e-6)
+
+
+def test_poisson_icc_does_not_move_when_a_covariate_is_shifted():
+    """Centring or shifting x changes the fitted intercept, not the model: ICC and R2 stay
+    (they moved with it while lambda used the fitted intercept)."""
+    d = load_data("poisson_agq", "glmm")
+    m = fit_case("poisson_log")
+    shifted = gs.glmer("count ~ x5 + (1 | g)", d.assign(x5=d["x"] + 5.0), family="poisson")
+    assert shifted.fixef.iloc[0] != pytest.approx(m.fixef.iloc[0], abs=0.5)
+    assert shifted.variance_decomposition().attrs["lambda"] == pytest.approx(
+        m.variance_decomposition().attrs["lambda"], rel=1e-9)
+    assert np.allclose(shifted.icc(), m.icc(), rtol=1e-6)
+    assert np.allclose(shifted.r2(), m.r2(), rtol=1e-6)
+    # a model without a fixed intercept has the same null model (it used to be refused)
+    no_intercept = gs.glmer("count ~ 0 + x5 + (1 | g)", d.assign(x5=d["x"] + 5.0),
+                            family="poisson")
+    assert no_intercept.variance_decomposition().attrs["lambda"] == pytest.approx(
+        m.variance_decomposition().attrs["lambda"], rel=1e-9)
+
+
+def test_poisson_lambda_is_the_rate_at_offset_zero():
+    """The null model keeps the offset (as insight's null_model): lambda is the mean count
+    per unit of exposure, so exposure counted in pairs halves it."""
+    m = fit_case("cbpp_poisson_offset")
+    cb = load_data("cbpp", "glmm")
+    pairs = gs.glmer("incidence ~ period + offset(log(pairs)) + (1 | herd)",
+                     cb.assign(pairs=cb["size"] / 2.0), family="poisson")
+    lam, lam2 = (f.variance_decomposition().attrs["lambda"] for f in (m, pairs))
+    assert lam2 == pytest.approx(2 * lam, rel=1e-5)
+    # the same as an offset given by name
+    by_name = gs.glmer("incidence ~ period + (1 | herd)", cb.assign(o=np.log(cb["size"])),
+                       family="poisson", offset="o")
+    assert by_name.variance_decomposition().attrs["lambda"] == pytest.approx(lam, rel=1e-6)
 
 
 def test_icc_is_invariant_to_an_affine_change_of_the_response():
@@ -179,8 +224,12 @@ def test_errors_name_the_term_and_what_to_do():
     slope = fit_case("sleep_slope")
     with pytest.raises(gs.ModelSpecError, match=r"random intercepts only.*Days \| Subject"):
         slope.icc(by_group=True)
-    with pytest.raises(gs.ModelSpecError, match=r"\(\(Intercept\) \+ Days \| Subject\) is not one"):
+    with pytest.raises(gs.ModelSpecError, match=r"the term \(1 \+ Days \| Subject\) is not one"):
         slope.shrinkage("Subject")
+    uncorrelated = gs.lmer("Reaction ~ Days + (Days || Subject)", load_data("sleepstudy"))
+    # the slope term of (Days || Subject) is (0 + Days | Subject), not (Days | Subject)
+    with pytest.raises(gs.ModelSpecError, match=r"the term\(s\) \(0 \+ Days \| Subject\) have"):
+        uncorrelated.icc(by_group=True)
     with pytest.raises(gs.ModelSpecError, match="has none"):
         slope.design_effect()
     pastes = fit_case("pastes_nested")

@@ -4,20 +4,21 @@ References: tests/reference/inference/lrt_references.json (generate_lrt.R). Tole
 (issue 6): log-likelihoods to 1e-6 relative, statistics and p-values to 1e-4 relative.
 """
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
-from refdata import load_data
+from fits import CBPP, dataset, glmer, lmer, quiet
 from scipy import stats
 
 import glmm_sparse as gs
 from glmm_sparse import lrt
+from glmm_sparse import variance_tests as vt
+from glmm_sparse.refit import Refitter
 
 REF = json.loads((Path(__file__).parent / "reference" / "inference"
                   / "lrt_references.json").read_text())
-CBPP = "cbind(incidence, size - incidence) ~ {} + (1 | herd)"
 
 
 def num(values):
@@ -25,28 +26,21 @@ def num(values):
     return np.array([np.nan if v == "NA" else v for v in values], dtype=float)
 
 
-def quiet(fit, *args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", gs.GlmmSparseWarning)
-        return fit(*args, **kwargs)
-
-
 @pytest.fixture(scope="module")
 def sleep():
-    return load_data("sleepstudy")
+    return dataset("sleepstudy")
 
 
 @pytest.fixture(scope="module")
-def sleep_ml(sleep):
+def sleep_ml():
     forms = ["Reaction ~ Days + (1 | Subject)", "Reaction ~ Days + (Days | Subject)",
              "Reaction ~ Days + (1 | Subject) + (0 + Days | Subject)"]
-    return [quiet(gs.lmer, f, sleep, reml=False) for f in forms]
+    return [lmer(f, "sleepstudy", reml=False) for f in forms]
 
 
 @pytest.fixture(scope="module")
 def cbpp_fits():
-    cb = load_data("cbpp")
-    return [quiet(gs.glmer, CBPP.format(x), cb, family="binomial") for x in ("1", "period")]
+    return [glmer(CBPP.format(x), "cbpp", family="binomial") for x in ("1", "period")]
 
 
 def check_table(table, ref, loglik_rtol=1e-6):
@@ -62,8 +56,8 @@ def check_table(table, ref, loglik_rtol=1e-6):
 
 def test_reml_fits_with_different_fixed_effects_are_refitted_by_ml(sleep):
     """lme4 refits every REML fit by ML; rows come in increasing npar whatever the order."""
-    m1 = quiet(gs.lmer, "Reaction ~ Days + (Days | Subject)", sleep)
-    m0 = quiet(gs.lmer, "Reaction ~ 1 + (Days | Subject)", sleep)
+    m1 = lmer("Reaction ~ Days + (Days | Subject)", "sleepstudy")
+    m0 = lmer("Reaction ~ 1 + (Days | Subject)", "sleepstudy")
     table = lrt.anova(m1, m0)
     ref = REF["sleepstudy_fixed"]
     assert table.index.tolist() == ref["formulas"]
@@ -115,18 +109,18 @@ def test_glmer_anova_matches_lme4_with_converged_pirls(cbpp_fits):
 
 
 def test_refit_false_compares_reml_criteria_of_equal_fixed_parts(sleep):
-    a = quiet(gs.lmer, "Reaction ~ Days + (1 | Subject)", sleep)
-    b = quiet(gs.lmer, "Reaction ~ Days + (Days | Subject)", sleep)
+    a = lmer("Reaction ~ Days + (1 | Subject)", "sleepstudy")
+    b = lmer("Reaction ~ Days + (Days | Subject)", "sleepstudy")
     table = lrt.anova(a, b, refit=False)
     assert table["logLik"].tolist() == [a.loglik, b.loglik]
     assert table["Chisq"].iloc[1] == pytest.approx(2 * (b.loglik - a.loglik))
     assert table["Pr(>Chisq) chi-bar"].iloc[1] == pytest.approx(
         0.5 * stats.chi2.sf(table["Chisq"].iloc[1], 1) + 0.5 * stats.chi2.sf(table["Chisq"].iloc[1], 2))
-    c = quiet(gs.lmer, "Reaction ~ 1 + (Days | Subject)", sleep)
+    c = lmer("Reaction ~ 1 + (Days | Subject)", "sleepstudy")
     with pytest.raises(gs.ModelSpecError, match="REML criteria of models with different fixed"):
         lrt.anova(c, b, refit=False)
     with pytest.raises(gs.ModelSpecError, match="some by ML"):
-        lrt.anova(a, quiet(gs.lmer, "Reaction ~ Days + (Days | Subject)", sleep, reml=False),
+        lrt.anova(a, lmer("Reaction ~ Days + (Days | Subject)", "sleepstudy", reml=False),
                   refit=False)
 
 
@@ -166,12 +160,72 @@ def test_one_model_delegates_to_its_type_iii_table():
 def test_chibar_pvalue_is_the_50_50_mixture(x, df):
     lower = float(x <= 0) if df == 1 else stats.chi2.sf(x, df - 1)
     assert lrt.chibar_pvalue(x, df) == pytest.approx(0.5 * lower + 0.5 * stats.chi2.sf(x, df))
-    # by simulation of the mixture: within 4 Monte-Carlo SEs
-    rng = np.random.default_rng(1)
-    draws = np.where(rng.random(200_000) < 0.5, rng.chisquare(df, 200_000),
-                     rng.chisquare(df - 1, 200_000) if df > 1 else 0.0)
-    p = lrt.chibar_pvalue(x, df)
-    assert abs(np.mean(draws >= x) - p) < 4 * np.sqrt(p * (1 - p) / 200_000) + 1e-12
+
+
+def null_statistics(replicates: int, *, groups: int, size: int, seed: int = 20240611):
+    """LRT statistics and exact F of sigma_g^2 = 0 on data simulated with sigma_g = 0.
+
+    Balanced one-way y ~ 1 + (1 | g), ML fits: each replicate is a new response refitted
+    on the first fit's objective, then tested by variance_component_test (ML fit vs lm).
+    """
+    rng = np.random.default_rng(seed)
+    g = np.repeat([f"g{i:03d}" for i in range(groups)], size)
+    first = quiet(gs.lmer, "y ~ 1 + (1 | g)", pd.DataFrame({"g": g, "y": rng.normal(size=g.size)}),
+                  reml=False)
+    refitter = Refitter(first)
+    tests = [vt.variance_component_test(quiet(refitter.fit, rng.normal(size=g.size)), 0)
+             for _ in range(replicates)]
+    return (np.array([t.statistic for t in tests]), np.array([t.p_chibar for t in tests]),
+            np.array([t.exact_f.F for t in tests]))
+
+
+def kolmogorov_distance_to_mixture(statistics: np.ndarray) -> float:
+    """sup_x |ECDF(x) - (0.5 + 0.5 chi2_1.cdf(x))| with the atom at 0 (left limits too)."""
+    x = np.sort(statistics)
+    mix = np.where(x > 0, 0.5 + 0.5 * stats.chi2.cdf(x, 1), 0.5)
+    right = np.searchsorted(x, x, "right") / x.size - mix
+    left = np.searchsorted(x, x, "left") / x.size - np.where(x > 0, mix, 0.0)
+    return float(np.max(np.abs(np.r_[right, left])))
+
+
+def check_null_distribution(replicates: int, *, groups: int, size: int = 2):
+    stat, p_chibar, F = null_statistics(replicates, groups=groups, size=size)
+    # the ML estimate of sigma_g^2 is 0, so the statistic 0, exactly when F <= K / (K - 1)
+    # (balanced one-way: n sigma_g^2 = SSA / K - SSE / (K (n - 1)) if positive)
+    zero = stat < 1e-8  # the optimizer's 0 (theta at its bound)
+    assert np.array_equal(zero, F <= groups / (groups - 1))
+    stat = np.where(zero, 0.0, stat)
+    # Dvoretzky-Kiefer-Wolfowitz: P(sup |ECDF - F| > eps) <= 2 exp(-2 R eps^2) = 1e-3, plus
+    # the design's finite-sample excess P(statistic = 0) - 0.5 (0.020 for K = 100, n = 2;
+    # 0.014 for K = 200): the 50:50 weights are the limit
+    p_zero = stats.f.cdf(groups / (groups - 1), groups - 1, groups * (size - 1))
+    eps = np.sqrt(np.log(2 / 1e-3) / (2 * replicates)) + (p_zero - 0.5)
+    assert kolmogorov_distance_to_mixture(stat) < eps
+    # the chi-bar p-value is uniform on (0, 0.5) under the null; the naive chi2_1 is not
+    alphas = np.array([0.01, 0.05, 0.1, 0.2, 0.3, 0.4])
+    rejected = (p_chibar[:, None] <= alphas).mean(axis=0)
+    assert np.max(np.abs(rejected - alphas)) < eps
+    naive = (stats.chi2.sf(stat, 1)[:, None] <= alphas).mean(axis=0)
+    assert np.allclose(naive, rejected / 2, atol=eps)  # twice too large: half the rejections
+    return stat
+
+
+def test_lrt_under_the_null_follows_the_50_50_mixture():
+    """200 simulated responses with no group variance, 100 groups of 2 (about 1 s): the
+    statistic's distribution is 0.5 chi2_0 + 0.5 chi2_1 within Monte-Carlo error, not
+    chi2_1."""
+    stat = check_null_distribution(200, groups=100)
+    # the naive law chi2_1 is far outside that error: half the statistics are 0
+    x = np.sort(stat)
+    naive = np.max(np.abs(np.searchsorted(x, x, "right") / x.size - stats.chi2.cdf(x, 1)))
+    assert naive > 0.4
+
+
+@pytest.mark.slow
+def test_lrt_under_the_null_follows_the_50_50_mixture_many_replicates():
+    """2,000 replicates of 200 groups of 2 (about a minute): eps = 0.058, which also rules
+    out a statistic off by a factor of 2 (its distance to the mixture is 0.083)."""
+    check_null_distribution(2000, groups=200)
 
 
 def test_no_random_loglik_is_the_lmm_criterion_at_theta_zero(sleep):
@@ -189,3 +243,50 @@ def test_glm_without_random_effects_matches_r(cbpp_fits):
     fit = lrt.no_random_loglik(cbpp_fits[1])
     assert fit.loglik == pytest.approx(REF["cbpp_variance"]["loglik_glm"], rel=1e-9)
     assert fit.npar == 4
+
+
+def test_rows_of_weight_zero_count_as_absent(sleep):
+    """A row of prior weight 0 is no observation (R's logLik.lm drops it, and so does the
+    LMM's criterion): the linear model's log-likelihood, ML and REML, and the variance test
+    equal those of the fit without these rows."""
+    w = np.linspace(0.5, 2, len(sleep))
+    w[:30] = 0.0
+    m = quiet(gs.lmer, "Reaction ~ Days + (1 | Subject)", sleep, weights=w, reml=False)
+    dropped = quiet(gs.lmer, "Reaction ~ Days + (1 | Subject)", sleep.iloc[30:], weights=w[30:],
+                    reml=False)
+    assert m.loglik == pytest.approx(dropped.loglik, rel=1e-10)
+    for reml in (False, True):
+        fit, want = lrt.no_random_loglik(m, reml=reml), lrt.no_random_loglik(dropped, reml=reml)
+        assert fit.loglik == pytest.approx(want.loglik, rel=1e-12)
+    r, r0 = vt.variance_component_test(m, 0), vt.variance_component_test(dropped, 0)
+    assert r.statistic == pytest.approx(r0.statistic, rel=1e-6)
+
+
+def test_reduced_models_are_written_with_the_formula_s_terms(sleep):
+    """A factor slope keeps its written name (not its column "klo"), the reduced formula
+    parses and refits to the reduced model's log-likelihood."""
+    d = sleep.assign(k=pd.Categorical(np.where(sleep["Days"] < 5, "hi", "lo"),
+                                      categories=["hi", "lo"]),
+                     h=pd.Categorical(np.arange(len(sleep)) % 6))
+    m = quiet(gs.lmer, "Reaction ~ Days + (1 + k | Subject) + (1 | h)", d, reml=False)
+    r = vt.variance_component_test(m, "(1 | h)")
+    assert r.reduced == "Reaction ~ Days + (1 + k | Subject)"
+    refit = quiet(gs.lmer, r.reduced, d, reml=False)
+    assert r.loglik_reduced == pytest.approx(refit.loglik, rel=1e-7)
+    r2 = vt.variance_component_test(m, "(k | Subject)")
+    assert r2.term == "(1 + k | Subject)" and r2.reduced == "Reaction ~ Days + (1 | h)"
+    # the boundary note names the added term as written
+    m0 = quiet(gs.lmer, "Reaction ~ Days + (1 | Subject)", d, reml=False)
+    m1 = quiet(gs.lmer, "Reaction ~ Days + (1 | Subject) + (0 + k | Subject)", d, reml=False)
+    note = lrt.anova(m0, m1).attrs["note"]
+    assert "to (1 | Subject)" not in note and "(0 + k | Subject)" in note
+
+
+def test_uncorrelated_terms_are_labelled_as_lme4_expands_them(sleep):
+    m = lmer("Reaction ~ Days + (Days || Subject)", "sleepstudy", reml=False)
+    assert lrt.term_labels(m.model) == ("(1 | Subject)", "(0 + Days | Subject)")
+    r = vt.variance_component_test(m, "(0 + Days | Subject)")
+    assert r.reduced == "Reaction ~ Days + (1 | Subject)"
+    # the same as the reference model of the uncorrelated slope (test above)
+    i1 = lmer("Reaction ~ Days + (1 | Subject)", "sleepstudy", reml=False)
+    assert r.loglik_reduced == pytest.approx(i1.loglik, rel=1e-9)

@@ -7,13 +7,12 @@ exact F tests there are lm's sequential ANOVA F, an independent computation). To
 (issue 6): statistics and p-values 1e-4 relative, log-likelihoods 1e-6 relative.
 """
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from refdata import load_data
+from fits import CBPP, dataset, glmer, lmer, quiet
 from scipy import stats
 
 import glmm_sparse as gs
@@ -25,20 +24,14 @@ PASTES = json.loads((INF / "pastes_lrt_variance.json").read_text())
 REF = json.loads((INF / "lrt_references.json").read_text())
 
 
-def quiet(fit, *args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", gs.GlmmSparseWarning)
-        return fit(*args, **kwargs)
-
-
 @pytest.fixture(scope="module")
 def pastes():
-    return load_data("pastes")
+    return dataset("pastes")
 
 
 @pytest.fixture(scope="module")
 def dyestuff2_fit():
-    return quiet(gs.lmer, "Yield ~ 1 + (1 | Batch)", load_data("dyestuff2"))
+    return lmer("Yield ~ 1 + (1 | Batch)", "dyestuff2")
 
 
 def dense_exact_f(y, X, Zs, tested):
@@ -96,7 +89,7 @@ def test_dyestuff2_anova_estimate_is_negative_where_reml_is_zero(dyestuff2_fit):
 
 
 def test_pastes_batch_variance_lrt(pastes):
-    m = quiet(gs.lmer, "strength ~ 1 + (1 | batch) + (1 | cask:batch)", pastes)  # REML fit
+    m = lmer("strength ~ 1 + (1 | batch) + (1 | cask:batch)", "pastes")  # REML fit
     r = vt.variance_component_test(m, "(1 | batch)")
     assert r.method == "ML" and r.reduced == PASTES["reduced"]
     assert [r.loglik_reduced, r.loglik_full] == pytest.approx(PASTES["loglik"], rel=1e-6)
@@ -110,7 +103,7 @@ def test_pastes_batch_variance_lrt(pastes):
 
 
 def test_pastes_exact_f_against_lm_and_a_dense_oracle(pastes):
-    m = quiet(gs.lmer, "strength ~ 1 + (1 | batch) + (1 | sample)", pastes)
+    m = lmer("strength ~ 1 + (1 | batch) + (1 | sample)", "pastes")
     f = vt.exact_f_test(m, "(1 | sample)")
     want = REF["pastes_exact_F"]
     assert (f.df1, f.df2) == (want["df1"], want["df2"])
@@ -121,7 +114,7 @@ def test_pastes_exact_f_against_lm_and_a_dense_oracle(pastes):
                                 [indicators(pastes["batch"]), indicators(pastes["sample"])], 1)
     assert (f.df1, f.df2) == (df1, df2) and f.F == pytest.approx(F, rel=1e-9)
     # the same term written as in a nested formula
-    mn = quiet(gs.lmer, "strength ~ 1 + (1 | batch/cask)", pastes)
+    mn = lmer("strength ~ 1 + (1 | batch/cask)", "pastes")
     assert vt.exact_f_test(mn, "(1 | cask:batch)").F == pytest.approx(f.F, rel=1e-10)
 
 
@@ -140,7 +133,7 @@ def test_unbalanced_exact_f_against_lm_and_a_dense_oracle(pastes):
 
 def test_exact_f_with_a_slope_term_and_weights_against_the_dense_oracle():
     """Vector-valued terms, covariates in X, prior weights: W^1/2 [X Z] projections."""
-    sleep = load_data("sleepstudy")
+    sleep = dataset("sleepstudy")
     w = np.linspace(0.5, 2.0, len(sleep))
     m = quiet(gs.lmer, "Reaction ~ Days + (Days | Subject)", sleep, weights=w)
     f = vt.exact_f_test(m, 0)
@@ -156,7 +149,7 @@ def test_exact_f_with_a_slope_term_and_weights_against_the_dense_oracle():
 
 
 def test_pastes_nested_anova_estimators(pastes):
-    m = quiet(gs.lmer, "strength ~ 1 + (1 | batch/cask)", pastes)
+    m = lmer("strength ~ 1 + (1 | batch/cask)", "pastes")
     a = vt.anova_estimators(m)
     want = REF["pastes_anova"]
     assert a.design == "balanced two-level nested"
@@ -175,7 +168,7 @@ def test_pastes_nested_anova_estimators(pastes):
 
 
 def test_dyestuff_one_way_estimators_and_exact_f_of_an_ml_fit():
-    m = quiet(gs.lmer, "Yield ~ 1 + (1 | Batch)", load_data("dyestuff"), reml=False)
+    m = lmer("Yield ~ 1 + (1 | Batch)", "dyestuff", reml=False)
     a = vt.anova_estimators(m)  # REML column from a REML refit
     want = REF["dyestuff_anova"]
     assert a.estimates.loc["Batch", "anova"] == pytest.approx(want["sigma2_between"], rel=1e-9)
@@ -190,7 +183,7 @@ def test_dyestuff_one_way_estimators_and_exact_f_of_an_ml_fit():
 
 
 def test_random_intercept_against_the_linear_model():
-    m = quiet(gs.lmer, "Reaction ~ Days + (1 | Subject)", load_data("sleepstudy"))
+    m = lmer("Reaction ~ Days + (1 | Subject)", "sleepstudy")
     r = vt.variance_component_test(m, "Subject")
     want = REF["sleepstudy_variance"]
     assert r.loglik_reduced == pytest.approx(want["loglik_lm"], rel=1e-6)
@@ -204,8 +197,7 @@ def test_random_intercept_against_the_linear_model():
 
 
 def test_glmm_variance_against_the_glm():
-    g = quiet(gs.glmer, "cbind(incidence, size - incidence) ~ period + (1 | herd)",
-              load_data("cbpp"), family="binomial")
+    g = glmer(CBPP.format("period"), "cbpp", family="binomial")
     r = vt.variance_component_test(g, "(1 | herd)")
     want, tight = REF["cbpp_variance"], REF["cbpp_variance_tight"]
     assert r.loglik_reduced == pytest.approx(want["loglik_glm"], rel=1e-6)
@@ -217,14 +209,13 @@ def test_glmm_variance_against_the_glm():
     assert r.exact_f is None
 
 
-def test_reml_lrt_and_a_vector_term(pastes):
-    sleep = load_data("sleepstudy")
-    m = quiet(gs.lmer, "Reaction ~ Days + (1 | Subject) + (0 + Days | Subject)", sleep)
+def test_reml_lrt_and_a_vector_term():
+    m = lmer("Reaction ~ Days + (1 | Subject) + (0 + Days | Subject)", "sleepstudy")
     r = vt.variance_component_test(m, "(0 + Days | Subject)", reml=True)
-    reduced = quiet(gs.lmer, "Reaction ~ Days + (1 | Subject)", sleep)
+    reduced = lmer("Reaction ~ Days + (1 | Subject)", "sleepstudy")
     assert r.method == "REML"
     assert r.statistic == pytest.approx(2 * (m.loglik - reduced.loglik), rel=1e-6)
-    full = quiet(gs.lmer, "Reaction ~ Days + (Days | Subject)", sleep)
+    full = lmer("Reaction ~ Days + (Days | Subject)", "sleepstudy")
     rv = vt.variance_component_test(full, "(1 + Days | Subject)")
     assert rv.df == 3 and np.isnan(rv.p_chibar) and rv.applies == "chi-square"
 
@@ -238,13 +229,86 @@ def test_errors_name_the_problem(pastes, dyestuff2_fit, monkeypatch):
     with pytest.raises(gs.ModelSpecError, match="unbalanced"):
         vt.anova_estimators(quiet(gs.lmer, "strength ~ 1 + (1 | batch)", pastes.iloc[1:]))
     with pytest.raises(gs.ModelSpecError, match="intercept-only fixed part"):
-        vt.anova_estimators(quiet(gs.lmer, "strength ~ cask + (1 | batch)", pastes))
+        vt.anova_estimators(lmer("strength ~ cask + (1 | batch)", "pastes"))
     with pytest.raises(gs.ModelSpecError, match="not nested"):
-        vt.anova_estimators(quiet(gs.lmer, "strength ~ 1 + (1 | batch) + (1 | cask)", pastes))
-    g = quiet(gs.glmer, "cbind(incidence, size - incidence) ~ period + (1 | herd)",
-              load_data("cbpp"), family="binomial")
+        vt.anova_estimators(lmer("strength ~ 1 + (1 | batch) + (1 | cask)", "pastes"))
+    g = glmer(CBPP.format("period"), "cbpp", family="binomial")
     with pytest.raises(gs.ModelSpecError, match="linear mixed models"):
         vt.exact_f_test(g, "herd")
     monkeypatch.setattr(vt, "MAX_DENSE_COLUMNS", 5)
     with pytest.raises(gs.ModelSpecError, match=r"p \+ q = 7 columns, more than 5"):
         vt.exact_f_test(dyestuff2_fit, "Batch")
+
+
+# ------------------------------------------------------ naming a term as written
+
+
+@pytest.fixture(scope="module")
+def factor_slope_fit():
+    """A factor slope (1 + k | Subject), a transformed covariate (1 + I(Days**2) | h) and
+    an uncorrelated pair (Days || Subject) would not fit together; two models."""
+    sleep = dataset("sleepstudy")
+    d = sleep.assign(k=pd.Categorical(np.where(sleep["Days"] < 5, "hi", "lo"),
+                                      categories=["hi", "lo"]),
+                     h=pd.Categorical(np.arange(len(sleep)) % 6))
+    return quiet(gs.lmer, "Reaction ~ Days + (1 + k | Subject) + (1 + I(Days**2) | h)", d)
+
+
+# written term -> the label of the term it names
+FACTOR_SLOPE_NAMES = {
+    "(1 + k | Subject)": "(1 + k | Subject)",
+    "(k | Subject)": "(1 + k | Subject)",
+    "(k+1|Subject)": "(1 + k | Subject)",
+    "1 + k | Subject": "(1 + k | Subject)",
+    "Subject": "(1 + k | Subject)",
+    "(1 + I(Days**2) | h)": "(1 + I(Days**2) | h)",
+    "(1 + I(Days ** 2) | h)": "(1 + I(Days**2) | h)",
+    "(I(Days ^ 2) | h)": None,  # another expression: no match
+    "(0 + k | Subject)": None,
+    "(1 | Subject)": None,
+}
+
+
+@pytest.mark.parametrize("written,label", list(FACTOR_SLOPE_NAMES.items()))
+def test_terms_are_found_as_the_formula_writes_them(factor_slope_fit, written, label):
+    labels = gs.lrt.term_labels(factor_slope_fit.model)
+    assert sorted(labels) == ["(1 + I(Days**2) | h)", "(1 + k | Subject)"]
+    if label is None:
+        with pytest.raises(gs.ModelSpecError, match=r"matches no term.*\(1 \+ k \| Subject\)"):
+            vt.find_term(factor_slope_fit, written)
+    else:
+        assert labels[vt.find_term(factor_slope_fit, written)] == label
+
+
+UNCORRELATED_NAMES = {
+    "(1 | Subject)": "(1 | Subject)",
+    "(0 + Days | Subject)": "(0 + Days | Subject)",
+    "(Days - 1 | Subject)": "(0 + Days | Subject)",
+    "(-1 + Days | Subject)": "(0 + Days | Subject)",
+    "(Days | Subject)": None,  # that is (1 + Days | Subject), which the model does not have
+}
+
+
+@pytest.mark.parametrize("written,label", list(UNCORRELATED_NAMES.items()))
+def test_terms_of_a_double_bar_are_found_as_lme4_expands_them(written, label):
+    m = lmer("Reaction ~ Days + (Days || Subject)", "sleepstudy")
+    labels = gs.lrt.term_labels(m.model)
+    if label is None:
+        with pytest.raises(gs.ModelSpecError, match="matches no term"):
+            vt.find_term(m, written)
+    else:
+        assert labels[vt.find_term(m, written)] == label
+    with pytest.raises(gs.ModelSpecError, match="matches more than one term"):
+        vt.find_term(m, "Subject")
+
+
+def test_exact_f_of_a_factor_slope_term_by_its_written_name(factor_slope_fit):
+    f = vt.exact_f_test(factor_slope_fit, "(1 + k | Subject)")
+    assert f.term == "(1 + k | Subject)"
+    sleep = dataset("sleepstudy")
+    days = sleep["Days"].to_numpy(dtype=float)
+    S, H = indicators(sleep["Subject"]), indicators(pd.Series(np.arange(len(sleep)) % 6))
+    X = np.column_stack([np.ones(len(sleep)), days])
+    Zs = [np.column_stack([S, S * (days >= 5)[:, None]]), np.column_stack([H, H * days[:, None]**2])]
+    F, df1, df2 = dense_exact_f(sleep["Reaction"].to_numpy(), X, Zs, 0)
+    assert (f.df1, f.df2) == (df1, df2) and f.F == pytest.approx(F, rel=1e-9)

@@ -9,8 +9,14 @@
 #   var_fixed    = var(X beta) (R's var, denominator n - 1, as performance::r2_nakagawa)
 #   var_random   = sum over terms of mean_i x_i' Sigma_t x_i (Johnson 2014; sigma_u^2 for (1 | g))
 #   var_residual = sigma^2 (LMM); pi^2/3 (logit), 1 (probit), pi^2/6 (cloglog);
-#                  Poisson log: log(1 + 1/lambda), lambda = exp(beta0 + var_random / 2)
-#                  with beta0 the fitted intercept (Nakagawa et al. 2017, lognormal approximation)
+#                  Poisson log: log(1 + 1/lambda) (Nakagawa et al. 2017, lognormal
+#                  approximation) with lambda = exp(beta0 + var_random0 / 2) of the NULL model,
+#                  as insight computes it (insight:::.variance_distributional: null_fixef and
+#                  revar_null of insight::null_model): the model refitted with the same random
+#                  terms, offset, weights and control and an intercept-only fixed part;
+#                  beta0 is its intercept, var_random0 its Johnson variance (for the random
+#                  intercepts here, its sigma_g^2; insight keeps only the rows of Sigma named
+#                  by columns of the null model's X, which differs for random slopes)
 #   ICC adjusted = var_random / (var_random + var_residual)
 #   ICC conditional = var_random / (var_fixed + var_random + var_residual)
 #   R2 marginal = var_fixed / total, R2 conditional = (var_fixed + var_random) / total
@@ -35,6 +41,17 @@ read_ref <- function(dir, name) {
   d
 }
 
+# the null model as insight::null_model builds it: response ~ the random terms, with the
+# offset(s) of the formula kept, and the call's weights / offset / control (update keeps them)
+null_model <- function(m) {
+  f <- formula(m)
+  tt <- terms(f)
+  offsets <- if (is.null(attr(tt, "offset"))) character(0) else
+    sapply(attr(tt, "variables")[attr(tt, "offset") + 1], deparse1)
+  re <- paste0("(", sapply(findbars(f), deparse1), ")")
+  update(m, reformulate(c(offsets, re), response = f[[2]]))
+}
+
 residual_variance <- function(m, var_random) {
   if (!isGLMM(m)) return(list(value = sigma(m)^2, method = "sigma^2"))
   fam <- family(m)
@@ -44,8 +61,13 @@ residual_variance <- function(m, var_random) {
          "binomial probit" = list(value = 1, method = "probit: 1"),
          "binomial cloglog" = list(value = pi^2 / 6, method = "cloglog: pi^2/6"),
          "poisson log" = {
-           lambda <- exp(unname(fixef(m)["(Intercept)"]) + var_random / 2)
-           list(value = log1p(1 / lambda), method = "poisson log: log(1 + 1/lambda)", lambda = lambda)
+           m0 <- null_model(m)
+           var0 <- sum(mapply(function(S, Xr) mean(rowSums((Xr %*% S) * Xr)), VarCorr(m0), getME(m0, "mmList")))
+           beta0 <- unname(fixef(m0)[1])
+           lambda <- exp(beta0 + var0 / 2)
+           list(value = log1p(1 / lambda), method = "poisson log: log(1 + 1/lambda), null model",
+                lambda = lambda, null_intercept = beta0, null_var_random = var0,
+                null_objective = -2 * as.numeric(logLik(m0)))
          },
          stop("no latent residual variance for ", key))
 }
@@ -63,7 +85,7 @@ decompose <- function(m) {
               icc_adjusted = var_random / (var_random + res$value),
               icc_conditional = var_random / total,
               r2_marginal = var_fixed / total, r2_conditional = (var_fixed + var_random) / total)
-  if (!is.null(res$lambda)) out$lambda <- res$lambda
+  for (k in c("lambda", "null_intercept", "null_var_random", "null_objective")) out[[k]] <- res[[k]]
   intercept_only <- all(sapply(mm, function(Xr) identical(colnames(Xr), "(Intercept)")))
   if (intercept_only) {
     groups <- names(vc)
@@ -127,7 +149,11 @@ cases <- list(
   fit("cbpp_logit", "glmm", "cbpp", "cbind(incidence, size - incidence) ~ period + (1 | herd)", family = "binomial", link = "logit", shrink = "herd"),
   fit("probit_binary", "glmm", "probit_binary", "y ~ x + (1 | g)", family = "binomial", link = "probit", shrink = "g"),
   fit("binary_cloglog", "glmm", "binary_agq", "y ~ x + (1 | g)", family = "binomial", link = "cloglog"),
-  fit("poisson_log", "glmm", "poisson_agq", "count ~ x + (1 | g)", family = "poisson", link = "log", shrink = "g")
+  fit("poisson_log", "glmm", "poisson_agq", "count ~ x + (1 | g)", family = "poisson", link = "log", shrink = "g"),
+  # the same model with x shifted: the same lambda (the null model has no x)
+  fit("poisson_log_shifted", "glmm", "poisson_agq", "count ~ I(x + 5) + (1 | g)", family = "poisson", link = "log"),
+  # an offset in the formula: kept in the null model (lambda is the rate at offset 0)
+  fit("cbpp_poisson_offset", "glmm", "cbpp", "incidence ~ period + offset(log(size)) + (1 | herd)", family = "poisson", link = "log")
 )
 write_json(list(made_by = "generate_decomposition.R", R = R.version.string,
                 lme4 = as.character(packageVersion("lme4")), cases = cases),
