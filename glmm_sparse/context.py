@@ -16,8 +16,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .crossprod import CrossprodPlan, accumulate
+from .errors import ModelSpecError
 from .formula import ParsedFormula
 from .frame import ModelFrame
+
+
+def require_model(result, what: str = "this method") -> FitContext:
+    """The result's FitContext, or a ModelSpecError saying ``what`` needs one (results made
+    by lmer/glmer always have one; a result built by hand may not)."""
+    model = getattr(result, "model", None)
+    if model is None:
+        raise ModelSpecError(f"{what} needs the model behind the result, and this result has "
+                             "none (it was not made by lmer/glmer): fit it with "
+                             "glmm_sparse.lmer or glmer")
+    return model
 
 
 @dataclass(eq=False)

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
+from .context import require_model
 from .errors import GlmmSparseWarning, ModelSpecError
 
 DDF_CHOICES = ("satterthwaite", "kenward-roger", "normal", "none")
@@ -145,9 +146,7 @@ def varpar_derivatives(result) -> VarparDerivatives:
     cache = _cache(result)
     if "varpar" in cache:
         return cache["varpar"]
-    ctx = result.model
-    if ctx is None:
-        raise ModelSpecError("this result has no model context (it was not made by lmer)")
+    ctx = require_model(result, "Satterthwaite's df")
     reml = bool(ctx.options.get("reml", result.reml))
     fixed_sigma = ctx.options.get("sigma") is not None
     obj = ctx.new_objective()

@@ -46,6 +46,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
+from .context import require_model
 from .errors import GlmmSparseWarning, ModelSpecError
 from .lrt import term_labels
 from .terms import term_offsets
@@ -192,10 +193,7 @@ class DecompositionMethods:
 
 
 def _require_model(result):
-    if result.model is None:
-        raise ModelSpecError("this result carries no model frame (result.model is None); "
-                             "refit it with glmm_sparse.lmer / glmer to decompose its variance")
-    return result.model
+    return require_model(result, "the variance decomposition")
 
 
 def _term_covariances(result) -> list[np.ndarray]:

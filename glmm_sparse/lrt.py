@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .context import require_model
 from .errors import ModelSpecError, NumericalError
 
 PVALUE = "Pr(>Chisq)"
@@ -178,8 +179,7 @@ def _check_models(models) -> None:
         if not isinstance(m, LmerResult):
             raise TypeError(f"anova() compares fits from lmer / glmer; argument {i} is a "
                             f"{type(m).__name__}")
-        if m.model is None:
-            raise ModelSpecError(f"model {i} has no model context (not made by lmer/glmer)")
+        require_model(m, f"anova() (model {i})")
     kinds = {isinstance(m, GlmerResult) for m in models}
     if len(kinds) > 1:
         raise ModelSpecError("anova() cannot compare lmer fits with glmer fits: their "

@@ -17,6 +17,7 @@ import pandas as pd
 import scipy.linalg
 
 from ._core import _crossprod
+from .context import require_model
 from .errors import DataError, ModelSpecError
 from .frame import total_offset
 from .terms import ReTerm, new_level_codes, term_offsets
@@ -433,10 +434,7 @@ def _output(rows: Rows, fit: np.ndarray, se: np.ndarray | None):
 
 
 def _model(result):
-    model = getattr(result, "model", None)
-    if model is None:
-        raise ModelSpecError("this result keeps no model (it was not made by lmer/glmer "
-                             "of this version): refit it to predict")
+    model = require_model(result, "predict()")
     if model.frame.fixed_spec is None:
         raise ModelSpecError("this fit keeps no encodings of its model matrices (a fit "
                              "streamed from Parquet does not, yet): fit with "

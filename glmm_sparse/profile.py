@@ -36,6 +36,7 @@ import pandas as pd
 import scipy.optimize
 from scipy.stats import norm
 
+from .context import require_model
 from .errors import ModelSpecError, NumericalError
 
 LOG_2PI = float(np.log(2.0 * np.pi))
@@ -157,9 +158,7 @@ class MlOptimum:
 
 def check_profilable(result) -> None:
     """LMMs (sigma estimated or fixed) and GLMMs without a dispersion, fitted with nagq >= 1."""
-    ctx = result.model
-    if ctx is None:
-        raise ValueError("this result has no model context (it was not made by lmer/glmer)")
+    ctx = require_model(result, "a profile")
     if not ctx.is_glmm:
         return
     if ctx.family_object.has_dispersion:

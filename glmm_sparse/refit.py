@@ -13,6 +13,7 @@ from dataclasses import replace
 import numpy as np
 
 from ._core import _crossprod
+from .context import require_model
 from .crossprod import CrossProducts
 from .errors import DataError
 from .optimize import minimize_theta
@@ -77,9 +78,7 @@ class Refitter:
 
     def __init__(self, result, *, reml: bool | None = None, check_convergence: bool | None = None):
         self.result = result
-        self.context = result.model
-        if self.context is None:
-            raise ValueError("this result has no model context (it was not made by lmer/glmer)")
+        self.context = require_model(result, "a refit")
         opts = self.context.options
         self.check = opts.get("check_convergence", True) if check_convergence is None \
             else check_convergence

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .context import require_model
 from .errors import ModelSpecError
 from .terms import term_offsets
 
@@ -99,9 +100,7 @@ class Simulator:
 
     @classmethod
     def from_result(cls, result, re_form=None) -> Simulator:
-        ctx = result.model
-        if ctx is None:
-            raise ValueError("this result has no model context (it was not made by lmer/glmer)")
+        ctx = require_model(result, "simulate()")
         frame = ctx.frame
         from .objective import ThetaMap
 

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import linalg, stats
 
+from .context import require_model
 from .errors import ModelSpecError
 from .formula import parse_formula
 from .kenward_roger import dense_gram
@@ -288,9 +289,7 @@ def variance_component_test(result, term, *, reml: bool = False) -> VarianceComp
         saying why, when the term adds no column to the others' span or the design is
         too large for it).
     """
-    ctx = result.model
-    if ctx is None:
-        raise ModelSpecError("this result has no model context (not made by lmer/glmer)")
+    ctx = require_model(result, "the test of a variance component")
     if ctx.options.get("sigma") is not None:
         raise ModelSpecError("the test of a variance component is not available for fits "
                              "with a fixed residual SD (sigma=)")

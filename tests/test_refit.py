@@ -157,3 +157,16 @@ def test_glmer_refit_refuses_a_response_without_a_finite_maximum(cbpp_data):
         g = gs.glmer(CBPP, cbpp_data, family="binomial")
     with pytest.raises(gs.DataError, match="0 \\(failure\\) in every row"):
         g.refit(np.zeros(g.nobs))
+
+
+@pytest.mark.parametrize("call", [
+    lambda m: m.refit(m.fitted), lambda m: m.simulate(), lambda m: m.predict(),
+    lambda m: m.coef_table(), lambda m: m.icc(), lambda m: m.profile(),
+    lambda m: gs.variance_component_test(m, "Subject"), lambda m: gs.anova(m, m),
+])
+def test_methods_that_need_the_model_say_so_for_a_result_without_one(fit, call):
+    import dataclasses
+
+    bare = dataclasses.replace(fit, model=None)
+    with pytest.raises(gs.ModelSpecError, match="needs the model behind the result"):
+        call(bare)
