@@ -1,7 +1,9 @@
 """Parquet sources read in batches of rows, and the first pass that finds the factor levels.
 
 Data in, for data larger than memory (data -> terms -> cross-products -> ...; the second
-pass, which accumulates the cross-products, is ``streaming.py``). A source is a Parquet
+pass, which accumulates the cross-products of an LMM, is ``streaming.py``; for a GLMM it
+encodes the rows to memory-mapped files, ``outofcore.py``; both encode each batch with
+``batchframe.py``). A source is a Parquet
 file, a directory of them, a glob, or a ``pyarrow.dataset.Dataset`` of Parquet files;
 its rows are read file by file with ``pyarrow.parquet.ParquetFile.iter_batches``, only
 the used columns, one batch at a time (pyarrow's threaded dataset scanner holds about

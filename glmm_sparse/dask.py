@@ -36,15 +36,14 @@ from .batches import BATCH_ROWS, progress_bar
 from .errors import DataError
 from .models import check_optimizer_options, parse_mixed_formula, warn_if_singular
 from .objective import check_fixed_sigma
+from .partials import merge_partials, tree_merge
 from .results import LmerResult
 from .streaming import (
     accumulate_partition,
     check_missing,
     fit_partials,
     log_scan,
-    merge_partials,
     stream_spec,
-    tree_merge,
 )
 
 log = logging.getLogger(__name__)

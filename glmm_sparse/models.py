@@ -132,7 +132,7 @@ def escape_fixed_sigma_boundary(obj: LmmObjective, opt, units, check: bool, opti
 
 
 def streams(data, streaming: bool | None) -> bool:
-    """Whether lmer reads ``data`` in batches: Parquet only; by default above a size."""
+    """Whether lmer / glmer read ``data`` in batches: Parquet only; by default above a size."""
     if streaming is not None and not isinstance(streaming, (bool, np.bool_)):
         raise TypeError(f"streaming must be True, False or None, not {streaming!r}")
     from .batches import is_parquet_source, open_source
@@ -252,7 +252,9 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
 def glmer(formula: str, data, *, family="binomial", link: str | None = None, nagq: int = 1,
           weights=None, offset=None, na_action: str = "omit", start=None,
           check_convergence: bool = True, optimizer_options: dict | None = None,
-          factor_mode: str = "measure", sigma=None) -> GlmerResult | LmerResult:
+          factor_mode: str = "measure", sigma=None, streaming: bool | None = None,
+          batch_rows: int | None = None, progress: bool | None = None,
+          spill_dir=None) -> GlmerResult | LmerResult:
     """Fit a generalized linear mixed-effects model by Laplace or adaptive Gauss-Hermite.
 
     Parameters
@@ -278,6 +280,21 @@ def glmer(formula: str, data, *, family="binomial", link: str | None = None, nag
         Not accepted: a GLMM's dispersion is fixed by its family (binomial, Poisson) or
         estimated (Gamma, inverse Gaussian). A known residual variance is an ``lmer``
         model (``lmer(..., sigma=...)``).
+    streaming : bool, optional
+        For Parquet data: fit out of core (outofcore.py, docs/pipelines.md). A first pass
+        finds the levels, a second encodes every batch of rows into memory-mapped arrays
+        in a temporary directory (``spill_dir``), which each PIRLS iteration then reads
+        instead of re-reading Parquet; the directory is removed after the fit. False reads
+        the files whole. Default: out of core when the files hold more than
+        ``streaming.STREAM_ABOVE_ROWS`` rows. Same estimates; ``fitted``, ``residuals``
+        and ``scaled_residuals`` are None.
+    batch_rows, progress
+        As for ``lmer``: rows per batch, and a progress bar over each pass.
+    spill_dir : str or path, optional
+        Where the out-of-core fit writes its temporary directory (default: the system's,
+        ``tempfile.gettempdir()``); use a local disk with room for about
+        8 x (p + 3 + the columns of all terms + the terms + the pairs of terms) bytes
+        per row (56 for ``y ~ x + (1 | g)``).
 
     Returns
     -------
@@ -299,9 +316,21 @@ def glmer(formula: str, data, *, family="binomial", link: str | None = None, nag
         # the linear mixed model itself, by maximum likelihood (lme4's glmer does the same)
         return lmer(formula, data, reml=False, weights=weights, offset=offset,
                     na_action=na_action, start=start, check_convergence=check_convergence,
-                    optimizer_options=optimizer_options, factor_mode=factor_mode)
+                    optimizer_options=optimizer_options, factor_mode=factor_mode,
+                    streaming=streaming, batch_rows=batch_rows, progress=progress)
     parsed = parse_mixed_formula(formula, "a GLM (e.g. statsmodels GLM)")
     options = check_optimizer_options(optimizer_options)
+    if streams(data, streaming):
+        from .outofcore import glmer_parquet
+
+        result = glmer_parquet(formula, data, parsed, family=fam, nagq=int(nagq),
+                               weights=weights, offset=offset, na_action=na_action,
+                               start=start, check_convergence=check_convergence,
+                               options=options, factor_mode=factor_mode, progress=progress,
+                               spill_dir=spill_dir,
+                               **({} if batch_rows is None else {"batch_rows": batch_rows}))
+        warn_if_singular(result)
+        return result
     response = binomial_response if fam.name == "binomial" else numeric_response
     frame = build_frame(parsed, formula, as_pandas(data), weights=weights, offset=offset,
                         na_action=na_action, response=response, glmm=True)

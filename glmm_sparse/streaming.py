@@ -14,7 +14,8 @@ Two passes over the files, reading only the used columns:
    order, and the terms sorted as lme4 sorts them.
 2. Per batch: the model frame of its complete rows exactly as ``frame.build_frame`` would
    make it, except that factors are pandas Categoricals with the global levels (so
-   formulaic gives every batch the same columns), then, into running sums, what
+   formulaic gives every batch the same columns; ``batchframe.BatchEncoder``, shared with
+   the out-of-core GLMM of ``outofcore.py``), then, into running sums (``partials.py``), what
    ``crossprod.CrossprodPlan.accumulate`` computes for all rows at once: the diagonal
    blocks of Z'WZ (global level codes), Z'W[X y], [X y]'W[X y], and the level-pair
    blocks of crossed terms, which are only known as they appear: each batch's blocks,
@@ -55,7 +56,7 @@ methods that need only the criterion work; its frame (``RowlessFrame``) raises
 Partitions anywhere (``dask.py``, ``spark.py``): the first pass is a ``LevelScan`` per
 partition, merged (``batches.LevelScan.merge``); an ``Accumulator`` built from the merged
 scan is shipped to each partition, whose ``accumulate_partition`` returns its
-``PartialSums`` (n-free, picklable); ``merge_partials`` adds two of them (R's by a QR of
+``partials.PartialSums`` (n-free, picklable); ``merge_partials`` adds two of them (R's by a QR of
 the stacked R's, level-pair blocks by key, the rest by sum, min and max), and
 ``fit_partials`` fits the merged sums exactly as a Parquet fit fits its own.
 
@@ -68,21 +69,25 @@ from __future__ import annotations
 
 import copy
 import logging
-import re
 import time
 import warnings
 from dataclasses import dataclass, field, replace
-from functools import partial
 
 import numpy as np
 import pandas as pd
 
 from ._core import _crossprod
+from .batchframe import (
+    BatchEncoder,
+    BatchFrame,
+    ResponseShift,
+    StreamPlan,
+    check_stateless,
+    stream_plan,
+)
 from .batches import (
     BATCH_ROWS,
     LevelScan,
-    column_values,
-    complete_rows,
     frame_batches,
     open_source,
     progress_bar,
@@ -91,292 +96,28 @@ from .batches import (
 )
 from .context import FitContext
 from .crossprod import CrossProducts, PairBlocks
-from .design import model_matrix
 from .errors import DataError, DroppedRowsWarning, ModelSpecError, RankDeficiencyWarning
-from .frame import aliased_columns, check_columns, numeric_column, total_offset, used_columns
+from .frame import aliased_columns
 from .objective import LmmObjective, fixed_sigma_unit
 from .optimize import minimize_theta
 from .parallel import run_all
-from .responses import numeric_response
+from .partials import BlockRuns, PartialSums, Sums, merge_partials, qr_update, tree_merge
 from .results import LmerResult, build_lmer_result
 from .scaling import theta_units_from_sums
 from .start import applies, moment_theta_from_sums
 from .terms import ReTerm, check_identifiable, order_terms
-from .validate import (
-    check_column_types,
-    check_has_rows,
-    check_residual_variation,
-    check_response_varies,
-    check_size,
-    check_values,
-    row_label,
-)
+from .validate import check_has_rows, check_residual_variation, check_response_varies
 
 STREAM_ABOVE_ROWS = 5_000_000  # lmer(streaming=None) streams Parquet holding more rows
 
 log = logging.getLogger(__name__)
 
+# re-exported: the Dask and Spark fits and older callers reach the partial sums here too
+__all__ = ["merge_partials", "tree_merge", "PartialSums"]
+
 
 class RowsNotKeptError(DataError):
     """A method needs the rows of a fit that streamed them from Parquet."""
-
-
-# -- what the model reads ---------------------------------------------------------------
-@dataclass(frozen=True)
-class StreamPlan:
-    """The columns a model reads and how each is encoded in a batch's pandas frame."""
-
-    columns: tuple[str, ...]  # every used column, read from the files
-    groups: tuple[str, ...]  # grouping columns (level codes computed directly)
-    factors: tuple[str, ...]  # columns given to formulaic as Categoricals
-
-
-_C_ARG = r"\bC\(\s*{}\s*[,)]"
-
-
-def stream_plan(parsed, formula: str, schema, weights, offset) -> StreamPlan:
-    """The used columns, checked against the files' schema as an in-memory fit checks them."""
-    import pyarrow as pa
-
-    for value, what in ((weights, "weights"), (offset, "offset")):
-        if value is not None and not isinstance(value, str):
-            raise ModelSpecError(f"a streamed fit reads {what} from a column: pass its name "
-                                 f"({what}='w'), or fit in memory with streaming=False")
-        if isinstance(value, str) and value not in schema.names:
-            raise DataError(f"the {what} column {value!r} is not in the data")
-    cols = used_columns(parsed, [a for a in (weights, offset) if isinstance(a, str)], formula)
-    empty = schema.empty_table().to_pandas()
-    check_columns(cols, empty, formula)
-    groups = tuple(dict.fromkeys(g for t in parsed.random for g in t.group))
-    check_column_types(empty, [c for c in cols if c not in groups])
-    exprs = " ".join([parsed.fixed, *(t.lhs for t in parsed.random)])
-    factors = []
-    for name in cols:
-        typ = schema.field(name).type
-        if pa.types.is_dictionary(typ):
-            typ = typ.value_type
-        text = pa.types.is_string(typ) or pa.types.is_large_string(typ)
-        in_c = re.search(_C_ARG.format(re.escape(name)), exprs) is not None
-        if in_c and not text:
-            rest = re.sub(_C_ARG.format(re.escape(name)), "C(", exprs)
-            if re.search(rf"(?<![\w.]){re.escape(name)}(?![\w.])", rest):
-                raise ModelSpecError(f"column {name!r} is used both inside C() and as a "
-                                     "number; a streamed fit encodes it one way: fit in "
-                                     "memory with streaming=False")
-        if (text or in_c or pa.types.is_dictionary(schema.field(name).type)) and \
-                re.search(rf"(?<![\w.]){re.escape(name)}(?![\w.])", exprs):
-            factors.append(name)
-    return StreamPlan(tuple(cols), groups, tuple(factors))
-
-
-@dataclass(frozen=True)
-class ResponseShift:
-    """y - offset of a batch's complete rows, evaluated as the second pass evaluates them:
-    the first pass sums it for the centre c (module docstring). Picklable, for workers."""
-
-    parsed: object
-    formula: str
-    offset: str | None
-    columns: tuple[str, ...]  # the columns the response and offsets read
-
-    @classmethod
-    def of(cls, parsed, formula: str, plan: StreamPlan, offset) -> ResponseShift:
-        exprs = " ".join([parsed.response or "", *parsed.offsets, offset or ""])
-        cols = tuple(c for c in plan.columns
-                     if re.search(rf"(?<![\w.]){re.escape(c)}(?![\w.])", exprs))
-        return cls(parsed, formula, offset, cols)
-
-    def __call__(self, batch, complete: np.ndarray, start: int, labels=None) -> np.ndarray:
-        import pyarrow as pa
-
-        batch = batch.select(list(self.columns)).filter(pa.array(complete))
-        rows = pd.Index(np.flatnonzero(complete) + start if labels is None
-                        else labels[complete])
-        df = pd.DataFrame({c: column_values(batch.column(c)) for c in self.columns},
-                          index=rows, copy=False)
-        y, _ = numeric_response(self.parsed.response, df,
-                                partial(numeric_column, formula=self.formula))
-        off = total_offset(self.parsed, df, self.offset, len(df), self.formula)
-        return y if off is None else y - off
-
-
-# -- levels -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TermLevels:
-    """A random term's levels: labels, and the key of each (mixed radix of column codes)."""
-
-    labels: tuple[str, ...]
-    keys: np.ndarray | None  # sorted int64 keys for an interaction, None for one column
-    radix: tuple[int, ...]  # levels of each grouping column
-
-
-def term_levels(group: tuple[str, ...], column_levels: dict, combos) -> TermLevels:
-    """lme4's levels of the interaction of ``group`` (terms.grouping_codes' order and labels)."""
-    if len(group) == 1:
-        values = column_levels[group[0]]
-        return TermLevels(tuple(str(v) for v in values), None, (len(values),))
-    rows = combos[group].rows()
-    codes = [pd.Index(column_levels[g]).get_indexer(rows[g].to_numpy()) for g in group]
-    radix = tuple(len(column_levels[g]) for g in group)
-    if np.prod([float(r) for r in radix]) >= 2.0 ** 62:
-        raise ModelSpecError(f"the grouping interaction {':'.join(group)} has too many "
-                             "possible level combinations for a streamed fit")
-    keys = np.zeros(len(rows), dtype=np.int64)
-    for c, r in zip(codes, radix):
-        keys = keys * r + c
-    order = np.argsort(keys, kind="stable")
-    keys = keys[order]
-    labels = [":".join(str(column_levels[g][c[i]]) for g, c in zip(group, codes))
-              for i in order]
-    return TermLevels(tuple(labels), keys, radix)
-
-
-def encode(col, index: pd.Index) -> np.ndarray:
-    """Codes of an Arrow column's values among ``index`` (-1 for others), int64."""
-    import pyarrow as pa
-
-    if pa.types.is_dictionary(col.type):
-        pos = index.get_indexer(col.dictionary.to_numpy(zero_copy_only=False))
-        return pos[col.indices.to_numpy(zero_copy_only=False)].astype(np.int64)
-    return index.get_indexer(column_values(col)).astype(np.int64)
-
-
-# -- level-pair blocks of crossed terms ---------------------------------------------------
-class BlockRuns:
-    """Blocks keyed by level pair, merged as they arrive: runs of sorted unique keys, two
-    runs merged when they hold as many batches (a binary counter), so each block is
-    copied O(log batches) times."""
-
-    def __init__(self, shape: tuple[int, int]):
-        self.shape = shape
-        self.runs: list[tuple[int, np.ndarray, np.ndarray]] = []  # (batches, keys, A)
-
-    def add(self, keys: np.ndarray, A: np.ndarray) -> None:
-        self.runs.append((1, keys, A))
-        while len(self.runs) > 1 and self.runs[-2][0] == self.runs[-1][0]:
-            b, a = self.runs.pop(), self.runs.pop()
-            self.runs.append((a[0] + b[0], *_merge_blocks(a[1:], b[1:])))
-
-    def result(self) -> tuple[np.ndarray, np.ndarray]:
-        keys, A = np.zeros(0, dtype=np.int64), np.zeros((0, *self.shape))
-        for _, k, a in self.runs:
-            keys, A = _merge_blocks((keys, A), (k, a))
-        return keys, A
-
-    def compact(self) -> None:
-        """One run holding every block (before shipping: the smallest form)."""
-        if len(self.runs) > 1:
-            self.runs = [(sum(r[0] for r in self.runs), *self.result())]
-
-    def merged(self, other: BlockRuns) -> BlockRuns:
-        """The blocks of both, summed by key."""
-        out = BlockRuns(self.shape)
-        runs = [r for r in (*self.runs, *other.runs)]
-        if runs:
-            keys, A = self.result()
-            k2, A2 = other.result()
-            out.runs = [(sum(r[0] for r in runs), *_merge_blocks((keys, A), (k2, A2)))]
-        return out
-
-
-def _merge_blocks(a, b):
-    """Sum of two keyed block sets (sorted unique keys each), sorted by key."""
-    keys = np.union1d(a[0], b[0])
-    A = np.zeros((len(keys), *a[1].shape[1:]))
-    A[np.searchsorted(keys, a[0])] += a[1]
-    A[np.searchsorted(keys, b[0])] += b[1]
-    return keys, A
-
-
-# -- the second pass ----------------------------------------------------------------------
-@dataclass
-class Sums:
-    """Running sums of the second pass (all n-free)."""
-
-    diag: list
-    cross: list
-    pairs: list  # BlockRuns per term pair
-    gram: np.ndarray
-    R: np.ndarray  # R of [X, y - offset - c] (unweighted: the rank test)
-    Rw: np.ndarray | None  # R of W^1/2 [X, y - offset - c] (weighted fits)
-    level_n: list  # per term, rows per level (moment start)
-    level_y: list  # per term, sum of y - c per level
-    col_sumsq: list  # per term, sum of squares of each column of Z_t
-    col_nonzero: list
-    n_pos: int = 0  # rows with w > 0
-    sum_log_w: float = 0.0
-    sum_w_pos: float = 0.0
-    y_sum: float = 0.0  # of y - c
-    y_sumsq: float = 0.0
-    y_min: float = np.inf
-    y_max: float = -np.inf
-    r_max: float = 0.0  # max |y - offset|
-
-    def merged(self, other: Sums) -> Sums:
-        """The sums of both sets of rows (same layout): R's by a QR of the stacked R's,
-        level-pair blocks by key, counts and sums added, extremes by min and max."""
-        add = lambda a, b: [x + y for x, y in zip(a, b)]
-        Rw = None if self.Rw is None else _qr_update(self.Rw, other.Rw)
-        return Sums(diag=add(self.diag, other.diag), cross=add(self.cross, other.cross),
-                    pairs=[a.merged(b) for a, b in zip(self.pairs, other.pairs)],
-                    gram=self.gram + other.gram, R=_qr_update(self.R, other.R), Rw=Rw,
-                    level_n=add(self.level_n, other.level_n),
-                    level_y=add(self.level_y, other.level_y),
-                    col_sumsq=add(self.col_sumsq, other.col_sumsq),
-                    col_nonzero=add(self.col_nonzero, other.col_nonzero),
-                    n_pos=self.n_pos + other.n_pos, sum_log_w=self.sum_log_w + other.sum_log_w,
-                    sum_w_pos=self.sum_w_pos + other.sum_w_pos,
-                    y_sum=self.y_sum + other.y_sum, y_sumsq=self.y_sumsq + other.y_sumsq,
-                    y_min=min(self.y_min, other.y_min), y_max=max(self.y_max, other.y_max),
-                    r_max=max(self.r_max, other.r_max))
-
-
-@dataclass
-class PartialSums:
-    """The sums of some rows and the model-matrix columns they were laid out by (None for
-    rows that were all incomplete): what a partition ships back, n-free and picklable."""
-
-    xnames: tuple[str, ...] | None = None
-    cnames: list | None = None
-    sums: Sums | None = None
-    rows: int = 0  # complete rows added
-
-
-def merge_partials(a: PartialSums, b: PartialSums) -> PartialSums:
-    """The partial sums of the rows of ``a`` and of ``b``."""
-    if a.sums is None or b.sums is None:
-        out = b if a.sums is None else a
-        return replace(out, rows=a.rows + b.rows)
-    if a.xnames != b.xnames or a.cnames != b.cnames:
-        raise DataError("two partitions of the data gave different model-matrix columns "
-                        f"({list(a.xnames)} and {list(b.xnames)}); give every partition "
-                        "the same column types (e.g. one set of categories)")
-    return PartialSums(a.xnames, a.cnames, a.sums.merged(b.sums), a.rows + b.rows)
-
-
-def tree_merge(items: list, merge):
-    """Pairwise (balanced) reduction of ``items`` in their order."""
-    items = list(items)
-    if not items:
-        raise DataError("the data have no partitions")
-    while len(items) > 1:
-        items = [merge(items[i], items[i + 1]) if i + 1 < len(items) else items[i]
-                 for i in range(0, len(items), 2)]
-    return items[0]
-
-
-@dataclass
-class BatchFrame:
-    """One batch's model frame (complete rows): as frame.build_frame makes it for all rows."""
-
-    y: np.ndarray
-    XB: np.ndarray  # [X, slot for the response]
-    xnames: tuple[str, ...]
-    offset: np.ndarray | None
-    w: np.ndarray | None
-    xs: list  # per parsed term, its columns of Z
-    cnames: list  # per parsed term, their names
-    codes: list  # per parsed term, global level codes
 
 
 @dataclass
@@ -389,25 +130,11 @@ class Layout:
     centre: float
 
 
-def _qr_update(R: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """R of [R; rows] (the R of all rows so far)."""
-    return np.linalg.qr(np.vstack([R, rows]), mode="r")
-
-
-class Accumulator:
+class Accumulator(BatchEncoder):
     """Pass 2: one batch at a time, the frame of its complete rows and the running sums."""
 
     def __init__(self, parsed, formula: str, plan: StreamPlan, scan, *, weights, offset):
-        self.parsed, self.formula, self.plan = parsed, formula, plan
-        self.weights, self.offset = weights, offset
-        levels = {g: scan.levels[g].categories(keep_unused=False) for g in plan.groups}
-        self.group_index = {g: pd.Index(v) for g, v in levels.items()}
-        self.term_levels = [term_levels(t.group, levels, scan.combos) for t in parsed.random]
-        self.key_index = [None if tl.keys is None else pd.Index(tl.keys)
-                          for tl in self.term_levels]
-        self.categories = {c: scan.levels[c].categories(keep_unused=True) for c in plan.factors}
-        self.cat_index = {c: pd.Index(v) for c, v in self.categories.items()}
-        self.n = scan.n_complete
+        super().__init__(parsed, formula, plan, scan, weights=weights, offset=offset)
         self.centre = scan.centre
         self.layout: Layout | None = None
         self.sums: Sums | None = None
@@ -437,88 +164,18 @@ class Accumulator:
     # -- one batch ---------------------------------------------------------------------
     def add(self, start: int, batch, labels=None) -> None:
         """One batch; its rows are numbered from ``start`` (or labelled by ``labels``)."""
-        import pyarrow as pa
-
-        complete = complete_rows(batch, list(self.plan.columns))
-        if not complete.any():
+        encoded = self.encode_batch(start, batch, labels)
+        if encoded is None:
             return
-        if not complete.all():
-            batch = batch.filter(pa.array(complete))
-        rows = pd.Index(np.flatnonzero(complete) + start if labels is None
-                        else labels[complete])
-        self.rows += len(rows)
-        df = self._frame(batch, rows)
-        bf = self._model_frame(df, batch)
+        df, bf = encoded
+        self.rows += len(bf.y)
         if self.layout is None:
             self._start(df, bf)
         elif bf.xnames != self.layout.xnames or bf.cnames != self.layout.cnames:
             raise DataError("a batch of the Parquet data gave other model-matrix columns "
                             f"({list(bf.xnames)}) than the first ({list(self.layout.xnames)}); "
                             "fit in memory with streaming=False")
-        self._accumulate(batch.num_rows, bf)
-
-    def _frame(self, batch, rows: pd.Index) -> pd.DataFrame:
-        """The batch's used columns as the in-memory frame has them (factors: Categoricals
-        with the global levels); grouping-only text columns are left out."""
-        import pyarrow as pa
-
-        cols = {}
-        for name in self.plan.columns:
-            col = batch.column(name)
-            if name in self.cat_index:
-                cols[name] = pd.Categorical.from_codes(encode(col, self.cat_index[name]),
-                                                       categories=self.categories[name])
-            elif name in self.plan.groups and not (
-                    pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
-                    or pa.types.is_boolean(col.type)):
-                continue  # text grouping columns are read as level codes only
-            else:
-                cols[name] = column_values(col)
-        return pd.DataFrame(cols, index=rows, copy=False)
-
-    def _model_frame(self, df: pd.DataFrame, batch) -> BatchFrame:
-        """The batch's model frame: each term's columns and codes in formula order."""
-        parsed, formula = self.parsed, self.formula
-        y, _ = numeric_response(parsed.response, df, partial(numeric_column, formula=formula))
-        check_values(y, [parsed.response], df.index, "the response {}")
-        XB, xnames = model_matrix(parsed.fixed, df, formula, "fixed-effects term",
-                                  extra_columns=1)
-        check_values(XB[:, :-1], xnames, df.index, "the fixed-effects column {}")
-        off = total_offset(parsed, df, self.offset, len(df), formula)
-        w = None if self.weights is None else self._weights(df)
-        xs, codes = [], []
-        for t, tl, ki in zip(parsed.random, self.term_levels, self.key_index):
-            what = f"random-effects term ({t.lhs} | {t.group_name})"
-            X, names = model_matrix(t.lhs, df, formula, what)
-            if X.shape[1] == 0:
-                raise ModelSpecError(f"{what} has no columns")
-            check_values(X, names, df.index, f"the column {{}} of the {what}")
-            xs.append((X, tuple(names)))
-            codes.append(self._codes(t.group, tl, ki, batch))
-        return BatchFrame(y, XB, tuple(xnames), off, w, [x for x, _ in xs],
-                          [n for _, n in xs], codes)
-
-    def _codes(self, group, tl: TermLevels, key_index, batch) -> np.ndarray:
-        """Each row's level of a term: global codes (of the interaction's key for a:b)."""
-        cols = [encode(batch.column(g), self.group_index[g]) for g in group]
-        if key_index is None:
-            return cols[0]
-        keys = np.zeros(batch.num_rows, dtype=np.int64)
-        for c, r in zip(cols, tl.radix):
-            keys = keys * r + c
-        return key_index.get_indexer(keys).astype(np.int64)
-
-    def _weights(self, df: pd.DataFrame) -> np.ndarray:
-        from .validate import numeric_argument
-
-        w = numeric_argument(self.weights, df, len(df), "weights")
-        bad = ~np.isfinite(w) | (w < 0)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise DataError(f"weights must be finite and >= 0; row {row_label(df.index, i)} "
-                            f"has {w[i]} ({int(bad.sum())} row(s) in this batch)")
-        check_size(w, ["weights"], "the prior {}")
-        return w
+        self._accumulate(len(bf.y), bf)
 
     # -- the first non-empty batch fixes the layout --------------------------------------
     def _start(self, df, bf: BatchFrame) -> None:
@@ -564,9 +221,9 @@ class Accumulator:
         tasks += [lambda c=c, X=X, C=C: _crossprod.add_term_cross(c, X, XB, w, C)
                   for c, X, C in zip(codes, xs, s.cross)]
         tasks.append(lambda: _crossprod.add_weighted_gram(XB, w, s.gram))
-        tasks.append(lambda: setattr(s, "R", _qr_update(s.R, XB)))
+        tasks.append(lambda: setattr(s, "R", qr_update(s.R, XB)))
         if s.Rw is not None:
-            tasks.append(lambda: setattr(s, "Rw", _qr_update(s.Rw, XB * np.sqrt(w)[:, None])))
+            tasks.append(lambda: setattr(s, "Rw", qr_update(s.Rw, XB * np.sqrt(w)[:, None])))
         tasks += self._pair_tasks(codes, xs, w)
         run_all(tasks, nb)
         pos = w > 0
@@ -602,25 +259,6 @@ class Accumulator:
                     runs.add(np.asarray(uniques, dtype=np.int64), A)
                 tasks.append(task)
         return tasks
-
-
-def check_stateless(exprs, df: pd.DataFrame) -> None:
-    """Refuse stateful transforms (scale, center, poly, ...): their state (a mean, an SD,
-    orthogonal polynomials) comes from all rows, which a batch does not have."""
-    import formulaic
-
-    for expr in exprs:
-        if "(" not in expr:
-            continue
-        try:
-            spec = formulaic.model_matrix(expr, df.iloc[:16], na_action="ignore").model_spec
-        except Exception:  # the batch's own evaluation reports formula errors
-            continue
-        if spec.transform_state:
-            names = ", ".join(spec.transform_state)
-            raise ModelSpecError(f"{names} is a stateful transform: its state comes from all "
-                                 "rows, which a streamed fit never holds at once; compute the "
-                                 "column beforehand, or fit in memory with streaming=False")
 
 
 # -- from the sums to the cross-products ---------------------------------------------------
@@ -692,8 +330,8 @@ def theta_units_sums(terms, theta_map, s: Sums, weighted: bool) -> np.ndarray:
 
 # -- a result without rows ---------------------------------------------------------------------
 _ROWS_MESSAGE = ("this fit streamed its {n} rows from {source} and keeps no per-row values "
-                 "({what}); fit in memory (lmer(..., streaming=False)) for methods that need "
-                 "the rows: refit, simulate, bootstrap, residuals, predictions on the fit's rows")
+                 "({what}); fit in memory (lmer or glmer with streaming=False) for methods "
+                 "that need the rows: refit, simulate, bootstrap, residuals, predictions on the fit's rows")
 
 
 @dataclass(frozen=True, eq=False)

@@ -282,7 +282,7 @@ def test_logging_and_progress(data, folder, caplog, capfd, monkeypatch):
 def test_partitions_merged_equal_one_pass(data):
     """Partial sums of row partitions, merged (in any grouping), equal the sums of one
     pass over all rows: same fit to 1e-10 (at the same theta: summation order only)."""
-    from glmm_sparse import streaming
+    from glmm_sparse import partials, streaming
     from glmm_sparse.formula import parse_formula
 
     formula = "y ~ x + f + (x | g) + (1 | h)"
@@ -291,7 +291,7 @@ def test_partitions_merged_equal_one_pass(data):
                                  weights="w", offset="o", na_action="omit", batch_rows=BATCH)
     pieces = np.array_split(np.arange(len(data)), 7)
     scans = [spec.scan_partition(data.iloc[p]) for p in pieces]
-    scan = streaming.tree_merge(scans, lambda a, b: a.merge(b))
+    scan = partials.tree_merge(scans, lambda a, b: a.merge(b))
     assert scan.n_complete == len(data) and scan.centre == pytest.approx(
         float((data["y"] - data["o"]).mean()), rel=1e-14)
     acc = spec.accumulator(scan)
@@ -299,8 +299,8 @@ def test_partitions_merged_equal_one_pass(data):
              for p in pieces]
     left = parts[0]
     for part in parts[1:]:  # a left fold and a tree give the same sums to rounding
-        left = streaming.merge_partials(left, part)
-    tree = streaming.tree_merge(parts, streaming.merge_partials)
+        left = partials.merge_partials(left, part)
+    tree = partials.tree_merge(parts, partials.merge_partials)
     for merged in (left, tree):
         assert merged.rows == len(data)
         np.testing.assert_allclose(merged.sums.gram, tree.sums.gram, rtol=1e-12)

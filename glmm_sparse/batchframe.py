@@ -1,0 +1,282 @@
+"""One batch of rows as its model frame, with the levels of all rows.
+
+Between the Parquet batches (``batches.py``: sources, the levels pass) and what is done
+with each batch's frame: summed into cross-products (``streaming.Accumulator``, the LMM)
+or written to memory-mapped arrays (``outofcore.py``, the GLMM). A batch's complete rows
+become the frame ``frame.build_frame`` would make of them in memory, except that factors
+are pandas Categoricals with the global levels (so formulaic gives every batch the same
+columns) and grouping columns become global level codes directly.
+
+``stream_plan`` decides, from the formula and the files' schema, which columns are read
+and which are factors; ``BatchEncoder`` holds the levels of the first pass and encodes
+batches; ``check_stateless`` refuses transforms whose state needs all rows.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import pandas as pd
+
+from .batches import column_values, complete_rows
+from .design import model_matrix
+from .errors import DataError, ModelSpecError
+from .frame import check_columns, numeric_column, total_offset, used_columns
+from .responses import numeric_response
+from .validate import check_column_types, check_size, check_values, row_label
+
+
+# -- what the model reads ---------------------------------------------------------------
+@dataclass(frozen=True)
+class StreamPlan:
+    """The columns a model reads and how each is encoded in a batch's pandas frame."""
+
+    columns: tuple[str, ...]  # every used column, read from the files
+    groups: tuple[str, ...]  # grouping columns (level codes computed directly)
+    factors: tuple[str, ...]  # columns given to formulaic as Categoricals
+
+
+_C_ARG = r"\bC\(\s*{}\s*[,)]"
+
+
+def stream_plan(parsed, formula: str, schema, weights, offset) -> StreamPlan:
+    """The used columns, checked against the files' schema as an in-memory fit checks them."""
+    import pyarrow as pa
+
+    for value, what in ((weights, "weights"), (offset, "offset")):
+        if value is not None and not isinstance(value, str):
+            raise ModelSpecError(f"a streamed fit reads {what} from a column: pass its name "
+                                 f"({what}='w'), or fit in memory with streaming=False")
+        if isinstance(value, str) and value not in schema.names:
+            raise DataError(f"the {what} column {value!r} is not in the data")
+    cols = used_columns(parsed, [a for a in (weights, offset) if isinstance(a, str)], formula)
+    empty = schema.empty_table().to_pandas()
+    check_columns(cols, empty, formula)
+    groups = tuple(dict.fromkeys(g for t in parsed.random for g in t.group))
+    check_column_types(empty, [c for c in cols if c not in groups])
+    exprs = " ".join([parsed.fixed, *(t.lhs for t in parsed.random)])
+    factors = []
+    for name in cols:
+        typ = schema.field(name).type
+        if pa.types.is_dictionary(typ):
+            typ = typ.value_type
+        text = pa.types.is_string(typ) or pa.types.is_large_string(typ)
+        in_c = re.search(_C_ARG.format(re.escape(name)), exprs) is not None
+        if in_c and not text:
+            rest = re.sub(_C_ARG.format(re.escape(name)), "C(", exprs)
+            if re.search(rf"(?<![\w.]){re.escape(name)}(?![\w.])", rest):
+                raise ModelSpecError(f"column {name!r} is used both inside C() and as a "
+                                     "number; a streamed fit encodes it one way: fit in "
+                                     "memory with streaming=False")
+        if (text or in_c or pa.types.is_dictionary(schema.field(name).type)) and \
+                re.search(rf"(?<![\w.]){re.escape(name)}(?![\w.])", exprs):
+            factors.append(name)
+    return StreamPlan(tuple(cols), groups, tuple(factors))
+
+
+@dataclass(frozen=True)
+class ResponseShift:
+    """y - offset of a batch's complete rows, evaluated as the second pass evaluates them:
+    the first pass sums it for the centre c (module docstring). Picklable, for workers."""
+
+    parsed: object
+    formula: str
+    offset: str | None
+    columns: tuple[str, ...]  # the columns the response and offsets read
+
+    @classmethod
+    def of(cls, parsed, formula: str, plan: StreamPlan, offset) -> ResponseShift:
+        exprs = " ".join([parsed.response or "", *parsed.offsets, offset or ""])
+        cols = tuple(c for c in plan.columns
+                     if re.search(rf"(?<![\w.]){re.escape(c)}(?![\w.])", exprs))
+        return cls(parsed, formula, offset, cols)
+
+    def __call__(self, batch, complete: np.ndarray, start: int, labels=None) -> np.ndarray:
+        import pyarrow as pa
+
+        batch = batch.select(list(self.columns)).filter(pa.array(complete))
+        rows = pd.Index(np.flatnonzero(complete) + start if labels is None
+                        else labels[complete])
+        df = pd.DataFrame({c: column_values(batch.column(c)) for c in self.columns},
+                          index=rows, copy=False)
+        y, _ = numeric_response(self.parsed.response, df,
+                                partial(numeric_column, formula=self.formula))
+        off = total_offset(self.parsed, df, self.offset, len(df), self.formula)
+        return y if off is None else y - off
+
+
+# -- levels -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TermLevels:
+    """A random term's levels: labels, and the key of each (mixed radix of column codes)."""
+
+    labels: tuple[str, ...]
+    keys: np.ndarray | None  # sorted int64 keys for an interaction, None for one column
+    radix: tuple[int, ...]  # levels of each grouping column
+
+
+def term_levels(group: tuple[str, ...], column_levels: dict, combos) -> TermLevels:
+    """lme4's levels of the interaction of ``group`` (terms.grouping_codes' order and labels)."""
+    if len(group) == 1:
+        values = column_levels[group[0]]
+        return TermLevels(tuple(str(v) for v in values), None, (len(values),))
+    rows = combos[group].rows()
+    codes = [pd.Index(column_levels[g]).get_indexer(rows[g].to_numpy()) for g in group]
+    radix = tuple(len(column_levels[g]) for g in group)
+    if np.prod([float(r) for r in radix]) >= 2.0 ** 62:
+        raise ModelSpecError(f"the grouping interaction {':'.join(group)} has too many "
+                             "possible level combinations for a streamed fit")
+    keys = np.zeros(len(rows), dtype=np.int64)
+    for c, r in zip(codes, radix):
+        keys = keys * r + c
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    labels = [":".join(str(column_levels[g][c[i]]) for g, c in zip(group, codes))
+              for i in order]
+    return TermLevels(tuple(labels), keys, radix)
+
+
+def encode(col, index: pd.Index) -> np.ndarray:
+    """Codes of an Arrow column's values among ``index`` (-1 for others), int64."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(col.type):
+        pos = index.get_indexer(col.dictionary.to_numpy(zero_copy_only=False))
+        return pos[col.indices.to_numpy(zero_copy_only=False)].astype(np.int64)
+    return index.get_indexer(column_values(col)).astype(np.int64)
+
+
+@dataclass
+class BatchFrame:
+    """One batch's model frame (complete rows): as frame.build_frame makes it for all rows."""
+
+    y: np.ndarray
+    XB: np.ndarray  # [X, slot for the response]
+    xnames: tuple[str, ...]
+    offset: np.ndarray | None
+    w: np.ndarray | None  # the weights column (without binomial trials)
+    xs: list  # per parsed term, its columns of Z
+    cnames: list  # per parsed term, their names
+    codes: list  # per parsed term, global level codes
+    trials: np.ndarray | None = None  # binomial cbind() counts (prior weights multiply)
+    rows: pd.Index | None = None  # the rows' numbers or labels (for messages)
+
+
+class BatchEncoder:
+    """The levels of the first pass, and each batch's complete rows as a BatchFrame.
+
+    ``response(expr, df, evaluate)`` gives (y, trials or None), as in ``frame.build_frame``
+    (``responses.numeric_response`` for an LMM, ``binomial_response`` for a binomial GLMM).
+    """
+
+    def __init__(self, parsed, formula: str, plan: StreamPlan, scan, *, weights, offset,
+                 response=numeric_response):
+        self.parsed, self.formula, self.plan = parsed, formula, plan
+        self.weights, self.offset, self.response = weights, offset, response
+        levels = {g: scan.levels[g].categories(keep_unused=False) for g in plan.groups}
+        self.group_index = {g: pd.Index(v) for g, v in levels.items()}
+        self.term_levels = [term_levels(t.group, levels, scan.combos) for t in parsed.random]
+        self.key_index = [None if tl.keys is None else pd.Index(tl.keys)
+                          for tl in self.term_levels]
+        self.categories = {c: scan.levels[c].categories(keep_unused=True) for c in plan.factors}
+        self.cat_index = {c: pd.Index(v) for c, v in self.categories.items()}
+        self.n = scan.n_complete
+
+    def encode_batch(self, start: int, batch, labels=None):
+        """(pandas frame, BatchFrame) of a batch's complete rows, or None if it has none.
+        Its rows are numbered from ``start`` (or labelled by ``labels``)."""
+        import pyarrow as pa
+
+        complete = complete_rows(batch, list(self.plan.columns))
+        if not complete.any():
+            return None
+        if not complete.all():
+            batch = batch.filter(pa.array(complete))
+        rows = pd.Index(np.flatnonzero(complete) + start if labels is None
+                        else labels[complete])
+        df = self._frame(batch, rows)
+        return df, self._model_frame(df, batch)
+
+    def _frame(self, batch, rows: pd.Index) -> pd.DataFrame:
+        """The batch's used columns as the in-memory frame has them (factors: Categoricals
+        with the global levels); grouping-only text columns are left out."""
+        import pyarrow as pa
+
+        cols = {}
+        for name in self.plan.columns:
+            col = batch.column(name)
+            if name in self.cat_index:
+                cols[name] = pd.Categorical.from_codes(encode(col, self.cat_index[name]),
+                                                       categories=self.categories[name])
+            elif name in self.plan.groups and not (
+                    pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
+                    or pa.types.is_boolean(col.type)):
+                continue  # text grouping columns are read as level codes only
+            else:
+                cols[name] = column_values(col)
+        return pd.DataFrame(cols, index=rows, copy=False)
+
+    def _model_frame(self, df: pd.DataFrame, batch) -> BatchFrame:
+        """The batch's model frame: each term's columns and codes in formula order."""
+        parsed, formula = self.parsed, self.formula
+        y, trials = self.response(parsed.response, df, partial(numeric_column, formula=formula))
+        check_values(y, [parsed.response], df.index, "the response {}")
+        XB, xnames = model_matrix(parsed.fixed, df, formula, "fixed-effects term",
+                                  extra_columns=1)
+        check_values(XB[:, :-1], xnames, df.index, "the fixed-effects column {}")
+        off = total_offset(parsed, df, self.offset, len(df), formula)
+        w = None if self.weights is None else self._weights(df)
+        xs, codes = [], []
+        for t, tl, ki in zip(parsed.random, self.term_levels, self.key_index):
+            what = f"random-effects term ({t.lhs} | {t.group_name})"
+            X, names = model_matrix(t.lhs, df, formula, what)
+            if X.shape[1] == 0:
+                raise ModelSpecError(f"{what} has no columns")
+            check_values(X, names, df.index, f"the column {{}} of the {what}")
+            xs.append((X, tuple(names)))
+            codes.append(self._codes(t.group, tl, ki, batch))
+        return BatchFrame(y, XB, tuple(xnames), off, w, [x for x, _ in xs],
+                          [n for _, n in xs], codes, trials, df.index)
+
+    def _codes(self, group, tl: TermLevels, key_index, batch) -> np.ndarray:
+        """Each row's level of a term: global codes (of the interaction's key for a:b)."""
+        cols = [encode(batch.column(g), self.group_index[g]) for g in group]
+        if key_index is None:
+            return cols[0]
+        keys = np.zeros(batch.num_rows, dtype=np.int64)
+        for c, r in zip(cols, tl.radix):
+            keys = keys * r + c
+        return key_index.get_indexer(keys).astype(np.int64)
+
+    def _weights(self, df: pd.DataFrame) -> np.ndarray:
+        from .validate import numeric_argument
+
+        w = numeric_argument(self.weights, df, len(df), "weights")
+        bad = ~np.isfinite(w) | (w < 0)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError(f"weights must be finite and >= 0; row {row_label(df.index, i)} "
+                            f"has {w[i]} ({int(bad.sum())} row(s) in this batch)")
+        check_size(w, ["weights"], "the prior {}")
+        return w
+
+
+def check_stateless(exprs, df: pd.DataFrame) -> None:
+    """Refuse stateful transforms (scale, center, poly, ...): their state (a mean, an SD,
+    orthogonal polynomials) comes from all rows, which a batch does not have."""
+    import formulaic
+
+    for expr in exprs:
+        if "(" not in expr:
+            continue
+        try:
+            spec = formulaic.model_matrix(expr, df.iloc[:16], na_action="ignore").model_spec
+        except Exception:  # the batch's own evaluation reports formula errors
+            continue
+        if spec.transform_state:
+            names = ", ".join(spec.transform_state)
+            raise ModelSpecError(f"{names} is a stateful transform: its state comes from all "
+                                 "rows, which a streamed fit never holds at once; compute the "
+                                 "column beforehand, or fit in memory with streaming=False")

@@ -1,0 +1,146 @@
+"""Mergeable sums of rows for a linear mixed model: what one batch, file or partition adds.
+
+Between the per-batch model frame (``batchframe.py``) and the cross-products
+(``streaming.crossproducts``): the running sums of DESIGN.md section 2 over some rows
+(``Sums``), the level-pair blocks of crossed terms keyed by level pair (``BlockRuns``),
+and their reduction: ``merge_partials`` adds the ``PartialSums`` of two sets of rows (R's
+by a QR of the stacked R's, level-pair blocks by key, the rest by sum, min and max) and
+``tree_merge`` reduces a list of them pairwise in order. Everything here is n-free and
+picklable: Dask workers and Spark executors ship it back.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .errors import DataError
+
+
+def qr_update(R: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """R of [R; rows] (the R of all rows so far)."""
+    return np.linalg.qr(np.vstack([R, rows]), mode="r")
+
+
+# -- level-pair blocks of crossed terms ---------------------------------------------------
+class BlockRuns:
+    """Blocks keyed by level pair, merged as they arrive: runs of sorted unique keys, two
+    runs merged when they hold as many batches (a binary counter), so each block is
+    copied O(log batches) times."""
+
+    def __init__(self, shape: tuple[int, int]):
+        self.shape = shape
+        self.runs: list[tuple[int, np.ndarray, np.ndarray]] = []  # (batches, keys, A)
+
+    def add(self, keys: np.ndarray, A: np.ndarray) -> None:
+        self.runs.append((1, keys, A))
+        while len(self.runs) > 1 and self.runs[-2][0] == self.runs[-1][0]:
+            b, a = self.runs.pop(), self.runs.pop()
+            self.runs.append((a[0] + b[0], *_merge_blocks(a[1:], b[1:])))
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        keys, A = np.zeros(0, dtype=np.int64), np.zeros((0, *self.shape))
+        for _, k, a in self.runs:
+            keys, A = _merge_blocks((keys, A), (k, a))
+        return keys, A
+
+    def compact(self) -> None:
+        """One run holding every block (before shipping: the smallest form)."""
+        if len(self.runs) > 1:
+            self.runs = [(sum(r[0] for r in self.runs), *self.result())]
+
+    def merged(self, other: BlockRuns) -> BlockRuns:
+        """The blocks of both, summed by key."""
+        out = BlockRuns(self.shape)
+        runs = [r for r in (*self.runs, *other.runs)]
+        if runs:
+            keys, A = self.result()
+            k2, A2 = other.result()
+            out.runs = [(sum(r[0] for r in runs), *_merge_blocks((keys, A), (k2, A2)))]
+        return out
+
+
+def _merge_blocks(a, b):
+    """Sum of two keyed block sets (sorted unique keys each), sorted by key."""
+    keys = np.union1d(a[0], b[0])
+    A = np.zeros((len(keys), *a[1].shape[1:]))
+    A[np.searchsorted(keys, a[0])] += a[1]
+    A[np.searchsorted(keys, b[0])] += b[1]
+    return keys, A
+
+
+# -- the second pass ----------------------------------------------------------------------
+@dataclass
+class Sums:
+    """Running sums of the second pass (all n-free)."""
+
+    diag: list
+    cross: list
+    pairs: list  # BlockRuns per term pair
+    gram: np.ndarray
+    R: np.ndarray  # R of [X, y - offset - c] (unweighted: the rank test)
+    Rw: np.ndarray | None  # R of W^1/2 [X, y - offset - c] (weighted fits)
+    level_n: list  # per term, rows per level (moment start)
+    level_y: list  # per term, sum of y - c per level
+    col_sumsq: list  # per term, sum of squares of each column of Z_t
+    col_nonzero: list
+    n_pos: int = 0  # rows with w > 0
+    sum_log_w: float = 0.0
+    sum_w_pos: float = 0.0
+    y_sum: float = 0.0  # of y - c
+    y_sumsq: float = 0.0
+    y_min: float = np.inf
+    y_max: float = -np.inf
+    r_max: float = 0.0  # max |y - offset|
+
+    def merged(self, other: Sums) -> Sums:
+        """The sums of both sets of rows (same layout): R's by a QR of the stacked R's,
+        level-pair blocks by key, counts and sums added, extremes by min and max."""
+        add = lambda a, b: [x + y for x, y in zip(a, b)]
+        Rw = None if self.Rw is None else qr_update(self.Rw, other.Rw)
+        return Sums(diag=add(self.diag, other.diag), cross=add(self.cross, other.cross),
+                    pairs=[a.merged(b) for a, b in zip(self.pairs, other.pairs)],
+                    gram=self.gram + other.gram, R=qr_update(self.R, other.R), Rw=Rw,
+                    level_n=add(self.level_n, other.level_n),
+                    level_y=add(self.level_y, other.level_y),
+                    col_sumsq=add(self.col_sumsq, other.col_sumsq),
+                    col_nonzero=add(self.col_nonzero, other.col_nonzero),
+                    n_pos=self.n_pos + other.n_pos, sum_log_w=self.sum_log_w + other.sum_log_w,
+                    sum_w_pos=self.sum_w_pos + other.sum_w_pos,
+                    y_sum=self.y_sum + other.y_sum, y_sumsq=self.y_sumsq + other.y_sumsq,
+                    y_min=min(self.y_min, other.y_min), y_max=max(self.y_max, other.y_max),
+                    r_max=max(self.r_max, other.r_max))
+
+
+@dataclass
+class PartialSums:
+    """The sums of some rows and the model-matrix columns they were laid out by (None for
+    rows that were all incomplete): what a partition ships back, n-free and picklable."""
+
+    xnames: tuple[str, ...] | None = None
+    cnames: list | None = None
+    sums: Sums | None = None
+    rows: int = 0  # complete rows added
+
+
+def merge_partials(a: PartialSums, b: PartialSums) -> PartialSums:
+    """The partial sums of the rows of ``a`` and of ``b``."""
+    if a.sums is None or b.sums is None:
+        out = b if a.sums is None else a
+        return replace(out, rows=a.rows + b.rows)
+    if a.xnames != b.xnames or a.cnames != b.cnames:
+        raise DataError("two partitions of the data gave different model-matrix columns "
+                        f"({list(a.xnames)} and {list(b.xnames)}); give every partition "
+                        "the same column types (e.g. one set of categories)")
+    return PartialSums(a.xnames, a.cnames, a.sums.merged(b.sums), a.rows + b.rows)
+
+
+def tree_merge(items: list, merge):
+    """Pairwise (balanced) reduction of ``items`` in their order."""
+    items = list(items)
+    if not items:
+        raise DataError("the data have no partitions")
+    while len(items) > 1:
+        items = [merge(items[i], items[i + 1]) if i + 1 < len(items) else items[i]
+                 for i in range(0, len(items), 2)]
+    return items[0]
