@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .batches import column_values, complete_rows
-from .design import model_matrix
+from .design import level_labels, model_matrix
 from .errors import DataError, ModelSpecError
 from .frame import check_columns, numeric_column, total_offset, used_columns
 from .responses import numeric_response
@@ -121,7 +121,7 @@ def term_levels(group: tuple[str, ...], column_levels: dict, combos) -> TermLeve
     """lme4's levels of the interaction of ``group`` (terms.grouping_codes' order and labels)."""
     if len(group) == 1:
         values = column_levels[group[0]]
-        return TermLevels(tuple(str(v) for v in values), None, (len(values),))
+        return TermLevels(tuple(level_labels(values)), None, (len(values),))
     rows = combos[group].rows()
     codes = [pd.Index(column_levels[g]).get_indexer(rows[g].to_numpy()) for g in group]
     radix = tuple(len(column_levels[g]) for g in group)
@@ -133,8 +133,8 @@ def term_levels(group: tuple[str, ...], column_levels: dict, combos) -> TermLeve
         keys = keys * r + c
     order = np.argsort(keys, kind="stable")
     keys = keys[order]
-    labels = [":".join(str(column_levels[g][c[i]]) for g, c in zip(group, codes))
-              for i in order]
+    names = [level_labels(column_levels[g]) for g in group]
+    labels = [":".join(n[c[i]] for n, c in zip(names, codes)) for i in order]
     return TermLevels(tuple(labels), keys, radix)
 
 

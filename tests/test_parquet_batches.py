@@ -309,3 +309,15 @@ def test_partitions_merged_equal_one_pass(data):
                                 check_convergence=True, options={}, factor_mode="measure",
                                 stacklevel=2)
     assert_same(gs.lmer(formula, data, weights="w", offset="o"), m1)
+
+
+def test_a_float_grouping_column_is_labelled_as_in_memory(tmp_path):
+    data = load_data("sleepstudy")
+    data["S"] = data["Subject"].astype(str).astype(float)
+    path = tmp_path / "sleep.parquet"
+    data.to_parquet(path)
+    formula = "Reaction ~ Days + (1 | S)"
+    streamed = gs.lmer(formula, str(path), streaming=True)
+    memory = gs.lmer(formula, data)
+    assert list(streamed.ranef["grp"]) == list(memory.ranef["grp"])
+    assert streamed.ranef["grp"].iloc[0] == "308"
