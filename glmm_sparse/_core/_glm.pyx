@@ -85,6 +85,36 @@ def working(int family, int link, const double[::1] y, const double[::1] prior_w
     return _sum_value(dev)
 
 
+def working_response(int family, int link, const double[::1] y, const double[::1] prior_w,
+                     const double[::1] eta, const double[::1] base, double[::1] w_out,
+                     double[::1] z_out):
+    """PIRLS's weights and working response at eta in one pass over a chunk of rows.
+
+    w_out = prior_w (dmu/deta)^2 / V(mu), z_out = (eta - base) + (y - mu) / (dmu/deta),
+    mu = g^-1(eta). Returns (sum_i d_i(y_i, mu_i), max_i |eta_i|, #{i: w_i > 0},
+    #{i: w_i not finite}): the deviance, and what PIRLS's checks and messages need.
+    """
+    cdef Py_ssize_t n = eta.shape[0], i, positive = 0, nonfinite = 0
+    cdef double mu, me, wi, largest = 0.0
+    cdef _Sum dev = _Sum(0.0, 0.0)
+    _check_codes(family, link)
+    _check_rows(n, y, prior_w)
+    _require(base.shape[0] == n and w_out.shape[0] == n and z_out.shape[0] == n,
+             f"base, w_out and z_out must have one entry per row ({n})")
+    with nogil:
+        for i in range(n):
+            _link_eval(link, eta[i], &mu, &me)
+            wi = prior_w[i] * (me * me) / _variance(family, mu)
+            w_out[i] = wi
+            # the same two roundings as (eta - base) then + (y - mu) / mu_eta
+            z_out[i] = (eta[i] - base[i]) + (y[i] - mu) / me
+            _sum_add(&dev, _dev_resid(family, y[i], mu, prior_w[i]))
+            largest = _max(largest, fabs(eta[i]))
+            positive += wi > 0.0
+            nonfinite += not isfinite(wi)
+    return _sum_value(dev), largest, positive, nonfinite
+
+
 def deviance(int family, int link, const double[::1] y, const double[::1] prior_w,
              const double[::1] eta):
     """sum_i d_i(y_i, g^-1(eta_i)) with prior weights, one pass (step-halving trial points)."""

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from glmm_sparse._core._glm import (FAMILY_CODES, LINK_CODES, deviance, deviance_by_group,
-                                    working)
+                                    working, working_response)
 from glmm_sparse.families import FAMILIES, get_family
 
 TOL = 1e-13
@@ -196,6 +196,34 @@ def test_non_finite_eta_propagates_like_oracle(family, link):
 
 
 # ----------------------------------------------------------------------- conventions
+
+
+@pytest.mark.parametrize(("family", "link"), CASES)
+def test_working_response_is_working_with_z(family, link):
+    """The streamed pass's kernel: the weights and deviance of ``working`` (tested against
+    the oracle above) bit for bit, z = (eta - base) + resid with NumPy's two roundings,
+    and the largest |eta| and the counts of positive and of non-finite weights."""
+    _, codes, y, prior_w, eta = problem(family, link)
+    base = np.random.default_rng(5).normal(size=eta.size)
+    dev_ref, _, w_ref, resid = run_working(codes, y, prior_w, eta)
+    w, z = np.full(eta.size, np.nan), np.full(eta.size, np.nan)
+    dev, largest, positive, nonfinite = working_response(*codes, y, prior_w, eta, base, w, z)
+    assert dev == dev_ref
+    assert np.array_equal(w, w_ref, equal_nan=True)
+    assert np.array_equal(z, (eta - base) + resid, equal_nan=True)
+    assert largest == np.max(np.abs(eta))
+    assert positive == np.count_nonzero(w_ref > 0)
+    assert nonfinite == np.count_nonzero(~np.isfinite(w_ref))
+
+
+def test_working_response_counts_non_finite_weights_and_checks_lengths():
+    codes = FAMILY_CODES["poisson"], LINK_CODES["log"]
+    eta = np.array([0.0, np.nan, 1.0])
+    y, pw, w, z = np.ones(3), np.array([1.0, 1.0, 0.0]), np.empty(3), np.empty(3)
+    _, largest, positive, nonfinite = working_response(*codes, y, pw, eta, np.zeros(3), w, z)
+    assert (largest, positive, nonfinite) == (1.0, 1, 1)
+    with pytest.raises(ValueError, match="one entry per row"):
+        working_response(*codes, y, pw, eta, np.zeros(2), w, z)
 
 
 def test_binomial_zero_log_zero_is_zero():
