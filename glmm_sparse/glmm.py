@@ -15,9 +15,27 @@ import numpy as np
 from .crossprod import CrossprodPlan
 from .objective import LmmObjective
 from .optimize import OptSummary, minimize_theta
-from .errors import NumericalError
-from .pirls import GlmmData, PirlsState, deviance, factor_at_mode, pirls
+from .errors import DataError, NumericalError
+from .parallel import row_chunks
+from .pirls import (GlmmData, PirlsState, deviance, factor_at_mode, linear_predictor, pirls,
+                    point_of)
+from .rowpass import Point, row_pass
 from .scaling import beta_units
+
+
+def start_eta(data: GlmmData) -> np.ndarray:
+    """The family's start, eta = g(mustart(y)), chunk by chunk (no n-long temporaries).
+
+    On a refusal (mustart checks the response for some links) the whole response again,
+    so that the message names and counts rows of all the data."""
+    fam, eta = data.family, np.empty(data.n)
+    try:
+        for sl in row_chunks(data.n):
+            eta[sl] = fam.link.linkfun(fam.mustart(data.y[sl], data.prior_w[sl]))
+    except DataError:
+        fam.mustart(data.y, data.prior_w)
+        raise
+    return eta
 
 
 class GlmmObjective:
@@ -27,14 +45,14 @@ class GlmmObjective:
         self.data = data
         self.nagq = nagq
         fam = data.family
-        eta0 = fam.link.linkfun(fam.mustart(data.y, data.prior_w))
-        mu0 = fam.link.linkinv(eta0)
-        w0 = data.prior_w * fam.link.mu_eta(eta0) ** 2 / fam.variance(mu0)
-        cp0 = data.plan.accumulate(w0, np.column_stack([data.X, eta0 - data.offset]))
+        eta0 = start_eta(data)
+        beta0 = np.zeros(data.X.shape[1])
+        # the structure (pattern, analysis) at the start's working weights
+        cp0 = row_pass(data, Point(beta0, (), True, eta0)).cp
         self.pls = LmmObjective(cp0, reml=False, factor_mode=factor_mode)
         self.n_theta = self.pls.theta_map.n_theta
         self.eta0 = eta0  # the family's start, where PIRLS restarts when a warm start fails
-        self.state = PirlsState(np.zeros(cp0.q), np.zeros(data.X.shape[1]), eta0, from_start=True)
+        self.state = PirlsState(np.zeros(cp0.q), beta0, eta0, from_start=True)
         self.joint = True  # which PIRLS the factor in self.pls reflects
         # binomial, Poisson: -2 sum log p(y | mu) = sum devres - 2 loglik_saturated, and the
         # saturated part depends on y only: once per fit instead of lgamma per row and call
@@ -73,18 +91,22 @@ class GlmmObjective:
             return pirls(self.pls, self.data, fresh, theta, joint=joint)
 
     # -- queries ----------------------------------------------------------------------
+    def eta(self) -> np.ndarray:
+        """The linear predictor at the mode, on all rows (n-long: for results only)."""
+        return linear_predictor(self.data, self.pls.T, self.state, self.pls.cp.offsets)
+
     def mu(self) -> np.ndarray:
-        return self.data.family.link.linkinv(self.state.eta)
+        return self.data.family.link.linkinv(self.eta())
 
     def conditional_deviance(self) -> float:
         """sum of deviance residuals at the mode (lme4's deviance() of a GLMM).
 
-        PIRLS's last pass already summed them at this eta (same kernel, same chunks).
+        PIRLS's last pass already summed them at this mode (same kernel, same chunks).
         """
-        wk = self.state.working
-        if wk is not None and wk.eta is self.state.eta:
-            return wk.dev
-        return deviance(self.data, self.state.eta)
+        if self.state.at_mode is not None:
+            return self.state.at_mode.dev
+        return deviance(self.data, point_of(self.data, self.pls.T, self.state,
+                                            self.pls.cp.offsets, joint=True))
 
     def minus2_loglik_conditional(self) -> float:
         """-2 sum log p(y | mu) at the mode (R's family aic; with the dispersion dev / sum(w))."""

@@ -1,10 +1,11 @@
 """Penalized iteratively reweighted least squares: the conditional modes of a GLMM.
 
 For fixed theta (and, in the second stage, fixed beta) PIRLS finds the u (and beta)
-maximizing the penalized log-likelihood. Each iteration is one weighted pass over the
-rows that refreshes the values of the cross-products on their fixed block structure
-(``CrossprodPlan.accumulate``), then the PLS solve of the LMM engine on the same
-CHOLMOD analysis. Steps that do not lower the penalized deviance are halved.
+maximizing the penalized log-likelihood. Each iteration is the PLS solve of the LMM
+engine (same CHOLMOD analysis) on the cross-products at the current point, then one
+streamed pass over the rows at the proposed point (``rowpass.row_pass``: eta, working
+weights and response, deviance and cross-products chunk by chunk, nothing n-long).
+Steps that do not lower the penalized deviance are halved, in (u, beta).
 Frozen inputs (``GlmmData``) are kept apart from the iterates (``PirlsState``).
 """
 from __future__ import annotations
@@ -13,12 +14,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._core import _glm
-from .crossprod import CrossprodPlan, add_z_times
+from ._core import _crossprod
+from .crossprod import CrossprodPlan
 from .errors import NumericalError
 from .families import Family
 from .objective import LmmObjective
-from .parallel import row_chunks, run_all
+from .rowpass import PassResult, Point, kernel_codes, row_pass, term_effects
+
+__all__ = ["GlmmData", "PirlsState", "deviance", "factor_at_mode", "kernel_codes", "pirls"]
 
 MAX_ITER = 200
 MAX_HALVINGS = 30
@@ -51,91 +54,67 @@ class GlmmData:
 
 @dataclass
 class PirlsState:
-    """The iterates: spherical random effects u, fixed effects beta, linear predictor eta."""
+    """The iterates: spherical random effects u and fixed effects beta.
+
+    eta = offset + X beta + Z Lambda u is recomputed chunk by chunk by each pass
+    (rowpass.py), never held; only the family's start (``from_start``) is a given eta.
+    """
 
     u: np.ndarray
     beta: np.ndarray
-    eta: np.ndarray
+    eta: np.ndarray | None = None  # the family's start when from_start, else None
     iterations: int = 0
-    from_start: bool = False  # eta comes from the family's mustart, not from (u, beta)
-    working: "Working | None" = None  # the per-row quantities at eta, when known
+    from_start: bool = False
+    at_mode: PassResult | None = None  # the last pass, at (u, beta)
 
 
-def z_lambda(data: GlmmData, T: list[np.ndarray], u: np.ndarray, offsets, out: np.ndarray) -> np.ndarray:
-    """out += Z Lambda u: b = Lambda u per term (q values), then Z b through the codes."""
-    terms = data.plan.terms
-    b = np.concatenate([(u[offsets[i]:offsets[i + 1]].reshape(t.nlev, t.k) @ Tt.T).ravel()
-                        for i, (t, Tt) in enumerate(zip(terms, T))])
-    return add_z_times(terms, b, offsets, out)
+def point_of(data: GlmmData, T: list[np.ndarray], state: PirlsState, offsets, *,
+             joint: bool) -> Point:
+    """Where the rows are evaluated for a state: its (beta, Lambda u), or its given eta."""
+    if state.eta is not None:
+        return Point(state.beta, (), joint, state.eta)
+    return Point(state.beta, term_effects(data.plan.terms, T, state.u, offsets), joint)
 
 
-def linear_predictor(data: GlmmData, fixed: np.ndarray, T, u, offsets, X_beta=None) -> np.ndarray:
-    """eta = fixed (+ X beta) + Z Lambda u."""
-    eta = fixed.copy() if X_beta is None else fixed + X_beta
-    return z_lambda(data, T, u, offsets, eta)
+def linear_predictor(data: GlmmData, T: list[np.ndarray], state: PirlsState, offsets) -> np.ndarray:
+    """eta on all rows, with the roundings of the passes (for fitted values, mu)."""
+    if state.eta is not None:
+        return state.eta
+    eta = np.add(data.offset, data.X @ state.beta)
+    for t, bt in zip(data.plan.terms, term_effects(data.plan.terms, T, state.u, offsets)):
+        _crossprod.add_term_times(t.codes, t.X, bt, eta)
+    return eta
 
 
-def kernel_codes(family: Family) -> tuple[int, int]:
-    """The compiled kernel's codes of a family and its link."""
-    return _glm.FAMILY_CODES[family.name], _glm.LINK_CODES[family.link.name]
+def deviance(data: GlmmData, point: Point) -> float:
+    """sum of deviance residuals at mu = linkinv(eta): a pass without cross-products."""
+    return row_pass(data, point, accumulate=False).dev
 
 
-@dataclass(frozen=True, eq=False)
-class Working:
-    """PIRLS's per-row quantities at one linear predictor, from one compiled pass."""
-
-    eta: np.ndarray
-    mu: np.ndarray
-    w: np.ndarray  # prior_w (dmu/deta)^2 / V(mu)
-    resid: np.ndarray  # (y - mu) / (dmu/deta)
-    dev: float  # sum of deviance residuals
+def penalized_working(data: GlmmData, point: Point, u: np.ndarray) -> tuple[PassResult, float]:
+    """One pass at point (deviance, cross-products) and the penalized deviance
+    sum(devres) + |u|^2."""
+    res = row_pass(data, point)
+    return res, res.dev + float(u @ u)
 
 
-def working_at(data: GlmmData, eta: np.ndarray) -> Working:
-    """mu, weights, working residuals and the deviance at eta (tested against families.py).
-
-    Row chunks run in parallel; their deviances are added in chunk order.
-    """
-    mu, w, resid = np.empty(data.n), np.empty(data.n), np.empty(data.n)
-    codes = kernel_codes(data.family)
-
-    def chunk(sl):
-        return lambda: _glm.working(*codes, data.y[sl], data.prior_w[sl], eta[sl], mu[sl],
-                                    w[sl], resid[sl])
-
-    parts = run_all([chunk(sl) for sl in row_chunks(data.n)], data.n)
-    return Working(eta, mu, w, resid, float(sum(parts)))
-
-
-def usable_weights(wk: Working, theta, family: Family) -> np.ndarray:
-    if not np.all(np.isfinite(wk.w)):
+def check_weights(res: PassResult, theta, family: Family) -> None:
+    """PIRLS cannot go on from weights that are not finite."""
+    if res.nonfinite_w:
         raise NumericalError("PIRLS weights are not finite (the linear predictor diverged)"
-                             f"{divergence_hint(wk.eta, np.inf, family)}", theta=np.asarray(theta))
-    return wk.w
-
-
-def deviance(data: GlmmData, eta: np.ndarray) -> float:
-    """sum of deviance residuals at mu = linkinv(eta): the chunked sum of working_at."""
-    codes = kernel_codes(data.family)
-    parts = run_all([lambda sl=sl: _glm.deviance(*codes, data.y[sl], data.prior_w[sl], eta[sl])
-                     for sl in row_chunks(data.n)], data.n)
-    return float(sum(parts))
-
-
-def penalized_working(data: GlmmData, eta: np.ndarray, u: np.ndarray) -> tuple[Working, float]:
-    """The working quantities at eta and the penalized deviance sum(devres) + |u|^2."""
-    wk = working_at(data, eta)
-    return wk, wk.dev + float(u @ u)
+                             f"{divergence_hint(res.max_abs_eta, np.inf, family, 1)}",
+                             theta=np.asarray(theta))
 
 
 def factor_at_mode(pls: LmmObjective, data: GlmmData, state: PirlsState, theta, joint: bool) -> None:
-    """Cross-products and factor at the weights of the mode (for log|L|^2, R_X, condVar)."""
-    wk = state.working if state.working is not None else working_at(data, state.eta)
-    fixed = data.offset + (0.0 if joint else data.X @ state.beta)
-    z = state.eta - fixed + wk.resid
-    rhs = np.column_stack([data.X, z]) if joint else z[:, None]
-    pls.set_crossproducts(data.plan.accumulate(usable_weights(wk, theta, data.family), rhs))
+    """Cross-products and factor at the weights of the mode (for log|L|^2, R_X, condVar):
+    those of PIRLS's last pass, or a new pass when that one had the other right-hand side."""
     pls.set_theta(theta)
+    res = state.at_mode
+    if res is None or res.cp is None or res.joint != joint:
+        res = row_pass(data, point_of(data, pls.T, state, pls.cp.offsets, joint=joint))
+    check_weights(res, theta, data.family)
+    pls.set_crossproducts(res.cp)
     pls.update_L()
     pls.update_RZX()
     if joint:
@@ -143,22 +122,20 @@ def factor_at_mode(pls: LmmObjective, data: GlmmData, state: PirlsState, theta, 
 
 
 def pirls(pls: LmmObjective, data: GlmmData, state: PirlsState, theta, *, joint: bool) -> PirlsState:
-    """Conditional modes at theta: of u given beta, or of (u, beta) jointly (nAGQ = 0)."""
+    """Conditional modes at theta: of u given beta, or of (u, beta) jointly (nAGQ = 0).
+
+    The pass at each accepted point serves twice: its deviance decides the step, its
+    cross-products make the next system (and, at convergence, the factor at the mode).
+    """
     offsets = pls.cp.offsets
     pls.set_theta(theta)
-    fixed = data.offset if joint else data.offset + data.X @ state.beta
     u, beta = state.u, state.beta
-    eta = state.eta if state.from_start else linear_predictor(
-        data, fixed, pls.T, u, offsets, data.X @ beta if joint else None)
-    cur, pdev = penalized_working(data, eta, u)
-    p = data.X.shape[1] if joint else 0
+    start = state if state.from_start else PirlsState(u, beta)
+    cur, pdev = penalized_working(data, point_of(data, pls.T, start, offsets, joint=joint), u)
     newton = data.family.link.name == data.family.canonical
-    rhs = np.empty((data.n, p + 1))  # [X z]: X written once, z every iteration
-    rhs[:, :p] = data.X[:, :p]
     for it in range(1, MAX_ITER + 1):
-        np.subtract(cur.eta, fixed, out=rhs[:, p])
-        rhs[:, p] += cur.resid
-        pls.set_crossproducts(data.plan.accumulate(usable_weights(cur, theta, data.family), rhs))
+        check_weights(cur, theta, data.family)
+        pls.set_crossproducts(cur.cp)
         pls.update_L()
         pls.update_RZX()
         if joint:
@@ -166,21 +143,20 @@ def pirls(pls: LmmObjective, data: GlmmData, state: PirlsState, theta, *, joint:
             beta_new, u_new = pls.beta(), pls.u()
         else:
             beta_new, u_new = beta, pls.factor.solve("Pt", pls.factor.solve("Lt", pls.RZXy[:, 0]))
-        eta_new = linear_predictor(data, fixed, pls.T, u_new, offsets,
-                                   data.X @ beta_new if joint else None)
-        u_new, beta_new, nxt, pdev_new = _halve(data, (u, beta, cur, pdev),
-                                                (u_new, beta_new, eta_new),
-                                                it == 1 and state.from_start, theta, it)
-        step = max(np.max(np.abs(u_new - u), initial=0.0), np.max(np.abs(beta_new - beta), initial=0.0))
+        u_new, beta_new, nxt, pdev_new = _halve(
+            data, (pls.T, offsets, joint), (u, beta, cur, pdev), (u_new, beta_new),
+            it == 1 and state.from_start, theta, it)
+        step = _step_size(u, u_new, beta, beta_new)
         scale = 1.0 + max(np.max(np.abs(u_new), initial=0.0), np.max(np.abs(beta_new), initial=0.0))
         step_tol = NEWTON_STEP_TOL if newton else STEP_TOL
         converged = abs(pdev - pdev_new) < TOL * (0.1 + abs(pdev_new)) and step < step_tol * scale
         u, beta, cur, pdev = u_new, beta_new, nxt, pdev_new
         if converged:
-            return PirlsState(u, beta, cur.eta, it, working=cur)
+            return PirlsState(u, beta, None, it, at_mode=cur)
     raise NumericalError(f"PIRLS did not converge in {MAX_ITER} iterations (penalized "
                          f"deviance {pdev:.6g}, last step {step:.3g} in (u, beta))"
-                         f"{divergence_hint(cur.eta, pdev, data.family)}", theta=np.asarray(theta))
+                         f"{divergence_hint(cur.max_abs_eta, pdev, data.family, data.n)}",
+                         theta=np.asarray(theta))
 
 
 def _step_size(u0, u1, b0, b1) -> float:
@@ -191,11 +167,11 @@ def _step_size(u0, u1, b0, b1) -> float:
 EDGE_LINKS = ("logit", "probit", "cloglog", "cauchit", "log")
 
 
-def divergence_hint(eta: np.ndarray, pdev: float, family: Family) -> str:
-    """Why PIRLS may not settle, when the linear predictor runs off or the fit is exact."""
-    largest = float(np.max(np.abs(eta), initial=0.0))
+def divergence_hint(largest: float, pdev: float, family: Family, n: int) -> str:
+    """Why PIRLS may not settle, when the linear predictor runs off (``largest``: max |eta|
+    of the passes) or the fit is exact."""
     runs_off = family.link.name in EDGE_LINKS and largest > 30
-    if not (pdev < 1e-8 * max(eta.shape[0], 1) or runs_off):
+    if not (pdev < 1e-8 * max(n, 1) or runs_off):
         return ""
     return ("; the fitted values approach the edge of the family's range (|eta| up to "
             f"{largest:.3g}): the maximum-likelihood estimates are "
@@ -205,21 +181,26 @@ def divergence_hint(eta: np.ndarray, pdev: float, family: Family) -> str:
             "check the offset")
 
 
-def _halve(data, old, new, accept_first: bool, theta, iteration: int):
-    """Step from old towards new, halving until the penalized deviance does not rise.
+def _halve(data, lam, old, new, accept_first: bool, theta, iteration: int):
+    """Step from old towards new, halving (u, beta) until the penalized deviance does not
+    rise; ``lam`` = (T, offsets, joint) turn (u, beta) into the rows' point.
 
     The first step from the family's starting values is taken whole: that start is not
     of the form X beta + Z Lambda u, so its penalized deviance is no yardstick. Returns
-    the accepted (u, beta), its working quantities and penalized deviance.
+    the accepted (u, beta), its pass and penalized deviance.
     """
+    T, offsets, joint = lam
     u0, b0, cur, pdev0 = old
-    u1, b1, e1 = new
+    u1, b1 = new
+    largest = cur.max_abs_eta
     for _ in range(MAX_HALVINGS):
-        wk, pdev1 = penalized_working(data, e1, u1)
+        res, pdev1 = penalized_working(data, point_of(data, T, PirlsState(u1, b1), offsets,
+                                                      joint=joint), u1)
         if np.isfinite(pdev1) and (accept_first or pdev1 <= pdev0 + 1e-12 * (1 + abs(pdev0))):
-            return u1, b1, wk, pdev1
-        u1, b1, e1 = 0.5 * (u0 + u1), 0.5 * (b0 + b1), 0.5 * (cur.eta + e1)
-    hint = divergence_hint(np.concatenate([cur.eta, new[2]]), pdev0, data.family)
+            return u1, b1, res, pdev1
+        largest = max(largest, res.max_abs_eta)
+        u1, b1 = 0.5 * (u0 + u1), 0.5 * (b0 + b1)
+    hint = divergence_hint(largest, pdev0, data.family, data.n)
     raise NumericalError(f"PIRLS iteration {iteration}: the penalized deviance did not decrease "
                          f"from {pdev0:.6g}{hint}; the proposed step of "
                          f"{_step_size(u0, new[0], b0, new[1]):.3g} in (u, beta) failed in "
