@@ -410,7 +410,7 @@ def spilled_result(formula, parsed, obj: GlmmObjective, stage1, stage2, spiller:
                        spiller.terms, pd.RangeIndex(n), scan.n_rows - n, tuple(dropped))
     result = build_glmer_result(formula, frame, obj, stage1, stage2, weights_name=weights,
                                 data_name=data_name, offset_name=offset, parsed=parsed,
-                                options=options)
+                                options=options, per_row=False)
     rowless = RowlessFrame(tuple(xnames), spiller.terms, n, scan.n_rows - n, source_name,
                            tuple(dropped), offset_column=offset)
     ctx = result.model

@@ -79,13 +79,26 @@ def theta_part(units: np.ndarray | None, theta: np.ndarray) -> np.ndarray | None
     return None if units is None else units[:theta.shape[0]]
 
 
+def per_row_results(obj: GlmmObjective, frame: ModelFrame, sigma: float) -> tuple:
+    """Fitted values, deviance residuals and scaled (Pearson) residuals at the mode."""
+    d, fam = obj.data, obj.data.family
+    mu = obj.mu()
+    devres = fam.dev_resids(d.y, mu, d.prior_w)
+    resid = np.sign(d.y - mu) * np.sqrt(np.maximum(devres, 0.0))
+    return (pd.Series(mu, index=frame.row_index, name="fitted"),
+            pd.Series(resid, index=frame.row_index, name="residuals"),
+            (d.y - mu) * np.sqrt(d.prior_w / fam.variance(mu)) / sigma)
+
+
 def build_glmer_result(formula: str, frame: ModelFrame, obj: GlmmObjective,
                        stage1: OptSummary, stage2: OptSummary | None, *,
                        weights_name: str | None = None, data_name: str | None = None,
                        offset_name: str | None = None, parsed=None,
-                       options: dict | None = None) -> GlmerResult:
+                       options: dict | None = None, per_row: bool = True) -> GlmerResult:
     """The immutable result at the optimum held by ``obj``, which its context keeps;
-    ``parsed`` and ``options`` are the formula and the fit's options (context.py)."""
+    ``parsed`` and ``options`` are the formula and the fit's options (context.py).
+    ``per_row=False`` leaves fitted values and residuals out (None): a fit out of core
+    keeps no n-long results, and need not make them."""
     d, pls = obj.data, obj.pls
     fam = d.family
     offsets = pls.cp.offsets
@@ -97,9 +110,7 @@ def build_glmer_result(formula: str, frame: ModelFrame, obj: GlmmObjective,
     condvar = condvar_blocks(pls, sigma)
     beta = obj.state.beta.copy()
     names = list(frame.xnames)
-    mu = obj.mu()
-    devres = fam.dev_resids(d.y, mu, d.prior_w)
-    resid = np.sign(d.y - mu) * np.sqrt(np.maximum(devres, 0.0))
+    fitted, resid, scaled = per_row_results(obj, frame, sigma) if per_row else (None,) * 3
     theta = pls.theta.copy()
     V = glmm_vcov(obj, stage2, sigma)
     terms = frame.terms
@@ -116,9 +127,7 @@ def build_glmer_result(formula: str, frame: ModelFrame, obj: GlmmObjective,
                               residual=fam.has_dispersion),
         ranef_source=ranef_table(terms, b, offsets, condvar),
         coef=coef_tables(terms, pd.Series(beta, index=names), b, offsets),
-        fitted=pd.Series(mu, index=frame.row_index, name="fitted"),
-        residuals=pd.Series(resid, index=frame.row_index, name="residuals"),
-        scaled_residuals=(d.y - mu) * np.sqrt(d.prior_w / fam.variance(mu)) / sigma,
+        fitted=fitted, residuals=resid, scaled_residuals=scaled,
         ngrps={t.group_name: t.nlev for t in terms},
         is_singular=is_singular(theta, pls.theta_map.lower, units=theta_part(opt.units, theta)),
         optimizer=opt,
