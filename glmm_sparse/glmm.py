@@ -38,6 +38,14 @@ def start_eta(data: GlmmData) -> np.ndarray:
     return eta
 
 
+def saturated_loglik(data: GlmmData) -> float:
+    """The family's log p(y | mu = y), summed chunk by chunk in chunk order (its lgamma
+    terms made whole would be several n-long temporaries)."""
+    fam = data.family
+    return float(sum(fam.loglik_saturated(data.y[sl], data.prior_w[sl])
+                     for sl in row_chunks(data.n)))
+
+
 class GlmmObjective:
     """Deviance of a GLMM as a function of theta (stage 1) or (theta, beta) (stage 2)."""
 
@@ -56,7 +64,7 @@ class GlmmObjective:
         self.joint = True  # which PIRLS the factor in self.pls reflects
         # binomial, Poisson: -2 sum log p(y | mu) = sum devres - 2 loglik_saturated, and the
         # saturated part depends on y only: once per fit instead of lgamma per row and call
-        self.saturated = None if fam.has_dispersion else fam.loglik_saturated(data.y, data.prior_w)
+        self.saturated = None if fam.has_dispersion else saturated_loglik(data)
 
     # -- updates ----------------------------------------------------------------------
     def update_stage1(self, theta) -> None:

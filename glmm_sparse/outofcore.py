@@ -33,10 +33,10 @@ n numbers), its model is a ``streaming.StreamedFitContext`` whose frame refuses 
 that need the rows (``RowsNotKeptError``), as a streamed LMM's does.
 
 Memory (docs/pipelines.md): resident are the levels, the cross-products and the factor,
-plus what the GLMM machinery allocates per row on each PIRLS iteration (eta, mu, working
-weights and residuals, the right-hand side [X z]: about (p + 9) x 8 bytes per row at
-peak), plus the pages of the mapped files the kernels are reading, which the kernel's page
-cache holds and drops as it needs (they are file-backed, so they never go to swap).
+the family's starting eta (8 bytes per row; PIRLS's passes hold everything else per chunk
+of rows, rowpass.py), plus the pages of the mapped files the kernels are reading, which
+the kernel's page cache holds and drops as it needs (they are file-backed, so they never
+go to swap).
 
 Level codes are int64 on disk: the compiled kernels (``_core._crossprod``) take int64
 codes, and an int32 file would be converted to int64 on every pass.
