@@ -17,9 +17,14 @@ from pathlib import Path
 
 from . import __version__
 from .ddf import DDF_CHOICES, normalize_ddf
-from .errors import FactorMemoryError, GlmmSparseError, ModelSpecError, NumericalError
+from .errors import (
+    FactorMemoryError,
+    GlmmSparseError,
+    ModelSpecError,
+    NumericalError,
+    SpillSpaceError,
+)
 from .models import glmer, lmer
-from .outofcore import SpillSpaceError
 from .reporting import result_dict
 from .streaming import STREAM_ABOVE_ROWS
 from .synthetic import CHUNK_ROWS, FAMILIES, Design, simulate, write_parquet

@@ -59,7 +59,7 @@ from .agq import check_agq_model
 from .batches import BATCH_ROWS
 from .batchframe import BatchEncoder, check_same_columns, check_stateless, in_this_batch
 from .crossprod import CrossprodPlan
-from .errors import DataError
+from .errors import DataError, SpillSpaceError
 from .frame import NOTHING_LEFT, ModelFrame, aliased_columns, warn_rank_deficient
 from .glmm import GlmmObjective, fit_glmm
 from .partials import qr_update
@@ -84,10 +84,6 @@ CHUNK_ROWS = 1 << 20  # rows per chunk when rewriting a spilled column
 
 
 # -- the spill files ----------------------------------------------------------------------
-class SpillSpaceError(DataError):
-    """The spill directory has no room for the encoded rows (the command line's exit 1)."""
-
-
 class SpillDirectory:
     """Memory-mapped ``.npy`` arrays in ``spill_dir`` (default: the system temporary
     directory) that no name outlives: each file is created, given its blocks
