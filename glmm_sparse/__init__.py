@@ -3,11 +3,22 @@
 ``lmer(formula, data)`` fits an LMM by REML or ML, ``glmer(formula, data, family=...)`` a GLMM
 by Laplace or adaptive Gauss-Hermite, with lme4's formula language and results.
 """
-from .errors import (ConvergenceWarning, DataError, DroppedRowsWarning, FactorMemoryError,
-                     FormulaError, GlmmSparseError, GlmmSparseWarning, ModelSpecError, NumericalError,
-                     RankDeficiencyWarning, SingularFitWarning)
 from . import plots
 from .bootstrap import BootstrapResult, bootstrap
+from .errors import (
+                     ConvergenceWarning,
+                     DataError,
+                     DroppedRowsWarning,
+                     FactorMemoryError,
+                     FormulaError,
+                     GlmmSparseError,
+                     GlmmSparseWarning,
+                     ModelSpecError,
+                     NumericalError,
+                     RankDeficiencyWarning,
+                     SingularFitWarning,
+                     SpillSpaceError,
+)
 from .lrt import anova, chibar_pvalue
 from .models import glmer, lmer
 from .results import LmerResult
@@ -21,5 +32,5 @@ __all__ = [
     "variance_component_test", "exact_f_test", "anova_estimators", "plots",
     "bootstrap", "BootstrapResult", "GlmmSparseError", "FormulaError", "DataError", "ModelSpecError",
     "NumericalError", "FactorMemoryError", "GlmmSparseWarning", "SingularFitWarning", "ConvergenceWarning",
-    "RankDeficiencyWarning", "DroppedRowsWarning", "__version__",
+    "RankDeficiencyWarning", "DroppedRowsWarning", "SpillSpaceError", "__version__",
 ]

@@ -1,7 +1,8 @@
 """The command line: ``python -m glmm_sparse fit|synthetic ...``.
 
-Exit codes: 0 success, 2 bad input (formula, data, model specification, an output file
-that cannot be written), 1 a fit that failed (numerically, or out of memory).
+Exit codes: 0 success, 2 bad input (formula, data, model specification, a data file
+pyarrow cannot read, an output file that cannot be written), 1 a fit that failed
+(numerically, out of memory, or out of room in the spill directory).
 """
 from __future__ import annotations
 
@@ -16,7 +17,13 @@ from pathlib import Path
 
 from . import __version__
 from .ddf import DDF_CHOICES, normalize_ddf
-from .errors import FactorMemoryError, GlmmSparseError, ModelSpecError, NumericalError
+from .errors import (
+    FactorMemoryError,
+    GlmmSparseError,
+    ModelSpecError,
+    NumericalError,
+    SpillSpaceError,
+)
 from .models import glmer, lmer
 from .reporting import result_dict
 from .streaming import STREAM_ABOVE_ROWS
@@ -44,9 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--weights", help="column holding prior weights")
     fit.add_argument("--offset", help="column holding a known offset")
     fit.add_argument("--streaming", choices=("auto", "yes", "no"), default="auto",
-                     help="LMMs on Parquet: read the rows in batches, in bounded memory "
-                          "(yes), whole (no), or in batches above "
-                          f"{STREAM_ABOVE_ROWS:,} rows (auto)")
+                     help="Parquet data: read the rows in batches (yes), whole (no), or in "
+                          f"batches above {STREAM_ABOVE_ROWS:,} rows (auto). In batches, an "
+                          "LMM is fitted in memory bounded by its levels, a GLMM out of "
+                          "core (its rows encoded once to files in --spill-dir)")
+    fit.add_argument("--spill-dir", metavar="DIR",
+                     help="GLMMs read in batches: the directory of the encoded rows (default: "
+                          "the system's temporary directory); a local disk with room for "
+                          "about 8 x (p + 3 + the terms' columns + ...) bytes per row")
     fit.add_argument("--ddf", choices=DDF_CHOICES, default=None,
                      help="tests of the fixed effects: satterthwaite (LMM default: "
                           "lmerTest's t tests), kenward-roger (REML LMMs; adjusted SEs), "
@@ -123,11 +135,9 @@ def run_fit(args) -> int:
         result = lmer(args.formula, args.data, reml=not args.ml, weights=args.weights,
                       offset=args.offset, streaming=STREAMING[args.streaming])
     else:
-        if args.streaming == "yes":
-            raise ModelSpecError("--streaming yes reads Parquet in batches for linear mixed "
-                                 "models only; a GLMM reads its rows whole")
         result = glmer(args.formula, args.data, family=args.family, link=args.link,
-                       nagq=args.nagq, weights=args.weights, offset=args.offset)
+                       nagq=args.nagq, weights=args.weights, offset=args.offset,
+                       streaming=STREAMING[args.streaming], spill_dir=args.spill_dir)
     if not args.quiet:
         print(result.summary(ddf=args.ddf))
         print(f"\nwall time: {time.perf_counter() - t0:.3f} s (read + fit)")
@@ -204,7 +214,7 @@ def run(args) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             return run_fit(args) if args.command == "fit" else run_synthetic(args)
-    except (NumericalError, FactorMemoryError, MemoryError) as err:
+    except (NumericalError, FactorMemoryError, MemoryError, SpillSpaceError) as err:
         print(f"error: the fit failed: {err}", file=sys.stderr)
         return 1
     except (GlmmSparseError, TypeError) as err:
@@ -212,6 +222,11 @@ def run(args) -> int:
         return 2
     except OSError as err:  # an output that cannot be written (a full disk, permissions)
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # pyarrow's own errors (ArrowException) on unreadable data
+        if not type(err).__module__.startswith("pyarrow"):
+            raise
+        print(f"error: cannot read the data: {err}", file=sys.stderr)
         return 2
 
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 import glob as globmod
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,7 @@ from .errors import DataError
 PARQUET_SUFFIXES = (".parquet", ".pq")
 BATCH_ROWS = 1 << 16  # rows per batch: memory is a few columns of this many rows
 GLOB_CHARS = "*?["
+IGNORE_PREFIXES = ("_", ".")  # pyarrow.dataset's ignore_prefixes
 
 log = logging.getLogger(__name__)
 
@@ -77,19 +78,28 @@ def is_parquet_source(data) -> bool:
 
 @dataclass(frozen=True)
 class ParquetSource:
-    """The Parquet files of a source, in reading order, and the filesystem holding them."""
+    """The Parquet files of a source, in reading order, and the filesystem holding them.
+
+    ``casts``: (column, Arrow type) pairs that every batch is cast to, set by
+    ``check_schemas`` when files hold a numeric column in types of different widths.
+    """
 
     files: tuple[str, ...]
     name: str
     filesystem: object = field(default=None, repr=False)
+    casts: tuple = ()
+    partition_columns: tuple[str, ...] = ()  # Hive partitioning: not inside the files
 
     def open(self, path: str):
         import pyarrow.parquet as pq
 
+        # pre_buffer=False: the default pre-buffers a whole file's used columns (measured
+        # 86 MB of Arrow's pool for 4e6 rows in one file, against 8 MB read row group by
+        # row group)
         try:
             if self.filesystem is None:
-                return pq.ParquetFile(path)
-            return pq.ParquetFile(self.filesystem.open_input_file(path))
+                return pq.ParquetFile(path, pre_buffer=False)
+            return pq.ParquetFile(self.filesystem.open_input_file(path), pre_buffer=False)
         except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
             raise DataError(f"cannot read the Parquet file {path!r}: {err}") from None
 
@@ -99,65 +109,155 @@ class ParquetSource:
         return sum(self.open(f).metadata.num_rows for f in self.files)
 
     def schema(self):
-        """The Arrow schema of the first file."""
-        return self.open(self.files[0]).schema_arrow
+        """The Arrow schema of the first file, as the batches have it: decimal columns as
+        float64, and a column of type null (an empty file written from an empty pandas
+        object column) with the type the first other file gives it."""
+        first = self.open(self.files[0])
+        schema = normal_schema(first.schema_arrow)
+        nulls = [f.name for f in schema if _is_null(f.type)]
+        for path in self.files[1:]:
+            if not nulls:
+                break
+            other = normal_schema(self.open(path).schema_arrow)
+            for name in list(nulls):
+                if name in other.names and not _is_null(other.field(name).type):
+                    schema = schema.set(schema.get_field_index(name), other.field(name))
+                    nulls.remove(name)
+        for name, typ in self.casts:
+            schema = schema.set(schema.get_field_index(name), schema.field(name).with_type(typ))
+        return schema
 
-    def check_schemas(self, columns) -> None:
-        """Every file holds the used columns with the same type, or a DataError names the
-        file, the column and both types. Dictionary encoding and string offsets (string /
-        large_string) do not count as differences."""
-        first = self.schema()
+    def check_schemas(self, columns) -> ParquetSource:
+        """This source, checked: every file holds the used columns with the same type, or a
+        DataError names the file, the column and both types. Dictionary encoding and
+        string offsets (string / large_string) do not count as differences; numbers of
+        other widths (int32 / int64, float32 / float64, integers and floats) are cast to
+        one type, as ``pyarrow.unify_schemas(promote_options="permissive")`` unifies
+        them; files without rows whose column has type null (pandas writes an empty
+        object column so) are left out, as they add nothing."""
+        import pyarrow as pa
+
+        files, seen = [], {}
         for path in self.files:
-            schema = self.open(path).schema_arrow
+            pf = self.open(path)
+            schema = normal_schema(pf.schema_arrow)
+            if pf.metadata.num_rows == 0 and any(
+                    name in schema.names and _is_null(schema.field(name).type)
+                    for name in columns):
+                continue
+            files.append(path)
             for name in columns:
-                if name not in schema.names:
-                    if name in first.names:
-                        raise DataError(f"column {name!r} is in {self.files[0]!r} but not in "
-                                        f"{path!r}: every Parquet file of the data must hold "
-                                        "the columns the model uses")
-                    continue  # the formula check names a column missing from every file
-                a, b = _base_type(first.field(name).type), _base_type(schema.field(name).type)
-                if a != b:
-                    raise DataError(f"column {name!r} has type {first.field(name).type} in "
-                                    f"{self.files[0]!r} but {schema.field(name).type} in "
-                                    f"{path!r}: write the files with one schema (or cast the "
-                                    "column) before fitting")
+                if name in schema.names:
+                    seen.setdefault(name, []).append((path, schema.field(name).type))
+                elif seen.get(name):
+                    raise DataError(f"column {name!r} is in {seen[name][0][0]!r} but not in "
+                                    f"{path!r}: every Parquet file of the data must hold "
+                                    "the columns the model uses")
+                # a column missing from every file: the formula check names it
+        casts = []
+        for name, types in seen.items():
+            (path0, t0), bases = types[0], {_base_type(t) for _, t in types}
+            if len(bases) == 1:
+                continue
+            if all(_is_number(b) for b in bases):
+                unified = pa.unify_schemas([pa.schema([pa.field(name, b)]) for b in bases],
+                                           promote_options="permissive").field(name).type
+                casts.append((name, unified))
+                continue
+            path1, t1 = next((p, t) for p, t in types if _base_type(t) != _base_type(t0))
+            raise DataError(f"column {name!r} has type {t0} in {path0!r} but {t1} in "
+                            f"{path1!r}: write the files with one schema (or cast the "
+                            "column) before fitting")
+        if not files:
+            files = list(self.files[:1])
+        return replace(self, files=tuple(files), casts=tuple(casts))
 
     def batches(self, columns: list[str], batch_rows: int = BATCH_ROWS):
-        """(first row number, RecordBatch of ``columns``) for every batch, file by file."""
+        """(first row number, RecordBatch of ``columns``) for every batch, file by file:
+        decimals as float64, ``casts`` applied."""
         start = 0
+        casts = {n: t for n, t in self.casts if n in columns}
         for path in self.files:
             pf = self.open(path)
             for batch in pf.iter_batches(batch_size=batch_rows, columns=columns,
                                          use_threads=False):
-                yield start, batch
+                yield start, normal_batch(batch, casts)
                 start += batch.num_rows
 
 
 def _base_type(typ):
-    """A column's type up to dictionary encoding and string offsets."""
+    """A column's type up to dictionary encoding and string offsets (decimals: float64)."""
     import pyarrow as pa
 
     if pa.types.is_dictionary(typ):
         typ = typ.value_type
-    if pa.types.is_large_string(typ):
+    if pa.types.is_large_string(typ) or pa.types.is_string_view(typ):
         return pa.string()
     if pa.types.is_large_binary(typ):
         return pa.binary()
+    if pa.types.is_decimal(typ):
+        return pa.float64()
     return typ
 
 
+def _is_null(typ) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_null(typ) or (pa.types.is_dictionary(typ)
+                                     and pa.types.is_null(typ.value_type))
+
+
+def _is_number(typ) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_integer(typ) or pa.types.is_floating(typ)
+
+
+def normal_schema(schema):
+    """An Arrow schema with its decimal columns as float64 (as ``normal_batch`` reads them)."""
+    import pyarrow as pa
+
+    for i, f in enumerate(schema):
+        if pa.types.is_decimal(f.type):
+            schema = schema.set(i, f.with_type(pa.float64()))
+    return schema
+
+
+def normal_batch(batch, casts: dict | None = None):
+    """A RecordBatch as the model reads it: decimal columns as float64 (an in-memory fit
+    reads them so too, ``read_whole``), and the columns of ``casts`` in their type."""
+    import pyarrow as pa
+
+    for i, f in enumerate(batch.schema):
+        typ = (casts or {}).get(f.name)
+        if typ is None and pa.types.is_decimal(f.type):
+            typ = pa.float64()
+        if typ is not None and f.type != typ:
+            batch = batch.set_column(i, f.with_type(typ), batch.column(i).cast(typ))
+    return batch
+
+
 def open_source(data) -> ParquetSource:
-    """The ParquetSource of a path, directory, glob or pyarrow Dataset."""
+    """The ParquetSource of a path, directory, glob or pyarrow Dataset. A directory's files
+    are its ``.parquet`` files at any depth, except those with a path component starting
+    with ``_`` or ``.`` (``_temporary/``, ``_SUCCESS``, hidden files), which pyarrow's
+    datasets and ``pd.read_parquet`` of a directory leave out too."""
     if is_dataset(data):
         return _dataset_source(data)
     text = str(data)
     path = Path(text)
+    partition_columns: tuple[str, ...] = ()
     if path.is_dir():
-        files = sorted(str(p) for p in path.rglob("*")
-                       if p.is_file() and p.suffix.lower() in PARQUET_SUFFIXES)
-        if not files:
+        found = [p for p in path.rglob("*")
+                 if p.is_file() and p.suffix.lower() in PARQUET_SUFFIXES
+                 and not any(part.startswith(IGNORE_PREFIXES)
+                             for part in p.relative_to(path).parts)]
+        if not found:
             raise DataError(f"the directory {text!r} holds no .parquet files")
+        files = sorted(str(p) for p in found)
+        partition_columns = tuple(dict.fromkeys(
+            part.split("=", 1)[0] for p in found for part in p.relative_to(path).parts[:-1]
+            if "=" in part))
     elif path.exists():
         files = [text]
     elif any(c in text for c in GLOB_CHARS):
@@ -166,7 +266,7 @@ def open_source(data) -> ParquetSource:
             raise DataError(f"no file matches the pattern {text!r}")
     else:
         raise DataError(f"data file {text!r} does not exist")
-    return ParquetSource(tuple(files), text)
+    return ParquetSource(tuple(files), text, partition_columns=partition_columns)
 
 
 def _dataset_source(dataset) -> ParquetSource:
@@ -180,41 +280,78 @@ def _dataset_source(dataset) -> ParquetSource:
                         f"(ds.dataset(path, format='parquet')), not {type(dataset).__name__}")
     if not files:
         raise DataError("the pyarrow Dataset holds no files")
-    return ParquetSource(tuple(files), f"Dataset of {len(files)} file(s)", dataset.filesystem)
+    partitioning = getattr(dataset, "partitioning", None)
+    partition_columns = tuple(partitioning.schema.names) if partitioning is not None else ()
+    return ParquetSource(tuple(files), f"Dataset of {len(files)} file(s)", dataset.filesystem,
+                         partition_columns=partition_columns)
+
+
+def partition_column_error(name: str, source_name: str) -> DataError:
+    """The refusal of a Hive partition column (a ``name=value`` directory) in a streamed
+    fit, which reads the columns inside the files only."""
+    return DataError(f"column {name!r} is a partition column of {source_name!r} (directories "
+                     f"named {name}=value): a streamed fit reads only the columns inside the "
+                     f"Parquet files; write {name!r} into the files, or fit in memory a "
+                     "pyarrow Dataset opened with partitioning='hive' (streaming=False)")
 
 
 def read_whole(data) -> pd.DataFrame:
     """All rows of a Parquet source in one pandas DataFrame (the in-memory path), read as
-    ``pd.read_parquet`` reads a list of files: dictionaries unified in file order."""
+    ``pd.read_parquet`` reads a list of files: dictionaries unified in file order. As the
+    streamed passes read them: decimal columns as float64, and files without rows whose
+    columns include one of type null (an empty pandas object column) left out."""
+    import pyarrow as pa
+
     source = open_source(data)
     try:
         if is_dataset(data):
-            return data.to_table().to_pandas()
-        return pd.read_parquet(list(source.files))
-    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+            table = data.to_table()
+            return table.cast(normal_schema(table.schema)).to_pandas()
+        files = [f for f in source.files if not _empty_with_nulls(source.open(f))]
+        df = pd.read_parquet(files or list(source.files[:1]))
+        schema = source.open((files or source.files)[0]).schema_arrow
+        for f in schema:
+            if pa.types.is_decimal(f.type) and f.name in df.columns:
+                df[f.name] = df[f.name].astype(np.float64)
+        return df
+    # pyarrow's ArrowInvalid is a ValueError; ArrowNotImplementedError (a cast that
+    # pyarrow cannot do between files' types) is neither
+    except (OSError, ValueError, pa.ArrowException) as err:
         raise DataError(f"cannot read the Parquet data {source.name!r}: {err}") from None
+
+
+def _empty_with_nulls(pf) -> bool:
+    return pf.metadata.num_rows == 0 and any(_is_null(f.type) for f in pf.schema_arrow)
 
 
 def frame_batches(data, columns: list[str], batch_rows: int = BATCH_ROWS):
     """(first row number, RecordBatch of ``columns``, row labels or None) for every batch of
-    one partition: a pandas DataFrame (labels: its index), a pyarrow Table or RecordBatch."""
+    one partition: a pandas DataFrame (labels: its index), a pyarrow Table or RecordBatch,
+    or an iterable of RecordBatches (a Spark partition), cut into batches of at most
+    ``batch_rows`` rows; decimals as float64 (``normal_batch``)."""
     import pyarrow as pa
 
     if isinstance(data, pd.DataFrame):
         for start in range(0, len(data), batch_rows):
             part = data.iloc[start:start + batch_rows]
             table = pa.Table.from_pandas(part[columns], preserve_index=False)
-            yield start, table.combine_chunks().to_batches()[0], part.index.to_numpy()
+            yield (start, normal_batch(table.combine_chunks().to_batches()[0]),
+                   part.index.to_numpy())
         return
     if isinstance(data, pa.RecordBatch):
         data = pa.Table.from_batches([data])
-    if not isinstance(data, pa.Table):
-        raise TypeError("a partition must be a pandas DataFrame or a pyarrow Table or "
-                        f"RecordBatch, not {type(data).__name__}")
+    if isinstance(data, pa.Table):
+        data = data.select(columns).to_batches(max_chunksize=batch_rows)
+    elif isinstance(data, (str, bytes)) or not hasattr(data, "__iter__"):
+        raise TypeError("a partition must be a pandas DataFrame, a pyarrow Table or "
+                        f"RecordBatch, or an iterable of RecordBatches, not "
+                        f"{type(data).__name__}")
     start = 0
-    for batch in data.select(columns).to_batches(max_chunksize=batch_rows):
-        yield start, batch, None
-        start += batch.num_rows
+    for big in data:
+        for at in range(0, big.num_rows, batch_rows):
+            batch = normal_batch(big.slice(at, batch_rows).select(columns))
+            yield start, batch, None
+            start += batch.num_rows
 
 
 class _Silent:
@@ -259,11 +396,17 @@ def _is_floating(typ) -> bool:
 
 
 def column_values(col) -> np.ndarray:
-    """An Arrow column's values as NumPy (dictionary columns decoded)."""
+    """An Arrow column's values as NumPy, as the in-memory frame holds them: dictionary
+    columns decoded, dates as ``datetime.date`` objects and time-zone-aware timestamps as
+    ``pd.Timestamp`` objects (pandas' types for them), other types by ``to_numpy``."""
     import pyarrow as pa
 
-    if pa.types.is_dictionary(col.type):
+    typ = col.type
+    if pa.types.is_dictionary(typ):
         col = col.dictionary_decode()
+        typ = col.type
+    if pa.types.is_date(typ) or (pa.types.is_timestamp(typ) and typ.tz is not None):
+        return col.to_pandas().to_numpy(dtype=object)
     return col.to_numpy(zero_copy_only=False)
 
 
@@ -298,6 +441,11 @@ class DistinctValues:
         """The distinct values in pd.factorize(sort=True)'s order."""
         self._merge()
         return pd.Index(self.merged).sort_values().to_numpy()
+
+    def ordered(self) -> np.ndarray:
+        """The distinct values in order of first appearance (pd.unique keeps it)."""
+        self._merge()
+        return self.merged
 
 
 class DistinctRows:
@@ -335,41 +483,57 @@ class DistinctRows:
 
 
 class ColumnLevels:
-    """The levels of one factor column: dictionary categories in order of first
-    appearance (if dictionary-encoded), and the distinct values of complete rows."""
+    """The levels of one factor column, in the order ``pd.read_parquet`` of the files gives
+    them. Their type is the first batch's: when it is dictionary-encoded (a pandas
+    Categorical), the column is read as a Categorical whose categories are the values in
+    order of first appearance across batches, each dictionary batch contributing its
+    whole dictionary (used or not) and each plain batch its values; otherwise it is read
+    as values, whose levels are the sorted distinct values of complete rows.
+    """
 
     def __init__(self):
-        self.dictionary: dict | None = None  # value -> position, insertion-ordered
-        self.used = DistinctValues()
+        self.dictionary_first: bool | None = None  # decided by the first batch
+        self.appearance = DistinctValues()  # dictionaries and values, first appearance
+        self.used = DistinctValues()  # values of complete rows
 
     def add(self, col, complete: np.ndarray) -> None:
         import pyarrow as pa
 
-        if pa.types.is_dictionary(col.type):
-            if self.dictionary is None:
-                self.dictionary = {}
-            for value in col.dictionary.to_pylist():
-                self.dictionary.setdefault(value, len(self.dictionary))
-        self.used.add(column_values(col)[complete])
+        dictionary = pa.types.is_dictionary(col.type)
+        if self.dictionary_first is None:
+            self.dictionary_first = dictionary
+        values = column_values(col)
+        if self.dictionary_first:  # else the levels are sorted: no order to keep
+            if dictionary:
+                self.appearance.add(column_values(col.dictionary))
+            elif col.null_count:
+                self.appearance.add(values[col.is_valid().to_numpy(zero_copy_only=False)])
+            else:
+                self.appearance.add(values)
+        self.used.add(values if complete.all() else values[complete])
 
     def merge(self, other: ColumnLevels) -> None:
-        """Add another partition's levels (its dictionary's new values after ours)."""
-        if other.dictionary is not None:
-            if self.dictionary is None:
-                self.dictionary = {}
-            for value in other.dictionary:
-                self.dictionary.setdefault(value, len(self.dictionary))
+        """Add the levels of a partition of the rows after ours."""
+        if self.dictionary_first is None:
+            self.dictionary_first = other.dictionary_first
+        if self.dictionary_first:
+            # a partition that began plain kept no order of all its values: its values
+            # of complete rows, in order of first appearance, stand for them (a value
+            # only in its incomplete rows is then not a category)
+            self.appearance.merge(other.appearance if other.dictionary_first else other.used)
         self.used.merge(other.used)
 
     def categories(self, *, keep_unused: bool) -> list:
-        """The levels in the in-memory order (see the module docstring)."""
-        used = self.used.sorted()
-        if self.dictionary is None:
-            return list(used)
+        """The levels in the in-memory order (see the class docstring): all categories
+        (``keep_unused``: fixed-effects factors, as formulaic keeps them) or those of
+        complete rows (grouping factors: terms._factor_codes drops unused ones)."""
+        if not self.dictionary_first:
+            return list(self.used.sorted())
+        order = self.appearance.ordered()
         if keep_unused:
-            return list(self.dictionary)
-        present = set(used.tolist())
-        return [v for v in self.dictionary if v in present]
+            return list(order)
+        present = set(self.used.ordered().tolist())
+        return [v for v in order.tolist() if v in present]
 
 
 @dataclass

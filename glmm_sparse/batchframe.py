@@ -14,13 +14,14 @@ batches; ``check_stateless`` refuses transforms whose state needs all rows.
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 import pandas as pd
 
-from .batches import column_values, complete_rows
+from .batches import column_values, complete_rows, normal_schema, partition_column_error
 from .design import level_labels, model_matrix
 from .errors import DataError, ModelSpecError
 from .frame import check_columns, numeric_column, total_offset, used_columns
@@ -41,10 +42,14 @@ class StreamPlan:
 _C_ARG = r"\bC\(\s*{}\s*[,)]"
 
 
-def stream_plan(parsed, formula: str, schema, weights, offset) -> StreamPlan:
-    """The used columns, checked against the files' schema as an in-memory fit checks them."""
+def stream_plan(parsed, formula: str, schema, weights, offset, *,
+                partition_columns=(), source_name: str = "the data") -> StreamPlan:
+    """The used columns, checked against the files' schema as an in-memory fit checks them.
+    A used column that is not in the files but names a Hive partition (``k=value``
+    directories) is refused by name."""
     import pyarrow as pa
 
+    schema = normal_schema(schema)
     for value, what in ((weights, "weights"), (offset, "offset")):
         if value is not None and not isinstance(value, str):
             raise ModelSpecError(f"a streamed fit reads {what} from a column: pass its name "
@@ -52,6 +57,9 @@ def stream_plan(parsed, formula: str, schema, weights, offset) -> StreamPlan:
         if isinstance(value, str) and value not in schema.names:
             raise DataError(f"the {what} column {value!r} is not in the data")
     cols = used_columns(parsed, [a for a in (weights, offset) if isinstance(a, str)], formula)
+    for name in cols:
+        if name not in schema.names and name in partition_columns:
+            raise partition_column_error(name, source_name)
     empty = schema.empty_table().to_pandas()
     check_columns(cols, empty, formula)
     groups = tuple(dict.fromkeys(g for t in parsed.random for g in t.group))
@@ -62,7 +70,10 @@ def stream_plan(parsed, formula: str, schema, weights, offset) -> StreamPlan:
         typ = schema.field(name).type
         if pa.types.is_dictionary(typ):
             typ = typ.value_type
-        text = pa.types.is_string(typ) or pa.types.is_large_string(typ)
+        # text, dates, times, timestamps: every type but numbers and booleans is a
+        # factor in memory (an object or datetime column becomes a Categorical)
+        text = not (pa.types.is_integer(typ) or pa.types.is_floating(typ)
+                    or pa.types.is_boolean(typ))
         in_c = re.search(_C_ARG.format(re.escape(name)), exprs) is not None
         if in_c and not text:
             rest = re.sub(_C_ARG.format(re.escape(name)), "C(", exprs)
@@ -121,7 +132,7 @@ def term_levels(group: tuple[str, ...], column_levels: dict, combos) -> TermLeve
     """lme4's levels of the interaction of ``group`` (terms.grouping_codes' order and labels)."""
     if len(group) == 1:
         values = column_levels[group[0]]
-        return TermLevels(tuple(level_labels(values)), None, (len(values),))
+        return TermLevels(tuple(labels_of(values)), None, (len(values),))
     rows = combos[group].rows()
     codes = [pd.Index(column_levels[g]).get_indexer(rows[g].to_numpy()) for g in group]
     radix = tuple(len(column_levels[g]) for g in group)
@@ -133,9 +144,17 @@ def term_levels(group: tuple[str, ...], column_levels: dict, combos) -> TermLeve
         keys = keys * r + c
     order = np.argsort(keys, kind="stable")
     keys = keys[order]
-    names = [level_labels(column_levels[g]) for g in group]
+    names = [labels_of(column_levels[g]) for g in group]
     labels = [":".join(n[c[i]] for n, c in zip(names, codes)) for i in order]
     return TermLevels(tuple(labels), keys, radix)
+
+
+def labels_of(values: list) -> list[str]:
+    """design.level_labels of a column's levels, temporal ones through a pandas Index as
+    the in-memory frame holds them ('2024-01-01 00:00:00', not NumPy's ISO text)."""
+    if values and isinstance(values[0], (np.datetime64, np.timedelta64)):
+        return level_labels(pd.Index(values))
+    return level_labels(values)
 
 
 def encode(col, index: pd.Index) -> np.ndarray:
@@ -220,6 +239,10 @@ class BatchEncoder:
 
     def _model_frame(self, df: pd.DataFrame, batch) -> BatchFrame:
         """The batch's model frame: each term's columns and codes in formula order."""
+        with in_this_batch():
+            return self._checked_frame(df, batch)
+
+    def _checked_frame(self, df: pd.DataFrame, batch) -> BatchFrame:
         parsed, formula = self.parsed, self.formula
         y, trials = self.response(parsed.response, df, partial(numeric_column, formula=formula))
         check_values(y, [parsed.response], df.index, "the response {}")
@@ -261,6 +284,28 @@ class BatchEncoder:
                             f"has {w[i]} ({int(bad.sum())} row(s) in this batch)")
         check_size(w, ["weights"], "the prior {}")
         return w
+
+
+def check_same_columns(bf: BatchFrame, xnames, cnames) -> None:
+    """A batch's model-matrix columns are those of the first non-empty batch, or a
+    DataError says which differ."""
+    if bf.xnames != tuple(xnames) or list(bf.cnames) != list(cnames):
+        raise DataError(f"a batch of the data gave other model-matrix columns "
+                        f"({list(bf.xnames)}) than the first ({list(xnames)}); fit in "
+                        "memory (streaming=False, or the rows as one pandas DataFrame)")
+
+
+@contextmanager
+def in_this_batch():
+    """DataErrors of per-row checks run on one batch count the rows of that batch: their
+    "row(s) in all" becomes "row(s) in this batch"."""
+    try:
+        yield
+    except DataError as err:
+        if err.args and isinstance(err.args[0], str) and "row(s) in all" in err.args[0]:
+            err.args = (err.args[0].replace("row(s) in all", "row(s) in this batch"),
+                        *err.args[1:])
+        raise
 
 
 def check_stateless(exprs, df: pd.DataFrame) -> None:

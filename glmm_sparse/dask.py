@@ -6,7 +6,7 @@ which fits them.
 Where it sits: data (a Dask DataFrame, partitions of pandas rows) -> per partition,
 ``StreamSpec.scan_partition`` (levels, missing rows, the response's sum) and
 ``streaming.accumulate_partition`` (the cross-products) -> ``LevelScan.merge`` /
-``streaming.merge_partials`` in a tree -> ``streaming.fit_partials`` on the client ->
+``streaming.merge_partials`` in a tree -> ``streaming.partitioned_fit`` on the client ->
 the same ``LmerResult`` as ``glmm_sparse.lmer`` (without per-row values).
 
 What travels: the spec (formula and column plan) and, for the second pass, the
@@ -19,7 +19,6 @@ Needs the ``dask`` extra: ``pip install glmm_sparse[dask]``.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 
 try:
@@ -29,22 +28,14 @@ except ImportError as err:  # pragma: no cover - exercised without the extra onl
     raise ImportError("glmm_sparse.dask needs Dask: pip install glmm_sparse[dask] "
                       f"(dask[dataframe] and distributed); {err}") from None
 
-import numpy as np
 import pandas as pd
 
 from .batches import BATCH_ROWS, progress_bar
 from .errors import DataError
-from .models import check_optimizer_options, parse_mixed_formula, warn_if_singular
-from .objective import check_fixed_sigma
+from .models import check_lmer_arguments, warn_if_singular
 from .partials import merge_partials, tree_merge
 from .results import LmerResult
-from .streaming import (
-    accumulate_partition,
-    check_missing,
-    fit_partials,
-    log_scan,
-    stream_spec,
-)
+from .streaming import accumulate_partition, partitioned_fit, stream_spec
 
 log = logging.getLogger(__name__)
 
@@ -91,32 +82,29 @@ def lmer(formula: str, ddf, *, reml: bool = True, weights: str | None = None,
     if not isinstance(ddf, dd.DataFrame):
         raise TypeError(f"ddf must be a dask.dataframe.DataFrame, not {type(ddf).__name__}; "
                         "for pandas data use glmm_sparse.lmer")
-    if not isinstance(reml, (bool, np.bool_)):
-        raise TypeError(f"reml must be True or False, not {reml!r}")
-    sigma = check_fixed_sigma(sigma)
-    parsed = parse_mixed_formula(formula, "ordinary least squares (e.g. statsmodels OLS)")
-    options = check_optimizer_options(optimizer_options)
+    sigma, parsed, options = check_lmer_arguments(formula, reml=reml, sigma=sigma,
+                                                  optimizer_options=optimizer_options)
     spec = stream_spec(formula, parsed, arrow_schema(ddf._meta), weights=weights,
-                       offset=offset, na_action=na_action, batch_rows=batch_rows)
+                       offset=offset, na_action=na_action, batch_rows=batch_rows, sigma=sigma)
     parts = ddf[spec.columns].to_delayed()
     log.info("Dask fit of %s: %d partition(s), columns %s", formula, len(parts), spec.columns)
-    t0 = time.perf_counter()
-    scan_part = dask.delayed(spec.scan_partition, pure=True)
-    scan = reduce_on_cluster([scan_part(p) for p in parts], _merge_scans, progress,
-                             "levels pass")
-    log_scan(scan, time.perf_counter() - t0)
-    check_missing(scan, spec.plan, na_action, stacklevel=3)
-    acc = spec.accumulator(scan)
-    t0 = time.perf_counter()
-    acc_d = dask.delayed(acc, name=f"glmm-sparse-accumulator-{uuid.uuid4().hex}")
-    add = dask.delayed(accumulate_partition, pure=True)
-    merged = reduce_on_cluster([add(acc_d, p, spec.batch_rows) for p in parts],
-                               merge_partials, progress, "cross-products pass")
-    log.info("cross-products pass: %d rows in %.2f s", merged.rows, time.perf_counter() - t0)
-    result = fit_partials(spec, scan, acc, merged, source_name=f"a Dask DataFrame of "
-                          f"{len(parts)} partition(s)", reml=reml, sigma=sigma, start=start,
-                          check_convergence=check_convergence, options=options,
-                          factor_mode=factor_mode, stacklevel=3)
+
+    def scan_pass():
+        scan_part = dask.delayed(spec.scan_partition, pure=True)
+        return reduce_on_cluster([scan_part(p) for p in parts], _merge_scans, progress,
+                                 "levels pass")
+
+    def sums_pass(acc):
+        acc_d = dask.delayed(acc, name=f"glmm-sparse-accumulator-{uuid.uuid4().hex}")
+        add = dask.delayed(accumulate_partition, pure=True)
+        return reduce_on_cluster([add(acc_d, p, spec.batch_rows) for p in parts],
+                                 merge_partials, progress, "cross-products pass")
+
+    result = partitioned_fit(spec, scan_pass, sums_pass,
+                             source_name=f"a Dask DataFrame of {len(parts)} partition(s)",
+                             na_action=na_action, reml=reml, sigma=sigma, start=start,
+                             check_convergence=check_convergence, options=options,
+                             factor_mode=factor_mode)
     warn_if_singular(result)
     return result
 

@@ -40,6 +40,11 @@ class NumericalError(GlmmSparseError):
         super().__init__(message)
 
 
+class SpillSpaceError(DataError):
+    """The spill directory of an out-of-core GLMM has no room for the encoded rows (a
+    resource failure: the command line exits with 1, as for a fit out of memory)."""
+
+
 class FactorMemoryError(GlmmSparseError, MemoryError):
     """The model's Cholesky factor (or the matrix to factor) would not fit the memory budget.
 

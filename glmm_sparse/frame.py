@@ -112,6 +112,17 @@ def _find(formula: str, name: str) -> int | None:
     return at if at >= 0 else None
 
 
+NOTHING_LEFT = "every row has a missing value in a used column; nothing is left to fit"
+
+
+def warn_rank_deficient(names: list[str], *, stacklevel: int) -> None:
+    """lme4's warning for aliased fixed-effects columns, dropped (every path issues this
+    one; ``stacklevel`` as seen from here)."""
+    warnings.warn(f"fixed-effect model matrix is rank deficient so dropping "
+                  f"{len(names)} column(s): {', '.join(names)}", RankDeficiencyWarning,
+                  stacklevel=stacklevel)
+
+
 def drop_missing(data: pd.DataFrame, columns: list[str], na_action: str) -> tuple[pd.DataFrame, np.ndarray]:
     """Rows complete in the used columns, and the mask of the rows kept."""
     if na_action not in ("omit", "raise"):
@@ -126,7 +137,7 @@ def drop_missing(data: pd.DataFrame, columns: list[str], na_action: str) -> tupl
         raise DataError(f"{n_missing} rows have missing values (in columns {cols}); "
                         f"drop them or use na_action='omit'")
     if n_missing == len(sub):
-        raise DataError("every row has a missing value in a used column; nothing is left to fit")
+        raise DataError(NOTHING_LEFT)
     warnings.warn(f"{n_missing} rows with missing values dropped ({len(sub) - n_missing} used)",
                   DroppedRowsWarning, stacklevel=4)
     return sub.loc[~missing], ~missing
@@ -252,9 +263,7 @@ def _drop_aliased(XB: np.ndarray, r: np.ndarray, xnames: list[str]):
     if not dropped:
         return XB, R, xnames, []
     names = [xnames[j] for j in dropped]
-    warnings.warn(f"fixed-effect model matrix is rank deficient so dropping "
-                  f"{len(dropped)} column(s): {', '.join(names)}", RankDeficiencyWarning,
-                  stacklevel=4)
+    warn_rank_deficient(names, stacklevel=5)
     keep = [j for j in range(XB.shape[1] - 1) if j not in dropped] + [XB.shape[1] - 1]
     XB = np.ascontiguousarray(XB[:, keep])
     return XB, tsqr_r(XB), [xnames[j] for j in keep[:-1]], names

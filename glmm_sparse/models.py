@@ -131,6 +131,26 @@ def escape_fixed_sigma_boundary(obj: LmmObjective, opt, units, check: bool, opti
     return best
 
 
+def optimize_lmm(obj: LmmObjective, theta0, units, *, start, check: bool, options: dict):
+    """The optimum of an LMM's criterion from ``theta0``: one run of the optimizer and, with
+    sigma fixed and no user start, ``escape_fixed_sigma_boundary``. The one place in-memory,
+    streamed, Dask and Spark fits optimize theta, so they cannot drift apart."""
+    opt = minimize_theta(obj, theta0, obj.theta_map.lower, check=check, units=units, **options)
+    if obj.fixed_sigma is not None and start is None:
+        opt = escape_fixed_sigma_boundary(obj, opt, units, check, options)
+    return opt
+
+
+def check_lmer_arguments(formula: str, *, reml, sigma, optimizer_options):
+    """lmer's argument checks, shared by every lmer (in memory, streamed, Dask, Spark):
+    the checked sigma, the parsed formula and the optimizer options."""
+    if not isinstance(reml, (bool, np.bool_)):
+        raise TypeError(f"reml must be True or False, not {reml!r}")
+    sigma = check_fixed_sigma(sigma)
+    parsed = parse_mixed_formula(formula, "ordinary least squares (e.g. statsmodels OLS)")
+    return sigma, parsed, check_optimizer_options(optimizer_options)
+
+
 def streams(data, streaming: bool | None) -> bool:
     """Whether lmer / glmer read ``data`` in batches: Parquet only; by default above a size."""
     if streaming is not None and not isinstance(streaming, (bool, np.bool_)):
@@ -209,11 +229,8 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
         ``fixef``, ``vcov``, ``varcorr``, ``ranef``, ``coef``, ``loglik``, ``aic``, ``bic``,
         ``sigma``, ``theta``, ``fitted``, ``residuals``, ``summary()``, ...
     """
-    if not isinstance(reml, (bool, np.bool_)):
-        raise TypeError(f"reml must be True or False, not {reml!r}")
-    sigma = check_fixed_sigma(sigma)
-    parsed = parse_mixed_formula(formula, "ordinary least squares (e.g. statsmodels OLS)")
-    options = check_optimizer_options(optimizer_options)
+    sigma, parsed, options = check_lmer_arguments(formula, reml=reml, sigma=sigma,
+                                                  optimizer_options=optimizer_options)
     if streams(data, streaming):
         from .streaming import lmer_parquet
 
@@ -232,10 +249,8 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
     obj = LmmObjective(accumulate(frame), reml=bool(reml), factor_mode=factor_mode,
                        sigma=sigma)
     theta0, units = lmm_start_and_units(obj, frame, start)
-    opt = minimize_theta(obj, theta0, obj.theta_map.lower,
-                         check=check_convergence, units=units, **options)
-    if obj.fixed_sigma is not None and start is None:
-        opt = escape_fixed_sigma_boundary(obj, opt, units, check_convergence, options)
+    opt = optimize_lmm(obj, theta0, units, start=start, check=check_convergence,
+                       options=options)
     obj.update(opt.theta)
     obj.check_residual_left()
     result = build_lmer_result(formula, frame, obj, opt,

@@ -14,8 +14,8 @@ A GLMM cannot be reduced to sums once: every PIRLS iteration reweights every row
    missing values, the levels of every factor (and of a text response).
 2. The encoding pass: each batch's complete rows become the model frame an in-memory fit
    makes of them (global levels), appended to ``.npy`` files opened as memory maps
-   (``numpy.lib.format.open_memmap``) in a fresh directory under ``spill_dir`` (default:
-   the system temporary directory): y, X, offset, prior weights (weights x binomial
+   (``numpy.lib.format.open_memmap``) in ``spill_dir`` (default: the system temporary
+   directory), each unlinked as soon as it is mapped (``SpillDirectory``): y, X, offset, prior weights (weights x binomial
    trials), per random term its level codes and its columns of Z, and per pair of terms
    the key of each row's level pair. Running alongside: the R of X's QR (the rank test),
    per-column sums for the optimizer's units, the distinct level-pair keys, the range of
@@ -23,11 +23,12 @@ A GLMM cannot be reduced to sums once: every PIRLS iteration reweights every row
 3. The level-pair keys are replaced, chunk by chunk, by each row's block index among the
    sorted distinct keys: ``crossprod.pair_index``'s result without holding a column.
    Aliased columns of X (the rank test on the accumulated R) are dropped by a chunked
-   copy. The files are reopened read-only.
+   copy. The fit reads read-only views of the maps.
 4. ``GlmmData`` on the memory maps, and the fit exactly as in memory; the arrays are the
    in-memory fit's, value for value, so the estimates are too.
 
-The directory is removed when the fit ends, also when it fails. The result keeps no
+No spill file keeps a name while the fit runs, so nothing outlives the process, however
+it ends. The result keeps no
 memory map: ``fitted``, ``residuals`` and ``scaled_residuals`` are None (they would be
 n numbers), its model is a ``streaming.StreamedFitContext`` whose frame refuses methods
 that need the rows (``RowsNotKeptError``), as a streamed LMM's does.
@@ -44,10 +45,10 @@ codes, and an int32 file would be converted to int64 on every pass.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import time
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -55,11 +56,11 @@ import numpy as np
 import pandas as pd
 
 from .agq import check_agq_model
-from .batchframe import BatchEncoder, check_stateless
-from .batches import BATCH_ROWS, open_source, progress_bar, scan_levels
+from .batches import BATCH_ROWS
+from .batchframe import BatchEncoder, check_same_columns, check_stateless, in_this_batch
 from .crossprod import CrossprodPlan
-from .errors import DataError, RankDeficiencyWarning
-from .frame import ModelFrame, aliased_columns
+from .errors import DataError, SpillSpaceError
+from .frame import NOTHING_LEFT, ModelFrame, aliased_columns, warn_rank_deficient
 from .glmm import GlmmObjective, fit_glmm
 from .partials import qr_update
 from .pirls import GlmmData
@@ -69,9 +70,9 @@ from .scaling import theta_units_from_sums
 from .streaming import (
     RowlessFrame,
     StreamedFitContext,
-    check_missing,
-    log_scan,
-    stream_spec,
+    levels_pass,
+    open_stream,
+    rows_pass,
 )
 from .terms import ReTerm, check_identifiable
 from .validate import check_glmm_response_varies
@@ -82,33 +83,72 @@ SPILL_PREFIX = "glmm_sparse-spill-"
 CHUNK_ROWS = 1 << 20  # rows per chunk when rewriting a spilled column
 
 
-# -- the spill directory ------------------------------------------------------------------
+# -- the spill files ----------------------------------------------------------------------
 class SpillDirectory:
-    """A fresh directory of ``.npy`` memory maps, removed by ``remove`` (a context manager)."""
+    """Memory-mapped ``.npy`` arrays in ``spill_dir`` (default: the system temporary
+    directory) that no name outlives: each file is created, given its blocks
+    (``os.posix_fallocate``, so that a full disk is an error here rather than a SIGBUS
+    when a page is first written), mapped, and unlinked at once. The mapping keeps the
+    data until the arrays are dropped or the process ends, however it ends (a killed job
+    leaves nothing behind). ``remove`` (a context manager) unlinks any file a failure
+    left between its creation and its unlinking."""
 
     def __init__(self, spill_dir=None):
         if spill_dir is not None and not Path(spill_dir).is_dir():
             raise DataError(f"spill_dir {str(spill_dir)!r} is not a directory: give an "
                             "existing directory on a local disk with room for the encoded rows")
-        self.path = Path(tempfile.mkdtemp(prefix=SPILL_PREFIX, dir=spill_dir))
+        self.path = Path(tempfile.gettempdir() if spill_dir is None else spill_dir)
+        self.pending: set[Path] = set()
+        self.bytes = 0
+
+    def check_room(self, nbytes: int) -> None:
+        """Refuse, before anything is written, when the disk has less room than the
+        encoded rows need."""
+        free = shutil.disk_usage(self.path).free
+        if free < nbytes:
+            raise SpillSpaceError(f"the out-of-core fit needs about {nbytes / 2**20:,.0f} MB in "
+                            f"spill_dir {str(self.path)!r}, which has {free / 2**20:,.0f} MB "
+                            "free: give spill_dir= a local disk with room for them, or fit "
+                            "fewer rows")
 
     def create(self, name: str, dtype, shape) -> np.memmap:
-        """A new writable array of zeros backed by ``name.npy``."""
-        return np.lib.format.open_memmap(self.path / f"{name}.npy", mode="w+",
-                                         dtype=dtype, shape=shape)
+        """A new writable array of zeros, on disk but under no name."""
+        fd, path = tempfile.mkstemp(prefix=SPILL_PREFIX, suffix=f"-{name}.npy", dir=self.path)
+        os.close(fd)
+        path = Path(path)
+        self.pending.add(path)
+        try:
+            arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+            size = path.stat().st_size
+            if hasattr(os, "posix_fallocate") and size:
+                with open(path, "r+b") as fh:
+                    try:
+                        os.posix_fallocate(fh.fileno(), 0, size)
+                    except OSError as err:
+                        raise SpillSpaceError(
+                            f"cannot reserve {size / 2**20:,.0f} MB for the encoded rows in "
+                            f"spill_dir {str(self.path)!r}: {err.strerror or err}; give "
+                            "spill_dir= a local disk with room for them") from err
+        finally:
+            path.unlink(missing_ok=True)
+            self.pending.discard(path)
+        self.bytes += size
+        return arr
 
-    def reopen(self, name: str) -> np.memmap:
-        """The array of ``name.npy``, read-only."""
-        return np.load(self.path / f"{name}.npy", mmap_mode="r")
-
-    def delete(self, name: str) -> None:
-        (self.path / f"{name}.npy").unlink()
+    @staticmethod
+    def read_only(arr: np.ndarray) -> np.ndarray:
+        """A read-only view of a spilled array (what the fit reads)."""
+        view = arr.view()
+        view.flags.writeable = False
+        return view
 
     def nbytes(self) -> int:
-        return sum(f.stat().st_size for f in self.path.iterdir())
+        return self.bytes
 
     def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        for path in list(self.pending):
+            path.unlink(missing_ok=True)
+        self.pending.clear()
 
     def __enter__(self) -> SpillDirectory:
         return self
@@ -159,10 +199,10 @@ class Spiller(BatchEncoder):
     """Pass 2: each batch's model frame appended to the spill directory's arrays."""
 
     def __init__(self, parsed, formula: str, plan, scan, *, weights, offset, response,
-                 family, spill: SpillDirectory):
+                 family, nagq: int, spill: SpillDirectory):
         super().__init__(parsed, formula, plan, scan, weights=weights, offset=offset,
                          response=response)
-        self.family, self.spill = family, spill
+        self.family, self.nagq, self.spill = family, nagq, spill
         nlev = [len(tl.labels) for tl in self.term_levels]
         self.order = sorted(range(len(nlev)), key=lambda i: -nlev[i])  # order_terms' rule
         self.nlev = [nlev[i] for i in self.order]
@@ -178,6 +218,8 @@ class Spiller(BatchEncoder):
         n, p, spill = self.n, len(bf.xnames), self.spill
         self.terms = tuple(self._label_term(i) for i in self.order)
         check_identifiable(list(self.terms), n, allow_n=True)
+        check_agq_model(tuple(t.k for t in self.terms), self.nagq, self.family)
+        spill.check_room(8 * n * self.columns_per_row(p))
         self.y = spill.create("y", np.float64, (n,))
         self.X = spill.create("X", np.float64, (n, p))
         self.offset_mm = spill.create("offset", np.float64, (n,))
@@ -193,6 +235,11 @@ class Spiller(BatchEncoder):
         self.y_range = [np.inf, -np.inf]  # of y where the prior weight is positive
         self.any_weight = False
 
+    def columns_per_row(self, p: int) -> int:
+        """8-byte values spilled per row: y, X, offset, prior weight, per term its codes
+        and its columns of Z, per pair of terms a key (docs/pipelines.md)."""
+        return p + 3 + sum(1 + t.k for t in self.terms) + len(self.pairs)
+
     def _label_term(self, i: int) -> ReTerm:
         t, tl = self.parsed.random[i], self.term_levels[i]
         return ReTerm(t.group_name, tuple(self.cnames[i]), tl.labels,
@@ -206,10 +253,8 @@ class Spiller(BatchEncoder):
         df, bf = encoded
         if self.xnames is None:
             self._start(df, bf)
-        elif bf.xnames != self.xnames or bf.cnames != self.cnames:
-            raise DataError("a batch of the Parquet data gave other model-matrix columns "
-                            f"({list(bf.xnames)}) than the first ({list(self.xnames)}); "
-                            "fit in memory with streaming=False")
+        else:
+            check_same_columns(bf, self.xnames, self.cnames)
         self._write(bf)
 
     def _write(self, bf) -> None:
@@ -219,7 +264,8 @@ class Spiller(BatchEncoder):
         if bf.trials is not None:
             w = bf.trials if w is None else w * bf.trials
         w = np.ones(nb) if w is None else w
-        self.family.check_response(bf.y, w, name=self.parsed.response, rows=bf.rows)
+        with in_this_batch():
+            self.family.check_response(bf.y, w, name=self.parsed.response, rows=bf.rows)
         X = bf.XB[:, :-1]
         self.y[rows], self.X[rows], self.prior_w[rows] = bf.y, X, w
         self.offset_mm[rows] = 0.0 if bf.offset is None else bf.offset
@@ -255,24 +301,19 @@ class Spiller(BatchEncoder):
         """Block indices, aliased columns dropped, the files reopened read-only: the
         GlmmData on them, the kept column names of X and the dropped ones."""
         if self.xnames is None:
-            raise DataError("every row has a missing value in a used column; nothing is "
-                            "left to fit")
+            raise DataError(NOTHING_LEFT)
         if self.at != self.n:
             raise DataError(f"the Parquet data changed while they were read: the levels pass "
                             f"counted {self.n} complete rows, the encoding pass {self.at}")
         levels = [self._block_index(at) for at in range(len(self.pairs))]
         xnames, dropped = self._drop_aliased(stacklevel + 1)
-        spill = self.spill
-        for arr in (self.y, self.X, self.offset_mm, self.prior_w, *self.codes, *self.Z,
-                    *self.keys):
-            arr.flush()
-        terms = tuple(replace(t, codes=spill.reopen(f"codes{i}"), X=spill.reopen(f"Z{i}"))
+        ro = self.spill.read_only
+        terms = tuple(replace(t, codes=ro(self.codes[i]), X=ro(self.Z[i]))
                       for i, t in enumerate(self.terms))
-        plan = CrossprodPlan(terms, tuple(self.pairs),
-                             tuple(spill.reopen(f"pair{a}_{b}") for a, b in self.pairs),
+        plan = CrossprodPlan(terms, tuple(self.pairs), tuple(ro(k) for k in self.keys),
                              tuple(levels))
-        data = GlmmData(spill.reopen("y"), spill.reopen("X"), spill.reopen("offset"),
-                        spill.reopen("prior_w"), self.family, plan)
+        data = GlmmData(ro(self.y), ro(self.X), ro(self.offset_mm), ro(self.prior_w),
+                        self.family, plan)
         self._close()
         return data, xnames, dropped
 
@@ -296,22 +337,16 @@ class Spiller(BatchEncoder):
         if not dropped:
             return self.xnames, []
         names = [self.xnames[j] for j in dropped]
-        warnings.warn(f"fixed-effect model matrix is rank deficient so dropping "
-                      f"{len(dropped)} column(s): {', '.join(names)}", RankDeficiencyWarning,
-                      stacklevel=stacklevel)
+        warn_rank_deficient(names, stacklevel=stacklevel + 1)
         keep = [j for j in range(p) if j not in dropped]
         kept = self.spill.create("X_kept", np.float64, (self.n, len(keep)))
         for lo in range(0, self.n, CHUNK_ROWS):
             kept[lo:lo + CHUNK_ROWS] = self.X[lo:lo + CHUNK_ROWS][:, keep]
-        kept.flush()
-        del self.X
-        self.spill.delete("X")
-        (self.spill.path / "X_kept.npy").rename(self.spill.path / "X.npy")
-        self.X = kept
+        self.X = kept  # the full X's pages go with its last reference
         return tuple(self.xnames[j] for j in keep), names
 
     def _close(self) -> None:
-        """Drop the writable maps (the fit reads the read-only ones)."""
+        """Drop the writable arrays (the fit reads read-only views of them)."""
         self.y = self.X = self.offset_mm = self.prior_w = None
         self.codes = self.Z = self.keys = None
 
@@ -335,47 +370,29 @@ def glmer_parquet(formula: str, data, parsed, *, family, nagq: int, weights, off
 
     ``stacklevel`` is the user's call site as seen from here, for the warnings.
     """
-    source = open_source(data)
-    spec = stream_spec(formula, parsed, source.schema(), weights=weights, offset=offset,
-                       na_action=na_action, batch_rows=batch_rows)
-    source.check_schemas(spec.columns)
+    source, spec = open_stream(formula, data, parsed, weights=weights, offset=offset,
+                               na_action=na_action, batch_rows=batch_rows)
     factor_column = factor_response_column(parsed, source.schema(), family)
     factors = sorted(set(spec.factors) | ({factor_column} if factor_column else set()))
     log.info("glmer out of core: %d rows from %d Parquet file(s) of %s in batches of %d: "
              "columns %s", source.num_rows, len(source.files), source.name, batch_rows,
              spec.columns)
-    t0 = time.perf_counter()
-    scan = scan_levels(source, spec.columns, factors, list(spec.interactions), batch_rows,
-                       progress=progress)
-    log_scan(scan, time.perf_counter() - t0)
-    check_missing(scan, spec.plan, na_action, stacklevel + 1)
+    scan = levels_pass(source, spec, factors, response=None, na_action=na_action,
+                       progress=progress, stacklevel=stacklevel + 1)
     response = response_of(parsed, scan, factor_column, family)
     with SpillDirectory(spill_dir) as spill:
         spiller = Spiller(parsed, formula, spec.plan, scan, weights=weights, offset=offset,
-                          response=response, family=family, spill=spill)
-        encode_pass(spiller, source, spec.columns, batch_rows, progress)
+                          response=response, family=family, nagq=int(nagq), spill=spill)
+        seconds = rows_pass(source, spec, spiller.add, progress=progress,
+                            desc="encoding pass")
         gdata, xnames, dropped = spiller.finish(stacklevel + 1)
-        log.info("encoding pass: %d rows, %.1f MB on disk in %s", spiller.at,
-                 spill.nbytes() / 2**20, spill.path)
+        log.info("encoding pass: %d rows, %.1f MB on disk (unlinked) in %s, %.2f s",
+                 spiller.at, spill.nbytes() / 2**20, spill.path, seconds)
         spiller.check_response(parsed, family)
-        check_agq_model(tuple(t.k for t in gdata.plan.terms), int(nagq), family)
         return fit_spilled(formula, parsed, gdata, spiller, scan, source.name, xnames, dropped,
                            nagq=nagq, start=start, check_convergence=check_convergence,
                            options=options, factor_mode=factor_mode, weights=weights,
                            offset=offset, data_name=data if isinstance(data, str) else None)
-
-
-def encode_pass(spiller: Spiller, source, columns, batch_rows: int, progress) -> None:
-    """The second pass over the files: every batch written to the spill directory."""
-    t0 = time.perf_counter()
-    bar = progress_bar(progress, total=source.num_rows, desc="encoding pass", unit="row")
-    try:
-        for start_row, batch in source.batches(columns, batch_rows):
-            spiller.add(start_row, batch)
-            bar.update(batch.num_rows)
-    finally:
-        bar.close()
-    log.info("encoding pass: %.2f s", time.perf_counter() - t0)
 
 
 def fit_spilled(formula, parsed, gdata: GlmmData, spiller: Spiller, scan, source_name: str,

@@ -4,9 +4,10 @@ each partition emitting its pickled partial result as one binary row; the driver
 them (a balanced tree, in partition order) and fits the n-free sums.
 
 Where it sits: data (a Spark DataFrame; its partitions arrive as Arrow record batches)
--> per partition, ``StreamSpec.scan_partition``-like first pass and
-``Accumulator.add`` second pass -> one pickled ``LevelScan`` / ``PartialSums`` row per
-partition -> merged on the driver -> ``streaming.fit_partials`` -> an ``LmerResult``.
+-> per partition, ``StreamSpec.scan_partition`` and ``streaming.accumulate_partition`` on
+the partition's record batches -> one pickled ``LevelScan`` / ``PartialSums`` row per
+partition (or the glmm_sparse error it raised, raised again on the driver) -> merged on
+the driver -> ``streaming.partitioned_fit`` -> an ``LmerResult``.
 
 Why mapInArrow and a driver-side merge: the partitions' rows reach Python as Arrow
 batches without a per-row conversion, and the partial results are small (n-free); a
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import pickle
-import time
 
 try:
     import pyspark.sql
@@ -31,19 +31,13 @@ except ImportError as err:  # pragma: no cover - exercised without the extra onl
     raise ImportError("glmm_sparse.spark needs PySpark: pip install glmm_sparse[spark]; "
                       f"{err}") from None
 
-import numpy as np
 
 from .batches import BATCH_ROWS, LevelScan
-from .models import check_optimizer_options, parse_mixed_formula, warn_if_singular
-from .objective import check_fixed_sigma
+from .errors import GlmmSparseError
+from .models import check_lmer_arguments, warn_if_singular
 from .partials import merge_partials, tree_merge
 from .results import LmerResult
-from .streaming import (
-    check_missing,
-    fit_partials,
-    log_scan,
-    stream_spec,
-)
+from .streaming import accumulate_partition, partitioned_fit, stream_spec
 
 log = logging.getLogger(__name__)
 
@@ -87,42 +81,51 @@ def lmer(formula: str, sdf, *, reml: bool = True, weights: str | None = None,
     if not isinstance(sdf, pyspark.sql.DataFrame):
         raise TypeError(f"sdf must be a pyspark.sql.DataFrame, not {type(sdf).__name__}; "
                         "for pandas data use glmm_sparse.lmer")
-    if not isinstance(reml, (bool, np.bool_)):
-        raise TypeError(f"reml must be True or False, not {reml!r}")
-    sigma = check_fixed_sigma(sigma)
-    parsed = parse_mixed_formula(formula, "ordinary least squares (e.g. statsmodels OLS)")
-    options = check_optimizer_options(optimizer_options)
+    sigma, parsed, options = check_lmer_arguments(formula, reml=reml, sigma=sigma,
+                                                  optimizer_options=optimizer_options)
     spec = stream_spec(formula, parsed, to_arrow_schema(sdf.schema), weights=weights,
-                       offset=offset, na_action=na_action, batch_rows=batch_rows)
+                       offset=offset, na_action=na_action, batch_rows=batch_rows, sigma=sigma)
     used = sdf.select(*spec.columns)
-    log.info("Spark fit of %s: %d partition(s), columns %s", formula,
-             used.rdd.getNumPartitions(), spec.columns)
-    t0 = time.perf_counter()
-    scans = _collect(used.mapInArrow(_ScanPartition(spec), PART_SCHEMA))
-    scan = tree_merge(scans, LevelScan.merge)
-    log_scan(scan, time.perf_counter() - t0)
-    check_missing(scan, spec.plan, na_action, stacklevel=3)
-    acc = spec.accumulator(scan)
-    t0 = time.perf_counter()
-    shared = sdf.sparkSession.sparkContext.broadcast(acc)
-    try:
-        partials = _collect(used.mapInArrow(_AddPartition(shared, spec.batch_rows), PART_SCHEMA))
-    finally:
-        shared.unpersist()
-    merged = tree_merge(partials, merge_partials)
-    log.info("cross-products pass: %d rows from %d partition(s) in %.2f s", merged.rows,
-             len(partials), time.perf_counter() - t0)
-    result = fit_partials(spec, scan, acc, merged, source_name=f"a Spark DataFrame of "
-                          f"{len(partials)} partition(s)", reml=reml, sigma=sigma,
-                          start=start, check_convergence=check_convergence, options=options,
-                          factor_mode=factor_mode, stacklevel=3)
+    n_parts = used.rdd.getNumPartitions()
+    log.info("Spark fit of %s: %d partition(s), columns %s", formula, n_parts, spec.columns)
+
+    def scan_pass():
+        return tree_merge(_collect(used.mapInArrow(_ScanPartition(spec), PART_SCHEMA)),
+                          LevelScan.merge)
+
+    def sums_pass(acc):
+        shared = sdf.sparkSession.sparkContext.broadcast(acc)
+        try:
+            parts = _collect(used.mapInArrow(_AddPartition(shared, spec.batch_rows),
+                                             PART_SCHEMA))
+        finally:
+            shared.destroy()  # unpersist() left the driver's pickle in Spark's temp dir
+        return tree_merge(parts, merge_partials)
+
+    result = partitioned_fit(spec, scan_pass, sums_pass,
+                             source_name=f"a Spark DataFrame of {n_parts} partition(s)",
+                             na_action=na_action, reml=reml, sigma=sigma, start=start,
+                             check_convergence=check_convergence, options=options,
+                             factor_mode=factor_mode)
     warn_if_singular(result)
     return result
 
 
 def _collect(parts_df) -> list:
-    """The partitions' pickled results, in partition order."""
-    return [pickle.loads(row[0]) for row in parts_df.collect()]
+    """The partitions' results, in partition order; a glmm_sparse error raised in a
+    partition is raised here, as itself (not wrapped in Spark's PythonException)."""
+    parts = [pickle.loads(row[0]) for row in parts_df.collect()]
+    for part in parts:
+        if isinstance(part, PartitionFailure):
+            raise part.error
+    return parts
+
+
+class PartitionFailure:
+    """A glmm_sparse error raised in a partition, shipped back as its result."""
+
+    def __init__(self, error: Exception):
+        self.error = error
 
 
 def _one_row(obj):
@@ -133,6 +136,14 @@ def _one_row(obj):
     return pa.RecordBatch.from_arrays([pa.array([data], type=pa.binary())], ["part"])
 
 
+def _result_row(compute):
+    """The row of ``compute()``'s result, or of the glmm_sparse error it raised."""
+    try:
+        return _one_row(compute())
+    except GlmmSparseError as err:
+        return _one_row(PartitionFailure(err))
+
+
 class _ScanPartition:
     """mapInArrow function of the first pass: the partition's LevelScan."""
 
@@ -140,14 +151,7 @@ class _ScanPartition:
         self.spec = spec
 
     def __call__(self, batches):
-        spec = self.spec
-        scan = LevelScan.empty(spec.columns, spec.factors, spec.interactions)
-        start = 0
-        for big in batches:
-            for batch in _split(big, spec.batch_rows):
-                scan.add(batch, spec.columns, spec.response, start)
-                start += batch.num_rows
-        yield _one_row(scan)
+        yield _result_row(lambda: self.spec.scan_partition(batches))
 
 
 class _AddPartition:
@@ -157,16 +161,5 @@ class _AddPartition:
         self.shared, self.batch_rows = shared, batch_rows
 
     def __call__(self, batches):
-        acc = self.shared.value.fresh()
-        start = 0
-        for big in batches:
-            for batch in _split(big, self.batch_rows):
-                acc.add(start, batch)
-                start += batch.num_rows
-        yield _one_row(acc.partial())
-
-
-def _split(batch, rows: int):
-    """A record batch in slices of at most ``rows`` rows (zero-copy)."""
-    for start in range(0, batch.num_rows, rows):
-        yield batch.slice(start, rows)
+        yield _result_row(lambda: accumulate_partition(self.shared.value, batches,
+                                                       self.batch_rows))

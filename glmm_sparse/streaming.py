@@ -77,14 +77,6 @@ import numpy as np
 import pandas as pd
 
 from ._core import _crossprod
-from .batchframe import (
-    BatchEncoder,
-    BatchFrame,
-    ResponseShift,
-    StreamPlan,
-    check_stateless,
-    stream_plan,
-)
 from .batches import (
     BATCH_ROWS,
     LevelScan,
@@ -94,12 +86,20 @@ from .batches import (
     scan_levels,
     scan_partition,
 )
+from .batchframe import (
+    BatchEncoder,
+    BatchFrame,
+    ResponseShift,
+    StreamPlan,
+    check_same_columns,
+    check_stateless,
+    stream_plan,
+)
 from .context import FitContext
 from .crossprod import CrossProducts, PairBlocks
-from .errors import DataError, DroppedRowsWarning, ModelSpecError, RankDeficiencyWarning
-from .frame import aliased_columns
+from .errors import DataError, DroppedRowsWarning, ModelSpecError
+from .frame import NOTHING_LEFT, aliased_columns, warn_rank_deficient
 from .objective import LmmObjective, fixed_sigma_unit
-from .optimize import minimize_theta
 from .parallel import run_all
 from .partials import BlockRuns, PartialSums, Sums, merge_partials, qr_update, tree_merge
 from .results import LmerResult, build_lmer_result
@@ -133,8 +133,10 @@ class Layout:
 class Accumulator(BatchEncoder):
     """Pass 2: one batch at a time, the frame of its complete rows and the running sums."""
 
-    def __init__(self, parsed, formula: str, plan: StreamPlan, scan, *, weights, offset):
+    def __init__(self, parsed, formula: str, plan: StreamPlan, scan, *, weights, offset,
+                 allow_n: bool = False):
         super().__init__(parsed, formula, plan, scan, weights=weights, offset=offset)
+        self.allow_n = allow_n  # sigma known: one random effect per row is identifiable
         self.centre = scan.centre
         self.layout: Layout | None = None
         self.sums: Sums | None = None
@@ -171,10 +173,8 @@ class Accumulator(BatchEncoder):
         self.rows += len(bf.y)
         if self.layout is None:
             self._start(df, bf)
-        elif bf.xnames != self.layout.xnames or bf.cnames != self.layout.cnames:
-            raise DataError("a batch of the Parquet data gave other model-matrix columns "
-                            f"({list(bf.xnames)}) than the first ({list(self.layout.xnames)}); "
-                            "fit in memory with streaming=False")
+        else:
+            check_same_columns(bf, self.layout.xnames, self.layout.cnames)
         self._accumulate(len(bf.y), bf)
 
     # -- the first non-empty batch fixes the layout --------------------------------------
@@ -189,7 +189,7 @@ class Accumulator(BatchEncoder):
                   for t, c, tl in zip(self.parsed.random, cnames, self.term_levels)]
         ordered = order_terms(labels)
         order = [labels.index(t) for t in ordered]
-        check_identifiable(ordered, self.n)
+        check_identifiable(ordered, self.n, allow_n=self.allow_n)
         centre = self.centre if xnames and xnames[0] == "(Intercept)" else 0.0
         self.layout = Layout(tuple(xnames), list(cnames), order, centre)
         self.terms = tuple(ordered)
@@ -269,10 +269,7 @@ def crossproducts(acc: Accumulator, formula_stack: int) -> tuple[CrossProducts, 
     R = _square(s.R, p + 1)
     dropped = aliased_columns(R[:, :p], R)
     if dropped:
-        names = [lay.xnames[j] for j in dropped]
-        warnings.warn(f"fixed-effect model matrix is rank deficient so dropping "
-                      f"{len(dropped)} column(s): {', '.join(names)}", RankDeficiencyWarning,
-                      stacklevel=formula_stack)
+        warn_rank_deficient([lay.xnames[j] for j in dropped], stacklevel=formula_stack + 1)
     keep = [j for j in range(p) if j not in dropped]
     cols = keep + [p]
     Rk = np.linalg.qr(_square(s.R if s.Rw is None else s.Rw, p + 1)[:, cols], mode="r")
@@ -390,43 +387,85 @@ class StreamSpec:
     weights: str | None
     offset: str | None
     batch_rows: int = BATCH_ROWS
+    sigma_known: bool = False  # lmer(sigma=...): as many levels as rows are allowed
 
     @property
     def columns(self) -> list[str]:
         return list(self.plan.columns)
 
     def scan_partition(self, data) -> LevelScan:
-        """The first pass over one partition (pandas DataFrame or pyarrow Table)."""
+        """The first pass over one partition (pandas DataFrame, pyarrow Table, or an
+        iterable of RecordBatches)."""
         return scan_partition(data, self.columns, list(self.factors), list(self.interactions),
                               self.batch_rows, response=self.response)
 
     def accumulator(self, scan: LevelScan) -> Accumulator:
         return Accumulator(self.parsed, self.formula, self.plan, scan, weights=self.weights,
-                           offset=self.offset)
+                           offset=self.offset, allow_n=self.sigma_known)
 
 
 def stream_spec(formula: str, parsed, schema, *, weights, offset, na_action: str,
-                batch_rows: int = BATCH_ROWS) -> StreamSpec:
-    """The StreamSpec of a model on data of this Arrow schema (arguments checked)."""
+                batch_rows: int = BATCH_ROWS, sigma=None, partition_columns=(),
+                source_name: str = "the data") -> StreamSpec:
+    """The StreamSpec of a model on data of this Arrow schema (arguments checked);
+    ``partition_columns``: Hive partition columns of a Parquet source (refused by name)."""
     if na_action not in ("omit", "raise"):
         raise ModelSpecError(f"na_action must be 'omit' or 'raise', not {na_action!r}")
     if not isinstance(batch_rows, (int, np.integer)) or isinstance(batch_rows, bool) \
             or batch_rows < 1:
         raise TypeError(f"batch_rows must be a positive integer, not {batch_rows!r}")
-    plan = stream_plan(parsed, formula, schema, weights, offset)
+    plan = stream_plan(parsed, formula, schema, weights, offset,
+                       partition_columns=partition_columns, source_name=source_name)
     return StreamSpec(parsed, formula, plan, tuple(sorted(set(plan.groups) | set(plan.factors))),
                       tuple(t.group for t in parsed.random if len(t.group) > 1),
                       ResponseShift.of(parsed, formula, plan, offset), weights, offset,
-                      int(batch_rows))
+                      int(batch_rows), sigma is not None)
 
 
 def accumulate_partition(acc: Accumulator, data, batch_rows: int = BATCH_ROWS) -> PartialSums:
-    """The second pass over one partition (pandas DataFrame or pyarrow Table) with a fresh
-    copy of ``acc`` (built from the merged first pass): its PartialSums."""
+    """The second pass over one partition (pandas DataFrame, pyarrow Table, or an iterable
+    of RecordBatches) with a fresh copy of ``acc`` (built from the merged first pass): its
+    PartialSums."""
     part = acc.fresh()
     for start, batch, labels in frame_batches(data, list(acc.plan.columns), batch_rows):
         part.add(start, batch, labels)
     return part.partial()
+
+
+def open_stream(formula: str, data, parsed, *, weights, offset, na_action: str,
+                batch_rows: int, sigma=None):
+    """The checked Parquet source and the StreamSpec of a model on it: what lmer_parquet
+    and outofcore.glmer_parquet read, and how."""
+    source = open_source(data)
+    spec = stream_spec(formula, parsed, source.schema(), weights=weights, offset=offset,
+                       na_action=na_action, batch_rows=batch_rows, sigma=sigma,
+                       partition_columns=source.partition_columns, source_name=source.name)
+    return source.check_schemas(spec.columns), spec
+
+
+def levels_pass(source, spec: StreamSpec, factors, *, response, na_action: str,
+                progress, stacklevel: int) -> LevelScan:
+    """The first pass over a Parquet source, logged, and the missing rows' checks."""
+    t0 = time.perf_counter()
+    scan = scan_levels(source, spec.columns, list(factors), list(spec.interactions),
+                       spec.batch_rows, response=response, progress=progress)
+    log_scan(scan, time.perf_counter() - t0)
+    check_missing(scan, spec.plan, na_action, stacklevel + 1)
+    return scan
+
+
+def rows_pass(source, spec: StreamSpec, add, *, progress, desc: str) -> float:
+    """A second pass over a Parquet source: ``add(first row, batch)`` for each batch, with a
+    progress bar; the seconds it took."""
+    t0 = time.perf_counter()
+    bar = progress_bar(progress, total=source.num_rows, desc=desc, unit="row")
+    try:
+        for start_row, batch in source.batches(spec.columns, spec.batch_rows):
+            add(start_row, batch)
+            bar.update(batch.num_rows)
+    finally:
+        bar.close()
+    return time.perf_counter() - t0
 
 
 def lmer_parquet(formula: str, data, parsed, *, reml: bool, weights, offset, sigma,
@@ -438,30 +477,17 @@ def lmer_parquet(formula: str, data, parsed, *, reml: bool, weights, offset, sig
     ``stacklevel`` is the user's call site as seen from here, for the warnings;
     ``progress``: a tqdm bar per pass (None: when stderr is a terminal).
     """
-    source = open_source(data)
-    spec = stream_spec(formula, parsed, source.schema(), weights=weights, offset=offset,
-                       na_action=na_action, batch_rows=batch_rows)
-    source.check_schemas(spec.columns)
-    total = source.num_rows
+    source, spec = open_stream(formula, data, parsed, weights=weights, offset=offset,
+                               na_action=na_action, batch_rows=batch_rows, sigma=sigma)
     log.info("streaming %d rows from %d Parquet file(s) of %s in batches of %d: columns %s",
-             total, len(source.files), source.name, batch_rows, spec.columns)
-    t0 = time.perf_counter()
-    scan = scan_levels(source, spec.columns, list(spec.factors), list(spec.interactions),
-                       batch_rows, response=spec.response, progress=progress)
-    log_scan(scan, time.perf_counter() - t0)
-    check_missing(scan, spec.plan, na_action, stacklevel + 1)
+             source.num_rows, len(source.files), source.name, batch_rows, spec.columns)
+    scan = levels_pass(source, spec, spec.factors, response=spec.response,
+                       na_action=na_action, progress=progress, stacklevel=stacklevel + 1)
     acc = spec.accumulator(scan)
-    t0 = time.perf_counter()
-    bar = progress_bar(progress, total=total, desc="cross-products pass", unit="row")
-    try:
-        for start_row, batch in source.batches(spec.columns, batch_rows):
-            acc.add(start_row, batch)
-            bar.update(batch.num_rows)
-    finally:
-        bar.close()
-    log.info("cross-products pass: %d rows in %.2f s", acc.rows, time.perf_counter() - t0)
+    seconds = rows_pass(source, spec, acc.add, progress=progress, desc="cross-products pass")
+    log.info("cross-products pass: %d rows in %.2f s", acc.rows, seconds)
     if acc.sums is None:
-        raise DataError("every row has a missing value in a used column; nothing is left to fit")
+        raise DataError(NOTHING_LEFT)
     return fit_sums(spec, scan, acc, source_name=source.name,
                     data_name=data if isinstance(data, str) else None, reml=reml,
                     sigma=sigma, start=start, check_convergence=check_convergence,
@@ -478,7 +504,7 @@ def fit_sums(spec: StreamSpec, scan: LevelScan, acc: Accumulator, *, source_name
              data_name, reml: bool, sigma, start, check_convergence: bool, options: dict,
              factor_mode: str, stacklevel: int) -> LmerResult:
     """The fit from an accumulator holding the sums of every row (n-free from here on)."""
-    from .models import start_theta
+    from .models import optimize_lmm, start_theta
 
     t0 = time.perf_counter()
     s = acc.sums
@@ -496,8 +522,8 @@ def fit_sums(spec: StreamSpec, scan: LevelScan, acc: Accumulator, *, source_name
         theta0 = moment_theta_sums(acc.terms, s, scan.n_complete)
     if theta0 is None:
         theta0 = start_theta(start, obj.theta_map, units)
-    opt = minimize_theta(obj, theta0, obj.theta_map.lower, check=check_convergence,
-                         units=units, **options)
+    opt = optimize_lmm(obj, theta0, units, start=start, check=check_convergence,
+                       options=options)
     obj.update(opt.theta)
     obj.check_residual_left()
     log.info("fit: q = %d random effects, p = %d fixed effects, %d evaluations in %.2f s",
@@ -521,6 +547,26 @@ def fit_partials(spec: StreamSpec, scan: LevelScan, acc: Accumulator, merged: Pa
                     options=options, factor_mode=factor_mode, stacklevel=stacklevel + 1)
 
 
+def partitioned_fit(spec: StreamSpec, scan_pass, sums_pass, *, source_name: str,
+                    na_action: str, reml: bool, sigma, start, check_convergence: bool,
+                    options: dict, factor_mode: str, stacklevel: int = 4) -> LmerResult:
+    """An LMM fitted from partitions anywhere (Dask, Spark): ``scan_pass()`` gives the
+    merged LevelScan of every partition, ``sums_pass(acc)`` the merged PartialSums of
+    every partition accumulated by copies of ``acc``; logged, checked and fitted here.
+    ``stacklevel``: the user's call site as seen from here."""
+    t0 = time.perf_counter()
+    scan = scan_pass()
+    log_scan(scan, time.perf_counter() - t0)
+    check_missing(scan, spec.plan, na_action, stacklevel + 1)
+    acc = spec.accumulator(scan)
+    t0 = time.perf_counter()
+    merged = sums_pass(acc)
+    log.info("cross-products pass: %d rows in %.2f s", merged.rows, time.perf_counter() - t0)
+    return fit_partials(spec, scan, acc, merged, source_name=source_name, reml=reml,
+                        sigma=sigma, start=start, check_convergence=check_convergence,
+                        options=options, factor_mode=factor_mode, stacklevel=stacklevel + 1)
+
+
 def check_missing(scan, plan: StreamPlan, na_action: str, stacklevel: int) -> None:
     """frame.drop_missing's refusals and warning, from the first pass's counts."""
     check_has_rows(scan.n_rows)
@@ -532,7 +578,7 @@ def check_missing(scan, plan: StreamPlan, na_action: str, stacklevel: int) -> No
         raise DataError(f"{n_missing} rows have missing values (in columns {cols}); "
                         f"drop them or use na_action='omit'")
     if scan.n_complete == 0:
-        raise DataError("every row has a missing value in a used column; nothing is left to fit")
+        raise DataError(NOTHING_LEFT)
     warnings.warn(f"{n_missing} rows with missing values dropped ({scan.n_complete} used)",
                   DroppedRowsWarning, stacklevel=stacklevel)
 

@@ -194,11 +194,83 @@ def test_an_output_that_cannot_be_written_exits_with_2_before_the_fit(tmp_path, 
     assert "does not exist" in captured.err and captured.out == ""
 
 
-def test_streaming_a_glmm_is_refused(capsys):
-    cbpp = Path(__file__).parent / "reference" / "data" / "cbpp.csv"
-    code = main(["fit", "cbind(incidence, size - incidence) ~ C(period) + (1 | herd)",
-                 str(cbpp), "--family", "binomial", "--streaming", "yes"])
-    assert code == 2 and "linear mixed models only" in capsys.readouterr().err
+CBPP = Path(__file__).parent / "reference" / "data" / "cbpp.csv"
+CBPP_FORMULA = "cbind(incidence, size - incidence) ~ C(period) + (1 | herd)"
+
+
+def _cbpp_parquet_parts(tmp_path) -> Path:
+    import pandas as pd
+
+    data = pd.read_csv(CBPP)
+    folder = tmp_path / "cbpp"
+    folder.mkdir()
+    for i, part in enumerate((data.iloc[:20], data.iloc[20:])):
+        part.to_parquet(folder / f"part-{i}.parquet")
+    return folder
+
+
+def test_streaming_a_glmm_fits_out_of_core_in_the_spill_dir(tmp_path, capsys):
+    """--streaming yes fits a GLMM out of core (it used to be refused), its rows encoded
+    under --spill-dir; lme4 1.1-31's AGQ-25 log-likelihood (as the in-memory test above)."""
+    folder, spill, out = _cbpp_parquet_parts(tmp_path), tmp_path / "spill", tmp_path / "g.json"
+    spill.mkdir()
+    code = main(["fit", CBPP_FORMULA, str(folder), "--family", "binomial", "--nagq", "25",
+                 "--streaming", "yes", "--spill-dir", str(spill), "--json", str(out),
+                 "--quiet", "--log-level", "INFO"])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "glmer out of core: 56 rows" in err and f"in {spill}" in err
+    result = json.loads(out.read_text())
+    assert result["nobs"] == 56 and result["fitted"] is None
+    assert result["loglik"] == pytest.approx(-91.9833690390309, rel=1e-8)  # lme4, full scale
+    assert list(spill.iterdir()) == []
+
+
+def test_streaming_no_reads_a_glmm_whole(tmp_path, capsys, monkeypatch):
+    """--streaming no is passed on to glmer: in memory even above the row threshold."""
+    from glmm_sparse import streaming
+
+    monkeypatch.setattr(streaming, "STREAM_ABOVE_ROWS", 10)
+    folder, out = _cbpp_parquet_parts(tmp_path), tmp_path / "g.json"
+    for mode, whole in (("no", True), ("auto", False)):
+        assert main(["fit", CBPP_FORMULA, str(folder), "--family", "binomial", "--quiet",
+                     "--streaming", mode, "--json", str(out), "--log-level", "INFO"]) == 0
+        err = capsys.readouterr().err
+        assert ("glmer out of core" not in err) == whole
+        assert (json.loads(out.read_text())["fitted"] is not None) == whole
+
+
+def test_help_says_what_streaming_does_for_glmms(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "a GLMM out of core" in text and "--spill-dir" in text
+    assert "LMMs on Parquet" not in text
+
+
+def test_unreadable_parquet_data_exits_with_2(tmp_path, capsys):
+    """Files pyarrow cannot read together (a column of type null with rows, then text)
+    are bad input: exit 2 with a message, not a traceback."""
+    import pandas as pd
+
+    data = pd.read_csv(SLEEP)
+    data.iloc[:10].assign(Subject=None).to_parquet(tmp_path / "a.parquet")
+    data.iloc[10:].assign(Subject=data["Subject"].astype(str)).to_parquet(tmp_path / "b.parquet")
+    assert main(["fit", FORMULA, str(tmp_path), "--streaming", "no"]) == 2
+    assert "cannot read the Parquet data" in capsys.readouterr().err
+
+
+def test_no_room_for_the_spill_files_exits_with_1(tmp_path, capsys, monkeypatch):
+    import collections
+
+    from glmm_sparse import outofcore
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(outofcore.shutil, "disk_usage", lambda path: usage(10**6, 0, 10))
+    code = main(["fit", CBPP_FORMULA, str(_cbpp_parquet_parts(tmp_path)), "--family",
+                 "binomial", "--streaming", "yes", "--spill-dir", str(tmp_path)])
+    assert code == 1
+    assert "the fit failed: the out-of-core fit needs about" in capsys.readouterr().err
 
 
 def test_a_failed_fit_exits_with_1(tmp_path, capsys):
@@ -238,8 +310,9 @@ def test_log_level_info_logs_the_passes_and_leaves_no_handler(tmp_path, capsys):
 
 
 def test_print_of_an_lmm_is_the_lme4_layout_without_tests():
-    import glmm_sparse as gs
     import pandas as pd
+
+    import glmm_sparse as gs
 
     m = gs.lmer(FORMULA, pd.read_csv(SLEEP))
     assert str(m) == m.summary(ddf="none")

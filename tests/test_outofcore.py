@@ -155,20 +155,101 @@ def spill_dirs(root: Path) -> list:
     return sorted(p.name for p in root.iterdir() if p.name.startswith(SPILL_PREFIX))
 
 
-def test_spill_directory_removed_after_the_fit(folder, tmp_path, monkeypatch):
+def test_spill_files_have_no_name_while_the_fit_reads_them(folder, tmp_path, monkeypatch):
+    """The encoded rows are on disk (mapped) but under no name: nothing a killed or failed
+    fit could leave behind. /proc shows the process's maps of the unlinked files."""
     seen = []
-    encode = outofcore.encode_pass
+    fit_spilled = outofcore.fit_spilled
 
-    def watch(spiller, *args):
-        encode(spiller, *args)
-        seen.append(sorted(p.name for p in spiller.spill.path.iterdir()))
+    def watch(formula, parsed, gdata, spiller, *args, **kwargs):
+        maps = Path("/proc/self/maps")
+        mapped = (sorted({line.split()[-2] for line in maps.read_text().splitlines()
+                          if SPILL_PREFIX in line and "(deleted)" in line})
+                  if maps.exists() else None)
+        seen.append((sorted(p.name for p in tmp_path.iterdir()), spiller.spill.nbytes(), mapped))
+        return fit_spilled(formula, parsed, gdata, spiller, *args, **kwargs)
 
-    monkeypatch.setattr(outofcore, "encode_pass", watch)
+    monkeypatch.setattr(outofcore, "fit_spilled", watch)
     gs.glmer("c ~ x + (1 | g) + (1 | h)", str(folder), family="poisson", streaming=True,
              batch_rows=BATCH, spill_dir=tmp_path)
-    assert seen == [["X.npy", "Z0.npy", "Z1.npy", "codes0.npy", "codes1.npy", "offset.npy",
-                     "pair0_1.npy", "prior_w.npy", "y.npy"]]  # the rows were on disk
-    assert spill_dirs(tmp_path) == []
+    [(names, nbytes, mapped)] = seen
+    assert names == []
+    assert nbytes >= 3000 * 8 * 9  # y, X (2), offset, prior_w, 2 x (codes, Z), a pair key
+    if mapped is not None:
+        assert len(mapped) == 9 and all(m.startswith(str(tmp_path)) for m in mapped)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_fit_leaves_no_spill_files(folder, tmp_path):
+    """SIGKILL while the fit runs on the spilled rows (no cleanup code can run): the
+    spill directory is empty (it held a 54 MB glmm_sparse-spill-* directory per 10^6
+    rows before the files were unlinked at once)."""
+    import signal
+    import subprocess
+    import sys
+
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    script = (
+        "import sys, time\n"
+        "import glmm_sparse as gs\n"
+        "from glmm_sparse import outofcore\n"
+        "def hang(*args, **kwargs):\n"
+        "    print('spilled', flush=True)\n"
+        "    time.sleep(120)\n"
+        "outofcore.fit_spilled = hang\n"
+        "gs.glmer('y ~ x + (1 | g)', sys.argv[1], family='binomial', streaming=True,\n"
+        "         batch_rows=128, spill_dir=sys.argv[2])\n")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(folder), str(spill)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "spilled"
+        assert list(spill.iterdir()) == []
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert list(spill.iterdir()) == []
+
+
+def test_too_little_disk_space_is_refused_before_writing(folder, tmp_path, monkeypatch):
+    import collections
+
+    created = []
+    create = outofcore.SpillDirectory.create
+    monkeypatch.setattr(outofcore.SpillDirectory, "create",
+                        lambda self, *a: created.append(a) or create(self, *a))
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(outofcore.shutil, "disk_usage", lambda path: usage(10**6, 0, 10**5))
+    with pytest.raises(DataError, match=r"needs about 0 MB in spill_dir .* which has 0 MB "
+                                        r"free: give spill_dir= a local disk"):
+        gs.glmer("y ~ x + (1 | g)", str(folder), family="binomial", streaming=True,
+                 batch_rows=BATCH, spill_dir=tmp_path)
+    assert created == [] and list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_is_an_error_not_a_crash(folder, tmp_path, monkeypatch):
+    """posix_fallocate reserves each file's blocks: a full disk fails there, with a
+    message, instead of a SIGBUS when a page of a sparse file is first written."""
+    import errno
+    import os
+
+    if not hasattr(os, "posix_fallocate"):
+        pytest.skip("no posix_fallocate on this platform")
+    calls = []
+
+    def full(fd, offset, size):
+        calls.append(size)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(outofcore.os, "posix_fallocate", full)
+    with pytest.raises(DataError, match="cannot reserve .* No space left on device; give "
+                                        "spill_dir="):
+        gs.glmer("y ~ x + (1 | g)", str(folder), family="binomial", streaming=True,
+                 batch_rows=BATCH, spill_dir=tmp_path)
+    assert len(calls) == 3 and list(tmp_path.iterdir()) == []
 
 
 def test_spill_directory_removed_after_a_failing_fit(data, tmp_path, monkeypatch):
@@ -245,7 +326,25 @@ def test_bad_inputs(data, folder, tmp_path):
         gs.glmer("y ~ x + (1 | g)", data, family="binomial", streaming=True)
     with pytest.raises(DataError, match="must have two levels"):
         gs.glmer("f ~ x + (1 | g)", str(folder), family="binomial", streaming=True)
-    assert spill_dirs(Path(outofcore.tempfile.gettempdir())) == []
+
+
+def test_the_default_spill_directory_is_the_temporary_directory(folder, tmp_path,
+                                                                monkeypatch):
+    """A private temporary directory (not the system's, which other fits share)."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    seen = []
+    fit_spilled = outofcore.fit_spilled
+
+    def watch(formula, parsed, gdata, spiller, *args, **kwargs):
+        seen.append(spiller.spill.path)
+        return fit_spilled(formula, parsed, gdata, spiller, *args, **kwargs)
+
+    monkeypatch.setattr(outofcore, "fit_spilled", watch)
+    gs.glmer("y ~ x + (1 | g)", str(folder), family="binomial", streaming=True,
+             batch_rows=BATCH)
+    assert seen == [tmp_path] and list(tmp_path.iterdir()) == []
 
 
 def test_logs_each_pass(folder, caplog):
@@ -316,3 +415,41 @@ def test_memory_of_the_passes_is_bounded(tmp_path, monkeypatch):
 def test_memory_at_a_million_rows(tmp_path, monkeypatch):
     n, batch = 1_000_000, 1 << 16
     check_peaks(traced_peaks(binomial_file(n, tmp_path), batch, monkeypatch), n, batch)
+
+
+@pytest.mark.parametrize("dictionary_first", [True, False])
+def test_dictionary_and_plain_files_with_other_levels(tmp_path, dictionary_first):
+    """g a Categorical of g0-g2 in one file, text g0-g4 in the other: the levels
+    pd.read_parquet gives (see test_parquet_batches.py), in the fixed part."""
+    from test_parquet_batches import mixed_levels_data, write_mixed
+
+    df = mixed_levels_data()
+    df["c"] = np.random.default_rng(3).poisson(np.exp(0.2 * df["y"].clip(-3, 6)))
+    write_mixed(df, tmp_path, dictionary_first)
+    (m0, w0), (m1, w1) = fit_both("c ~ x + g + (1 | a)", pd.read_parquet(tmp_path), tmp_path,
+                                  family="poisson")
+    assert w1 == w0
+    assert_same(m0, m1)
+    assert {"gg3", "gg4"} <= set(m1.fixef.index)
+
+
+def test_agq_refused_before_any_row_is_written(folder, monkeypatch):
+    created = []
+    create = outofcore.SpillDirectory.create
+    monkeypatch.setattr(outofcore.SpillDirectory, "create",
+                        lambda self, *a: created.append(a) or create(self, *a))
+    with pytest.raises(ModelSpecError, match="nAGQ = 7 needs exactly one random-effects term"):
+        gs.glmer("y ~ x + (1 | g) + (1 | h)", str(folder), family="binomial", nagq=7,
+                 streaming=True, batch_rows=BATCH)
+    assert created == []
+
+
+def test_a_bad_value_is_counted_in_its_batch(data, tmp_path):
+    """A per-batch check counts the rows of that batch ("in this batch"): an in-memory
+    fit's "in all" would claim a total it never saw."""
+    bad = data.copy()
+    bad.loc[[2900, 2901], "c"] = -1
+    write_parts(bad, tmp_path)
+    with pytest.raises(DataError, match=r"first at row 2900 \(value -1\), 2 row\(s\) in this batch$"):
+        gs.glmer("c ~ x + (1 | g)", str(tmp_path), family="poisson", streaming=True,
+                 batch_rows=BATCH)

@@ -14,7 +14,8 @@ Two comparisons per model:
   rows in another order moves theta by 2e-10 to 1.4e-9 (sleepstudy, measured), so a
   tighter bound would fail between two in-memory fits too.
 """
-import tracemalloc
+import datetime
+import decimal
 import warnings
 
 import numpy as np
@@ -208,26 +209,48 @@ def test_bad_inputs(data, folder, tmp_path):
         gs.lmer("y ~ x + (1 | g)", str(folder), streaming=True, weights=np.ones(len(data)))
 
 
+PEAK_SCRIPT = """
+import sys, tracemalloc
+import pyarrow as pa
+import glmm_sparse as gs
+tracemalloc.start()
+fit = gs.lmer("y ~ x + (1 | g)", sys.argv[1], streaming=True, progress=False)
+print(fit.nobs, tracemalloc.get_traced_memory()[1], pa.default_memory_pool().max_memory())
+"""
+
+
+def streamed_peaks(path) -> tuple[int, int, int]:
+    """nobs, and the peaks of traced (NumPy, Python) memory and of Arrow's memory pool
+    (which tracemalloc does not see) of a streamed fit, in a fresh process each."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(path)], check=True,
+                         capture_output=True, text=True).stdout
+    return tuple(int(v) for v in out.split())
+
+
 def test_memory_stays_bounded(tmp_path):
-    """10^6 rows in batches of 2^16: the streamed fit's peak of traced (NumPy and Python)
-    memory is a batch and the sums; the in-memory fit holds every column of every row.
-    Measured: 7.0 MB against 80 MB (ratio 11)."""
+    """One file of 2^17 and one of 2^19 rows, row groups of 2^16, batches of 2^16: both
+    peaks, Python's and Arrow's, stay those of a batch and the sums. Measured: 7.0 MB
+    traced and 7.4 MB of Arrow's pool at both sizes (reading with pyarrow's default
+    pre-buffering, Arrow's pool grew with the file: 8.1 MB, 16.0 MB, 26.5 MB at 2^20)."""
     rng = np.random.default_rng(3)
-    n, nlev = 1_000_000, 500
-    g = rng.integers(0, nlev, n)
-    df = pd.DataFrame({"y": rng.normal(size=nlev)[g] + rng.normal(size=n),
-                       "x": rng.normal(size=n), "g": g})
-    path = tmp_path / "big.parquet"
-    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path, row_group_size=1 << 17)
-    del df
     peaks = {}
-    for streaming in (True, False):
-        tracemalloc.start()
-        fit = gs.lmer("y ~ x + (1 | g)", str(path), streaming=streaming)
-        peaks[streaming] = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-        assert fit.nobs == n
-    assert peaks[True] < peaks[False] / 5, peaks
+    for n in (1 << 17, 1 << 19):
+        g = rng.integers(0, 500, n)
+        df = pd.DataFrame({"y": rng.normal(size=500)[g] + rng.normal(size=n),
+                           "x": rng.normal(size=n), "g": g})
+        path = tmp_path / f"rows{n}.parquet"
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path,
+                       row_group_size=1 << 16)
+        nobs, traced, arrow = streamed_peaks(path)
+        assert nobs == n
+        peaks[n] = traced, arrow
+    (t_small, a_small), (t_big, a_big) = peaks[1 << 17], peaks[1 << 19]
+    assert t_big < 1.2 * t_small + 2**20, peaks
+    assert a_big < 1.2 * a_small + 2**20, peaks
+    assert max(t_big, a_big) < 16 * 2**20, peaks  # 4x the rows, 3 MB of columns more
 
 
 def test_a_streamed_fit_has_a_summary_and_a_dict(tmp_path):
@@ -301,9 +324,14 @@ def test_partitions_merged_equal_one_pass(data):
     for part in parts[1:]:  # a left fold and a tree give the same sums to rounding
         left = partials.merge_partials(left, part)
     tree = partials.tree_merge(parts, partials.merge_partials)
+    one = streaming.accumulate_partition(acc, data, BATCH)  # every row in one partition
+    assert left.rows == tree.rows == one.rows == len(data)
     for merged in (left, tree):
-        assert merged.rows == len(data)
-        np.testing.assert_allclose(merged.sums.gram, tree.sums.gram, rtol=1e-12)
+        np.testing.assert_allclose(merged.sums.gram, one.sums.gram, rtol=1e-12)
+        np.testing.assert_allclose(np.abs(merged.sums.R), np.abs(one.sums.R), rtol=1e-10,
+                                   atol=1e-9)
+        for a, b in zip(merged.sums.cross, one.sums.cross):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-9)
     m1 = streaming.fit_partials(spec, scan, spec.accumulator(scan), tree,
                                 source_name="partitions", reml=True, sigma=None, start=None,
                                 check_convergence=True, options={}, factor_mode="measure",
@@ -321,3 +349,185 @@ def test_a_float_grouping_column_is_labelled_as_in_memory(tmp_path):
     memory = gs.lmer(formula, data)
     assert list(streamed.ranef["grp"]) == list(memory.ranef["grp"])
     assert streamed.ranef["grp"].iloc[0] == "308"
+
+
+# -- files the review found read differently (W1-W4, C1-C5) ----------------------------------
+def mixed_levels_data(n=600, seed=7) -> pd.DataFrame:
+    """g has levels g0-g2 in the first half of the rows and g0-g4 in the second."""
+    rng = np.random.default_rng(seed)
+    half = np.arange(n) < n // 2
+    g = np.where(half, rng.choice(["g2", "g0", "g1"], n), rng.choice([f"g{i}" for i in range(5)], n))
+    a = rng.integers(0, 12, n)
+    y = (np.char.lstrip(g.astype(str), "g").astype(int) + rng.normal(size=12)[a]
+         + rng.normal(size=n))
+    return pd.DataFrame({"y": y, "x": rng.normal(size=n), "g": g,
+                         "a": [f"a{i:02d}" for i in a]})
+
+
+def write_mixed(df: pd.DataFrame, folder, dictionary_first: bool) -> None:
+    """g as a Categorical (dictionary-encoded) in one file and as text in the other."""
+    half = len(df) // 2
+    first, second = df.iloc[:half].copy(), df.iloc[half:].copy()
+    (first if dictionary_first else second)["g"] = (
+        first if dictionary_first else second)["g"].astype("category")
+    pq.write_table(pa.Table.from_pandas(first, preserve_index=False), folder / "a.parquet",
+                   row_group_size=100)
+    pq.write_table(pa.Table.from_pandas(second, preserve_index=False), folder / "b.parquet",
+                   row_group_size=100)
+
+
+@pytest.mark.parametrize("dictionary_first", [True, False])
+@pytest.mark.parametrize("formula", ["y ~ x + g + (1 | a)", "y ~ x + (1 | g)"])
+def test_dictionary_and_plain_files_with_other_levels(tmp_path, dictionary_first, formula):
+    """g is a Categorical of g0-g2 in one file and text g0-g4 in the other: the levels are
+    those pd.read_parquet gives (a Categorical extended by g3, g4 in order of appearance
+    when the dictionary comes first; sorted text otherwise). The levels of the plain file
+    used to be lost: their rows got the reference level's dummies, or a crash."""
+    df = mixed_levels_data()
+    write_mixed(df, tmp_path, dictionary_first)
+    whole = pd.read_parquet(tmp_path)
+    assert isinstance(whole["g"].dtype, pd.CategoricalDtype) == dictionary_first
+    (m0, w0), (m1, w1) = fit_both(formula, whole, str(tmp_path))
+    assert w1 == w0
+    assert_same(m0, m1)
+    names = list(m1.fixef.index) if "+ g" in formula else list(m1.ranef["grp"])
+    assert len([v for v in names if "g3" in v or "g4" in v]) == 2
+
+
+def test_known_sigma_streamed_as_in_memory(tmp_path):
+    """lmer(sigma=) streamed: one row per trial is identifiable (as in memory) and the
+    boundary of the fixed-sigma criterion is escaped (models.optimize_lmm). Reference:
+    metafor 3.8.1 rma of the BCG trials (tests/reference/inference/generate_bcg.R)."""
+    import json
+    from pathlib import Path
+
+    ref_dir = Path(__file__).parent / "reference" / "inference"
+    ref = json.loads((ref_dir / "bcg_known_variances.json").read_text())
+    d = pd.read_csv(ref_dir / "bcg.csv").assign(w=lambda f: 1.0 / f["vi"])
+    d["trial"] = d["trial"].astype(str)
+    d.to_parquet(tmp_path / "bcg.parquet")
+    for method in ("ml", "reml"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m = gs.lmer("yi ~ ablat + alloc + (1 | trial)", str(tmp_path / "bcg.parquet"),
+                        weights="w", sigma=1.0, reml=method == "reml", streaming=True)
+        assert float(m.varcorr["vcov"].iloc[0]) == pytest.approx(ref[method]["tau2"],
+                                                                 rel=1e-5)
+        np.testing.assert_allclose(m.fixef.to_numpy(), ref[method]["beta"], rtol=1e-5)
+        if method == "ml":
+            assert m.loglik == pytest.approx(ref["ml"]["loglik_unrestricted"], rel=1e-7)
+
+
+def test_underscore_and_dot_paths_are_left_out(data, tmp_path):
+    """Spark's _temporary/ attempts, _SUCCESS and hidden files are not data (pyarrow's
+    ignore_prefixes); both paths read the 3000 rows pd.read_parquet reads."""
+    write_parts(data, tmp_path)
+    (tmp_path / "_temporary" / "0").mkdir(parents=True)
+    write_parts(data.iloc[:100], tmp_path / "_temporary" / "0", parts=1)
+    pq.write_table(pa.Table.from_pandas(data.iloc[:50], preserve_index=False),
+                   tmp_path / ".hidden.parquet")
+    (tmp_path / "_SUCCESS").touch()
+    assert len(pd.read_parquet(tmp_path)) == len(data)
+    (m0, _), (m1, _) = fit_both("y ~ x + (1 | g)", data, str(tmp_path))
+    assert_same(m0, m1)
+    assert gs.lmer("y ~ x + (1 | g)", str(tmp_path), streaming=False).nobs == len(data)
+
+
+def dated(n=400, seed=1) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    k = rng.integers(0, 6, n)
+    ts = pd.Timestamp("2024-01-01") + pd.to_timedelta(k, unit="D")
+    return pd.DataFrame({"y": rng.normal(size=n) + 0.5 * rng.normal(size=6)[k] + 0.3 * k,
+                         "x": rng.normal(size=n), "g": rng.choice([f"g{i}" for i in range(10)], n),
+                         "ts": ts, "day": ts.date})
+
+
+@pytest.mark.parametrize("formula", ["y ~ x + (1 | ts)", "y ~ x + (1 | day)",
+                                     "y ~ x + day + (1 | g)"])
+def test_dates_and_timestamps_as_in_memory(tmp_path, formula):
+    """Timestamp levels labelled as pandas prints them ('2024-01-01 00:00:00', not NumPy's
+    '2024-01-01T00:00:00.000000'); dates without a pandas warning per batch; a date in
+    the fixed part a factor, as in memory (it used to fail in formulaic)."""
+    df = dated()
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp_path / "d.parquet",
+                   row_group_size=64)
+    (m0, w0), (m1, w1) = fit_both(formula, pd.read_parquet(tmp_path), str(tmp_path))
+    assert w1 == w0
+    assert_same(m0, m1)
+    if "ts" in formula:
+        assert m1.ranef["grp"].iloc[0] == "2024-01-01 00:00:00"
+    if "+ day" in formula:
+        assert list(m1.fixef.index)[2] == "day2024-01-02"
+
+
+def test_numeric_types_of_other_widths_across_files(data, tmp_path):
+    """int32 in one file and int64 in another, or int64 and double, are unified (as
+    pyarrow's permissive promotion does) instead of refused."""
+    df = data.assign(k=np.arange(len(data)) % 7)
+    a = pa.Table.from_pandas(df.iloc[:1500], preserve_index=False)
+    a = a.set_column(a.schema.get_field_index("k"), "k", a.column("k").cast(pa.int32()))
+    pq.write_table(a, tmp_path / "a.parquet", row_group_size=200)
+    pq.write_table(pa.Table.from_pandas(df.iloc[1500:].assign(k=df["k"].iloc[1500:] * 1.0),
+                                        preserve_index=False), tmp_path / "b.parquet")
+    for formula in ("y ~ x + k + (1 | g)", "y ~ x + (1 | k)"):
+        (m0, w0), (m1, w1) = fit_both(formula, df, str(tmp_path))
+        assert w1 == w0
+        assert_same(m0, m1)
+
+
+def test_an_empty_pandas_file_with_null_columns(data, tmp_path):
+    """pandas writes an empty object column with type null: such a file adds no rows and
+    is left out, in both paths (in memory pyarrow could not cast it: a traceback)."""
+    empty = data.iloc[:0].astype({"g": object, "f": object})
+    table = pa.Table.from_pandas(empty, preserve_index=False)
+    assert pa.types.is_null(table.schema.field("g").type)
+    pq.write_table(table, tmp_path / "a.parquet")
+    (tmp_path / "rest").mkdir()
+    write_parts(data, tmp_path / "rest")
+    for i, path in enumerate(sorted((tmp_path / "rest").iterdir())):
+        path.rename(tmp_path / f"b{i}.parquet")
+    (tmp_path / "rest").rmdir()
+    (m0, _), (m1, _) = fit_both("y ~ x + f + (1 | g)", data, str(tmp_path))
+    assert_same(m0, m1)
+    assert_same(m0, gs.lmer("y ~ x + f + (1 | g)", str(tmp_path), streaming=False))
+
+
+def test_a_file_pyarrow_cannot_read_is_a_data_error(data, tmp_path):
+    """Arrow's own errors (here a null column with rows against text) become DataErrors."""
+    pq.write_table(pa.Table.from_pandas(data.iloc[:10].assign(g=None), preserve_index=False),
+                   tmp_path / "a.parquet")
+    write_parts(data.iloc[10:], tmp_path, parts=1)
+    for streaming in (True, False):
+        with pytest.raises(gs.DataError, match="column 'g'|cannot read the Parquet data"):
+            gs.lmer("y ~ x + (1 | g)", str(tmp_path), streaming=streaming)
+
+
+def test_decimal_columns_are_numbers_in_both_paths(data, tmp_path):
+    """A decimal128 column (Spark writes them) is read as float64 by both paths: x is one
+    coefficient, not a factor with a level per value."""
+    df = data.assign(x=data["x"].round(6))
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    table = table.set_column(table.schema.get_field_index("x"), "x",
+                             pa.array([decimal.Decimal(f"{v:.6f}") for v in df["x"]],
+                                      pa.decimal128(12, 6)))
+    pq.write_table(table, tmp_path / "a.parquet", row_group_size=500)
+    m_ref = gs.lmer("y ~ x + (1 | g)", df)
+    for streaming in (True, False):
+        m = gs.lmer("y ~ x + (1 | g)", str(tmp_path), streaming=streaming, batch_rows=BATCH)
+        assert list(m.fixef.index) == ["(Intercept)", "x"]
+        assert rel(m_ref.fixef, m.fixef) < 1e-10
+
+
+def test_hive_partition_columns_are_named(data, tmp_path):
+    """A streamed fit reads the columns inside the files; a partition column (k=value
+    directories) is refused by name, for a directory and for a pyarrow Dataset."""
+    df = data.assign(k=np.arange(len(data)) % 4)
+    pq.write_to_dataset(pa.Table.from_pandas(df, preserve_index=False), str(tmp_path),
+                        partition_cols=["k"])
+    for source in (str(tmp_path), ds.dataset(str(tmp_path), format="parquet",
+                                             partitioning="hive")):
+        with pytest.raises(gs.DataError, match="column 'k' is a partition column .* write "
+                                               "'k' into the files"):
+            gs.lmer("y ~ x + (1 | k)", source, streaming=True)
+    m = gs.lmer("y ~ x + (1 | g)", str(tmp_path), streaming=True, batch_rows=BATCH)
+    assert m.nobs == len(data)

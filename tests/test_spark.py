@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 pyspark = pytest.importorskip("pyspark")
@@ -130,3 +131,53 @@ def test_bad_input(spark, data):
         gss.lmer("y ~ x + (1 | g)", data)
     with pytest.raises(gs.FormulaError, match="'z' used in the formula is not in the data"):
         gss.lmer("y ~ z + (1 | g)", spark.createDataFrame(data.head(50)))
+
+
+def test_broadcasts_leave_no_files_on_the_driver(spark, data):
+    """The accumulator's broadcast is destroyed after each fit: its pickle in Spark's
+    temporary directory goes too (unpersist() left one per fit)."""
+    import glmm_sparse.spark as gss
+
+    temp = Path(spark.sparkContext._temp_dir)
+    sdf = spark_frame(spark, data)
+    gss.lmer("y ~ x + (1 | g)", sdf, batch_rows=BATCH)
+    before = sorted(temp.rglob("*"))
+    for _ in range(2):
+        gss.lmer("y ~ x + (1 | g)", sdf, batch_rows=BATCH)
+    assert sorted(temp.rglob("*")) == before
+
+
+def test_an_error_in_a_partition_is_raised_as_itself(spark, data):
+    """A DataError on an executor reaches the caller as that DataError (not as Spark's
+    PythonException with a Java trace), its rows counted in their batch."""
+    import glmm_sparse.spark as gss
+
+    df = data.assign(w=data["w"].where(data.index != 2500, -1.0))
+    with pytest.raises(gs.DataError, match=r"weights must be finite and >= 0; row \d+ has "
+                                           r"-1.0 \(1 row\(s\) in this batch\)"):
+        gss.lmer("y ~ x + (1 | g)", spark_frame(spark, df), weights="w", batch_rows=BATCH)
+
+
+def test_decimal_and_known_sigma(spark, data):
+    """A decimal column (Spark's type for exact numbers) is a number, as in memory; and
+    sigma= allows one random effect per row (the BCG trials; metafor's tau^2)."""
+    import json
+
+    import glmm_sparse.spark as gss
+    from pyspark.sql.types import DecimalType
+
+    df = data.assign(x=data["x"].round(6))
+    sdf = spark_frame(spark, df)
+    sdf = sdf.withColumn("x", sdf["x"].cast(DecimalType(12, 6)))
+    assert isinstance(sdf.schema["x"].dataType, DecimalType)
+    m = gss.lmer("y ~ x + (1 | g)", sdf, batch_rows=BATCH)
+    assert_same(gs.lmer("y ~ x + (1 | g)", df), m)
+    ref_dir = Path(__file__).parent / "reference" / "inference"
+    ref = json.loads((ref_dir / "bcg_known_variances.json").read_text())["ml"]
+    bcg = pd.read_csv(ref_dir / "bcg.csv").assign(w=lambda f: 1.0 / f["vi"])
+    bcg["trial"] = bcg["trial"].astype(str)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = gss.lmer("yi ~ ablat + alloc + (1 | trial)", spark.createDataFrame(bcg),
+                     weights="w", sigma=1.0, reml=False)
+    assert float(m.varcorr["vcov"].iloc[0]) == pytest.approx(ref["tau2"], rel=1e-5)
