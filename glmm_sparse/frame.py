@@ -234,7 +234,8 @@ def build_frame(parsed: ParsedFormula, formula: str, data: pd.DataFrame, *, weig
     off = total_offset(parsed, sub, offset, n, formula)
     XB, R, xnames, dropped = _drop_aliased(XB, y if off is None else y - off, xnames)
     X = XB[:, :-1]
-    terms = order_terms([materialize(t, sub, formula) for t in parsed.random])
+    terms = order_terms([materialize(t, sub, formula, fixed=(XB, tuple(xnames)))
+                         for t in parsed.random])
     check_identifiable(terms, n, allow_n=glmm)
     w = prior_weights(weights, sub, n)
     if trials is not None:

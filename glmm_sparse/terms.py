@@ -127,11 +127,21 @@ def grouping_codes(data: pd.DataFrame, group: tuple[str, ...]) -> tuple[np.ndarr
     return codes, labels
 
 
-def materialize(term: RandomTerm, data: pd.DataFrame, formula: str | None = None) -> ReTerm:
-    """The ReTerm of one parsed random term on these rows."""
+def materialize(term: RandomTerm, data: pd.DataFrame, formula: str | None = None, *,
+                fixed: tuple[np.ndarray, tuple[str, ...]] | None = None) -> ReTerm:
+    """The ReTerm of one parsed random term on these rows.
+
+    ``fixed`` is the fixed-effects buffer [X y] and X's column names: a term whose
+    columns are plain columns found side by side in X takes them as a view of the buffer
+    (shared_columns) instead of a copy.
+    """
     what = f"random-effects term ({term.lhs} | {term.group_name})"
-    if plain_columns(term.lhs, data) == (True, []):  # (1 | g): no column to hold
+    plain = plain_columns(term.lhs, data)
+    shared = shared_columns(plain, fixed)
+    if plain == (True, []):  # (1 | g): no column to hold
         X, spec = ones_column(len(data)), DesignSpec(term.lhs, ("(Intercept)",), plain=())
+    elif shared is not None:
+        X, spec = shared, DesignSpec(term.lhs, _plain_names(plain), plain=tuple(plain[1]))
     else:
         X, spec = design_matrix(term.lhs, data, formula, what)
     if X.shape[1] == 0:
@@ -139,6 +149,31 @@ def materialize(term: RandomTerm, data: pd.DataFrame, formula: str | None = None
     check_values(X, spec.names, data.index, f"the column {{}} of the {what}")
     codes, labels = grouping_codes(data, term.group)
     return ReTerm(term.group_name, spec.names, tuple(labels), codes, X, term.group, spec)
+
+
+def _plain_names(plain: tuple[bool, list[str]]) -> tuple[str, ...]:
+    """The column names of a plain-columns design (design.plain_columns), as R's."""
+    intercept, names = plain
+    return ("(Intercept)",) * intercept + tuple(names)
+
+
+def shared_columns(plain, fixed) -> np.ndarray | None:
+    """The plain-columns design ``plain`` as a read-only view of the fixed-effects buffer
+    [X y] when its columns are X's columns in the same order, side by side (the
+    ``(1 + x | g)`` of ``y ~ x + ...``); else None. The buffer's last column (the
+    response's slot, rewritten by crossprod.response_matrix) is never shared."""
+    if plain is None or fixed is None:
+        return None
+    XB, xnames = fixed
+    names = _plain_names(plain)
+    if not names or names[0] not in xnames:
+        return None
+    first = xnames.index(names[0])
+    if tuple(xnames[first:first + len(names)]) != names:
+        return None
+    view = XB[:, first:first + len(names)]
+    view.flags.writeable = False
+    return view
 
 
 def new_level_codes(term: ReTerm, data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

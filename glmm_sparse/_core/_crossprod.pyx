@@ -8,7 +8,8 @@ after another (or on different workers) and the sums added.
 Level codes (and block numbers) are int32 or int64 (``index_t``): int32 halves what
 they hold at 10^7 rows, int64 is what the streamed and out-of-core paths write. A term's
 covariates ``Xt`` may be None, meaning one column of ones: an intercept-only term
-``(1 | g)`` carries no n x 1 column of ones (80 MB at 10^7 rows).
+``(1 | g)`` carries no n x 1 column of ones (80 MB at 10^7 rows). ``Xt`` may be strided
+(columns of the fixed-effects buffer [X y] that a term shares, terms.shared_columns).
 """
 import numpy as np
 cimport numpy as cnp
@@ -23,7 +24,7 @@ ctypedef fused index_t:
 INT32_MAX = 2**31 - 1
 
 
-def add_term_diag(const index_t[::1] codes, const double[:, ::1] Xt,
+def add_term_diag(const index_t[::1] codes, const double[:, :] Xt,
                   const double[::1] w, double[:, :, ::1] out):
     """out[g] += sum_{i: codes[i] = g} w_i x_i x_i'  (diagonal blocks of Z'WZ for a term;
     Xt None: x_i = 1)."""
@@ -48,8 +49,8 @@ def add_term_diag(const index_t[::1] codes, const double[:, ::1] Xt,
     return None
 
 
-def add_pair_blocks(const index_t[::1] block, const double[:, ::1] Xt,
-                    const double[:, ::1] Xs, const double[::1] w, double[:, :, ::1] out):
+def add_pair_blocks(const index_t[::1] block, const double[:, :] Xt,
+                    const double[:, :] Xs, const double[::1] w, double[:, :, ::1] out):
     """out[b] += sum_{i: block[i] = b} w_i xt_i xs_i'  (off-diagonal blocks of Z'WZ;
     Xt or Xs None: ones)."""
     cdef Py_ssize_t n = block.shape[0], kt = _ncols(Xt), ks = _ncols(Xs), i, r, c
@@ -74,7 +75,7 @@ def add_pair_blocks(const index_t[::1] block, const double[:, ::1] Xt,
     return None
 
 
-def add_term_cross(const index_t[::1] codes, const double[:, ::1] Xt,
+def add_term_cross(const index_t[::1] codes, const double[:, :] Xt,
                    const double[:, ::1] B, const double[::1] w, double[:, ::1] out):
     """out[g k + r, :] += sum_{i: codes[i] = g} w_i Xt[i, r] B[i, :]  (rows of Z'W[X y];
     Xt None: Xt[i, 0] = 1)."""
@@ -119,12 +120,12 @@ cdef _require(bint ok, str message):
         raise ValueError(message)
 
 
-cdef Py_ssize_t _ncols(const double[:, ::1] Xt):
+cdef Py_ssize_t _ncols(const double[:, :] Xt):
     """A term's columns: Xt's, or the one column of ones that None stands for."""
     return 1 if Xt is None else Xt.shape[1]
 
 
-cdef _check_rows(Py_ssize_t n, const double[:, ::1] Xt, Py_ssize_t nw):
+cdef _check_rows(Py_ssize_t n, const double[:, :] Xt, Py_ssize_t nw):
     _require((Xt is None or Xt.shape[0] == n) and nw == n,
              "codes, covariates and weights must have the same rows")
 
@@ -136,7 +137,7 @@ cdef _check_codes(const index_t[::1] codes, Py_ssize_t nlev):
         _require(arr.min() >= 0 and arr.max() < nlev, f"codes must lie in [0, {nlev})")
 
 
-def add_term_times(const index_t[::1] codes, const double[:, ::1] Xt,
+def add_term_times(const index_t[::1] codes, const double[:, :] Xt,
                    const double[:, ::1] b, double[::1] out):
     """out[i] += sum_r Xt[i, r] b[codes[i], r]  (Z_t b for one term, Z implicit; Xt None:
     out[i] += b[codes[i], 0])."""

@@ -237,3 +237,21 @@ def test_pair_index_rejects_codes_outside_the_levels():
     codes = np.array([0, 2], dtype=np.int32)
     with pytest.raises(ValueError, match=r"codes must lie in \[0, 2\)"):
         compiled_pair_index(codes, np.zeros(2, dtype=np.int32), 2, 1)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_strided_columns_equal_contiguous_ones(seed):
+    """A term's columns as a strided view of a wider buffer (the fixed-effects [X y] it
+    shares, terms.shared_columns) give what a contiguous copy gives, bit for bit."""
+    rng = np.random.default_rng(seed)
+    n, nlev, nlev_s = 300, 20, 6
+    buffer = rng.standard_normal((n, 6))
+    view, Xs = buffer[:, 1:3], buffer[:, 4:5]
+    codes, codes_s = rng.integers(0, nlev, n), rng.integers(0, nlev_s, n)
+    block, pairs = pair_index(codes, codes_s, nlev_s)
+    B, w = rng.standard_normal((n, 3)), weights(rng, n)
+    strided = ones_kernels(codes, codes_s, block, nlev, nlev_s, len(pairs), view, Xs, B, w)
+    copied = ones_kernels(codes, codes_s, block, nlev, nlev_s, len(pairs),
+                          np.ascontiguousarray(view), np.ascontiguousarray(Xs), B, w)
+    for name in copied:
+        assert np.array_equal(strided[name], copied[name]), name
