@@ -13,7 +13,13 @@ import pytest
 from glmm_sparse.crossprod import accumulate
 from glmm_sparse.formula import parse_formula
 from glmm_sparse.frame import build_frame
-from glmm_sparse.pattern import _block_groups, _place_blocks, _sorted_pattern, build_pattern, pattern_size
+from glmm_sparse.pattern import (
+    _block_groups,
+    _place_blocks,
+    _sorted_pattern,
+    build_pattern,
+    pattern_size,
+)
 from glmm_sparse.synthetic import Design, simulate
 
 MODELS = {
