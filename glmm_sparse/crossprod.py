@@ -25,8 +25,8 @@ class PairBlocks:
 
     t: int
     s: int
-    lev_t: np.ndarray  # int64 (nb,), level of term t of each block
-    lev_s: np.ndarray  # int64 (nb,)
+    lev_t: np.ndarray  # int32 or int64 (nb,), level of term t of each block
+    lev_s: np.ndarray  # int32 or int64 (nb,)
     A: np.ndarray  # (nb, k_t, k_s)
 
 
@@ -91,13 +91,29 @@ def add_z_times(terms, b: np.ndarray, offsets, out: np.ndarray) -> np.ndarray:
     """out += Z b, term by term through the level codes (compiled; Z is never formed)."""
     for i, t in enumerate(terms):
         vals = np.ascontiguousarray(b[offsets[i]:offsets[i + 1]].reshape(t.nlev, t.k))
-        _crossprod.add_term_times(t.codes, t.X, vals, out)
+        _crossprod.add_term_times(t.codes, t.z_values, vals, out)
     return out
 
 
 def pair_index(t: ReTerm, s: ReTerm) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Block index per row, and the (level of t, level of s) of each block, sorted."""
-    key = t.codes * np.int64(s.nlev) + s.codes
+    """Block index per row, and the (level of t, level of s) of each block, sorted.
+
+    Compiled (_crossprod.pair_index: rows bucketed by t's level, no n-long sort), all
+    int32; beyond int32 sizes, by sorting the n pair keys (pair_index_by_sort).
+    """
+    n = t.codes.shape[0]
+    if max(n, t.nlev, s.nlev) > np.iinfo(np.int32).max:
+        return pair_index_by_sort(t, s)
+    codes_t, codes_s = t.codes, s.codes
+    if codes_t.dtype != codes_s.dtype:
+        codes_t, codes_s = codes_t.astype(np.int64), codes_s.astype(np.int64)
+    return _crossprod.pair_index(codes_t, codes_s, t.nlev, s.nlev)
+
+
+def pair_index_by_sort(t: ReTerm, s: ReTerm) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """pair_index by factorizing the n keys ``code_t * nlev_s + code_s`` (int64; several
+    n-long temporaries)."""
+    key = t.codes.astype(np.int64) * np.int64(s.nlev) + s.codes
     block, uniques = pd.factorize(key, sort=True)
     lev_t, lev_s = np.divmod(np.asarray(uniques, dtype=np.int64), s.nlev)
     return block.astype(np.int64), lev_t, lev_s
@@ -141,12 +157,12 @@ class CrossprodPlan:
         pair_out = [np.zeros((lev_t.shape[0], terms[i].k, terms[j].k))
                     for (i, j), (lev_t, _) in zip(self.pair_terms, self.pair_levels)]
         gram = np.zeros((B.shape[1], B.shape[1]))
-        tasks = [lambda t=t, D=D: _crossprod.add_term_diag(t.codes, t.X, w, D)
+        tasks = [lambda t=t, D=D: _crossprod.add_term_diag(t.codes, t.z_values, w, D)
                  for t, D in zip(terms, diag)]
-        tasks += [lambda t=t, C=C: _crossprod.add_term_cross(t.codes, t.X, B, w, C)
+        tasks += [lambda t=t, C=C: _crossprod.add_term_cross(t.codes, t.z_values, B, w, C)
                   for t, C in zip(terms, cross)]
         tasks += [lambda ij=ij, rows=rows, A=A: _crossprod.add_pair_blocks(
-                      rows, terms[ij[0]].X, terms[ij[1]].X, w, A)
+                      rows, terms[ij[0]].z_values, terms[ij[1]].z_values, w, A)
                   for ij, rows, A in zip(self.pair_terms, self.pair_rows, pair_out)]
         tasks.append(lambda: _crossprod.add_weighted_gram(B, w, gram))
         run_all(tasks, w.shape[0])

@@ -20,6 +20,7 @@ from .parallel import row_chunks
 from .pirls import (GlmmData, PirlsState, deviance, factor_at_mode, linear_predictor, pirls,
                     point_of)
 from .rowpass import Point, row_pass
+from .terms import ones_column
 from .scaling import beta_units
 
 
@@ -159,7 +160,8 @@ STAGE1_MAX_ROWS = 200_000
 def subsample(data: GlmmData, rows: np.ndarray) -> GlmmData:
     """The same model on a subset of the rows (same levels, so the same theta and beta)."""
     terms = tuple(replace(t, codes=np.ascontiguousarray(t.codes[rows]),
-                          X=np.ascontiguousarray(t.X[rows])) for t in data.plan.terms)
+                          X=ones_column(len(rows)) if t.z_values is None
+                          else np.ascontiguousarray(t.X[rows])) for t in data.plan.terms)
     return GlmmData(data.y[rows], np.ascontiguousarray(data.X[rows]), data.offset[rows],
                     data.prior_w[rows], data.family, CrossprodPlan.from_terms(terms))
 

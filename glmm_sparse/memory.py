@@ -34,10 +34,10 @@ INDEX = 8  # NumPy int64
 # of length q (column pointers, inverse permutation, the kernel's accumulators).
 CONDVAR_BYTES_PER_ENTRY = 6 * 8
 CONDVAR_BYTES_PER_COLUMN = 4 * 8
-# build_pattern keeps ~5 int64 arrays of length nnz(M) (rows, columns, order, slots,
-# indices) plus an int64 position and a mask byte per block entry; measured at most
-# 37 bytes per (entry + block entry).
-PATTERN_BYTES_PER_ENTRY = 40
+# build_pattern holds M's int64 indices and, one group of blocks at a time, that group's
+# int64 rows, columns and slots, plus an int64 position and a mask byte per block entry;
+# measured at most 20.1 bytes per (entry + block entry) (37 when it sorted all entries).
+PATTERN_BYTES_PER_ENTRY = 21
 # cholmod_analyze on M: its copy of M (int + double per entry) and AMD/METIS's graph of
 # M + M' (measured 24-28 bytes per entry of M, plus ~150 bytes per column at small sizes)
 ANALYSIS_BYTES_PER_ENTRY = 28

@@ -39,8 +39,8 @@ of rows, rowpass.py), plus the pages of the mapped files the kernels are reading
 the kernel's page cache holds and drops as it needs (they are file-backed, so they never
 go to swap).
 
-Level codes are int64 on disk: the compiled kernels (``_core._crossprod``) take int64
-codes, and an int32 file would be converted to int64 on every pass.
+Level codes are int64 on disk; the compiled kernels (``_core._crossprod``) take int32
+codes as well (the in-memory frame's), so int32 files would halve them: not done yet.
 """
 from __future__ import annotations
 

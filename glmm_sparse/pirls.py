@@ -82,7 +82,7 @@ def linear_predictor(data: GlmmData, T: list[np.ndarray], state: PirlsState, off
         return state.eta
     eta = np.add(data.offset, data.X @ state.beta)
     for t, bt in zip(data.plan.terms, term_effects(data.plan.terms, T, state.u, offsets)):
-        _crossprod.add_term_times(t.codes, t.X, bt, eta)
+        _crossprod.add_term_times(t.codes, t.z_values, bt, eta)
     return eta
 
 

@@ -42,7 +42,7 @@ def response_crossproducts(context, y: np.ndarray, cp: CrossProducts | None = No
     parts = []
     for t in frame.terms:
         C = np.zeros((t.q, 1))
-        _crossprod.add_term_cross(t.codes, t.X, r, w, C)
+        _crossprod.add_term_cross(t.codes, t.z_values, r, w, C)
         parts.append(C)
     ZtWXy = cp.ZtWXy.copy()
     ZtWXy[:, p] = np.vstack(parts)[:, 0] if parts else 0.0

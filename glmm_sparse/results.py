@@ -254,6 +254,8 @@ def build_lmer_result(formula: str, frame: ModelFrame, obj: LmmObjective, opt: O
     if frame.weights is not None:
         scaled *= np.sqrt(frame.weights)
     terms = frame.terms
+    # fitted and resid are this result's own: pandas (>= 3) would copy them by default,
+    # two more n-vectors at the fit's peak
     return LmerResult(
         formula=formula, reml=obj.reml, nobs=frame.n, n_dropped=frame.n_dropped,
         theta=obj.theta.copy(), theta_names=tuple(theta_names(terms)),
@@ -263,8 +265,8 @@ def build_lmer_result(formula: str, frame: ModelFrame, obj: LmmObjective, opt: O
         varcorr=varcorr_table(terms, obj.T, sigma),
         ranef_source=_deferred_ranef(terms, b, offsets, context, sigma),
         coef=coef_tables(terms, pd.Series(beta, index=names), b, offsets),
-        fitted=pd.Series(fitted, index=frame.row_index, name="fitted"),
-        residuals=pd.Series(resid, index=frame.row_index, name="residuals"),
+        fitted=pd.Series(fitted, index=frame.row_index, name="fitted", copy=False),
+        residuals=pd.Series(resid, index=frame.row_index, name="residuals", copy=False),
         scaled_residuals=scaled,
         ngrps={t.group_name: t.nlev for t in terms},
         is_singular=is_singular(obj.theta, obj.theta_map.lower, units=opt.units),

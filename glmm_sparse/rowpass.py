@@ -100,7 +100,7 @@ def chunk_eta(data, point: Point, sl: slice, out: np.ndarray, base: np.ndarray |
     if base is not None:
         base[:] = out
     for t, bt in zip(data.plan.terms, point.b):
-        _crossprod.add_term_times(t.codes[sl], t.X[sl], bt, out)
+        _crossprod.add_term_times(t.codes[sl], _z(t, sl), bt, out)
 
 
 class _Buffers:
@@ -136,11 +136,17 @@ def _accumulate_chunk(plan: CrossprodPlan, sl: slice, w, z, X, B, sums: _Sums) -
     B[:, p] = z
     terms = plan.terms
     for t, D, C in zip(terms, sums.diag, sums.cross):
-        _crossprod.add_term_diag(t.codes[sl], t.X[sl], w, D)
-        _crossprod.add_term_cross(t.codes[sl], t.X[sl], B, w, C)
+        _crossprod.add_term_diag(t.codes[sl], _z(t, sl), w, D)
+        _crossprod.add_term_cross(t.codes[sl], _z(t, sl), B, w, C)
     for (i, j), blocks, A in zip(plan.pair_terms, plan.pair_rows, sums.pairs):
-        _crossprod.add_pair_blocks(blocks[sl], terms[i].X[sl], terms[j].X[sl], w, A)
+        _crossprod.add_pair_blocks(blocks[sl], _z(terms[i], sl), _z(terms[j], sl), w, A)
     _crossprod.add_weighted_gram(B, w, sums.gram)
+
+
+def _z(term, sl: slice):
+    """A chunk of a term's columns as the kernels take them: None for (1 | g)'s ones."""
+    z = term.z_values
+    return None if z is None else z[sl]
 
 
 def kernel_codes(family) -> tuple[int, int]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .design import DesignSpec, design_matrix, level_labels
+from .design import DesignSpec, design_matrix, level_labels, plain_columns
 from .errors import DataError, ModelSpecError
 from .formula import RandomTerm
 from .validate import check_values
@@ -21,13 +21,18 @@ from .validate import check_values
 
 @dataclass(frozen=True, eq=False)
 class ReTerm:
-    """One random-effects term on the data: ``X[i]`` are row i's k columns of Z for level ``codes[i]``."""
+    """One random-effects term on the data: ``X[i]`` are row i's k columns of Z for level ``codes[i]``.
+
+    An intercept-only term ``(1 | g)`` holds no column: its X is a read-only view of a
+    single 1.0 repeated over the rows (``ones_column``), and the compiled kernels are
+    given None for it (``z_values``).
+    """
 
     group_name: str
     cnames: tuple[str, ...]
     levels: tuple[str, ...]
-    codes: np.ndarray  # int64, (n,)
-    X: np.ndarray  # float64, (n, k), C order
+    codes: np.ndarray  # (n,), int32 when the levels fit (code_dtype), else int64
+    X: np.ndarray  # float64, (n, k), C order, or ones_column(n)
     # the grouping columns, and how X was made: to find the levels and Z of new rows
     group: tuple[str, ...] = ()
     spec: DesignSpec | None = field(default=None, repr=False)
@@ -44,6 +49,26 @@ class ReTerm:
     def q(self) -> int:
         return self.k * self.nlev
 
+    @property
+    def z_values(self) -> np.ndarray | None:
+        """X as the compiled kernels take it: None for a column of ones (ones_column)."""
+        return None if is_ones_column(self.X) else self.X
+
+
+def ones_column(n: int) -> np.ndarray:
+    """An (n, 1) read-only array of ones that holds one value, not n."""
+    return np.broadcast_to(np.ones((1, 1)), (n, 1))
+
+
+def is_ones_column(X: np.ndarray) -> bool:
+    """Whether X is a ones_column (one column, every row the same stored 1.0)."""
+    return X.shape[1] == 1 and X.strides[0] == 0 and (X.shape[0] == 0 or X[0, 0] == 1.0)
+
+
+def code_dtype(nlev: int) -> np.dtype:
+    """int32 for level codes when the levels fit (half the memory), else int64."""
+    return np.dtype(np.int32) if nlev <= np.iinfo(np.int32).max else np.dtype(np.int64)
+
 
 def _factor_codes(col: pd.Series, name: str) -> tuple[np.ndarray, list[str]]:
     """Level index per row and level labels, levels in the order lme4 would see them.
@@ -58,12 +83,13 @@ def _factor_codes(col: pd.Series, name: str) -> tuple[np.ndarray, list[str]]:
         codes = col.cat.codes.to_numpy()
         categories = col.cat.categories
         used = np.bincount(codes, minlength=len(categories)) > 0
+        dtype = code_dtype(len(categories))
         if not used.all():
-            codes = (np.cumsum(used) - 1)[codes]
             categories = categories[used]
-        return codes.astype(np.int64), _labels(categories, name)
+            return (np.cumsum(used) - 1).astype(dtype)[codes], _labels(categories, name)
+        return codes.astype(dtype), _labels(categories, name)
     codes, uniques = pd.factorize(col, sort=True)
-    return codes.astype(np.int64), _labels(uniques, name)
+    return codes.astype(code_dtype(len(uniques))), _labels(uniques, name)
 
 
 def _labels(levels, name: str) -> list[str]:
@@ -93,23 +119,61 @@ def grouping_codes(data: pd.DataFrame, group: tuple[str, ...]) -> tuple[np.ndarr
     codes, labels = _factor_codes(data[group[0]], group[0])
     for name in group[1:]:
         inner, inner_labels = _factor_codes(data[name], name)
-        combined = codes * len(inner_labels) + inner
+        combined = codes.astype(np.int64) * len(inner_labels) + inner
         used, codes = np.unique(combined, return_inverse=True)
         outer_idx, inner_idx = np.divmod(used, len(inner_labels))
         labels = [f"{labels[o]}:{inner_labels[i]}" for o, i in zip(outer_idx, inner_idx)]
-        codes = codes.astype(np.int64)
+        codes = codes.astype(code_dtype(len(labels)))
     return codes, labels
 
 
-def materialize(term: RandomTerm, data: pd.DataFrame, formula: str | None = None) -> ReTerm:
-    """The ReTerm of one parsed random term on these rows."""
+def materialize(term: RandomTerm, data: pd.DataFrame, formula: str | None = None, *,
+                fixed: tuple[np.ndarray, tuple[str, ...]] | None = None) -> ReTerm:
+    """The ReTerm of one parsed random term on these rows.
+
+    ``fixed`` is the fixed-effects buffer [X y] and X's column names: a term whose
+    columns are plain columns found side by side in X takes them as a view of the buffer
+    (shared_columns) instead of a copy.
+    """
     what = f"random-effects term ({term.lhs} | {term.group_name})"
-    X, spec = design_matrix(term.lhs, data, formula, what)
+    plain = plain_columns(term.lhs, data)
+    shared = shared_columns(plain, fixed)
+    if plain == (True, []):  # (1 | g): no column to hold
+        X, spec = ones_column(len(data)), DesignSpec(term.lhs, ("(Intercept)",), plain=())
+    elif shared is not None:
+        X, spec = shared, DesignSpec(term.lhs, _plain_names(plain), plain=tuple(plain[1]))
+    else:
+        X, spec = design_matrix(term.lhs, data, formula, what)
     if X.shape[1] == 0:
         raise ModelSpecError(f"{what} has no columns")
     check_values(X, spec.names, data.index, f"the column {{}} of the {what}")
     codes, labels = grouping_codes(data, term.group)
     return ReTerm(term.group_name, spec.names, tuple(labels), codes, X, term.group, spec)
+
+
+def _plain_names(plain: tuple[bool, list[str]]) -> tuple[str, ...]:
+    """The column names of a plain-columns design (design.plain_columns), as R's."""
+    intercept, names = plain
+    return ("(Intercept)",) * intercept + tuple(names)
+
+
+def shared_columns(plain, fixed) -> np.ndarray | None:
+    """The plain-columns design ``plain`` as a read-only view of the fixed-effects buffer
+    [X y] when its columns are X's columns in the same order, side by side (the
+    ``(1 + x | g)`` of ``y ~ x + ...``); else None. The buffer's last column (the
+    response's slot, rewritten by crossprod.response_matrix) is never shared."""
+    if plain is None or fixed is None:
+        return None
+    XB, xnames = fixed
+    names = _plain_names(plain)
+    if not names or names[0] not in xnames:
+        return None
+    first = xnames.index(names[0])
+    if tuple(xnames[first:first + len(names)]) != names:
+        return None
+    view = XB[:, first:first + len(names)]
+    view.flags.writeable = False
+    return view
 
 
 def new_level_codes(term: ReTerm, data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

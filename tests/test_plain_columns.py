@@ -52,3 +52,26 @@ def test_extra_columns_are_left_for_the_caller():
 def test_a_duplicated_column_name_is_left_to_the_usual_checks():
     data = pd.DataFrame(np.ones((4, 2)), columns=["x", "x"])
     assert plain_columns("1 + x", data) is None
+
+
+def test_random_term_shares_the_fixed_columns():
+    """(1 + x1 | g) of y ~ x1 + x2 holds no copy of [1, x1]: a read-only view of the
+    fixed-effects buffer; a term whose columns are not side by side in X gets its own."""
+    from glmm_sparse.formula import parse_formula
+    from glmm_sparse.frame import build_frame
+
+    rng = np.random.default_rng(0)
+    n = 200
+    data = pd.DataFrame({"x1": rng.standard_normal(n), "x2": rng.standard_normal(n),
+                         "g": rng.integers(0, 10, n)})
+    data["y"] = data.x1 + rng.standard_normal(n)
+    for formula, shared in (("y ~ x1 + x2 + (1 + x1 | g)", True),
+                            ("y ~ x1 + x2 + (1 + x2 | g)", False),
+                            ("y ~ x1 + x2 + (0 + x2 | g)", True)):
+        frame = build_frame(parse_formula(formula), formula, data)
+        X = frame.terms[0].X
+        assert np.shares_memory(X, frame.XB) == shared
+        assert not shared or not X.flags.writeable
+        names = frame.terms[0].cnames
+        expected = np.column_stack([np.ones(n) if c == "(Intercept)" else data[c] for c in names])
+        assert np.array_equal(X, expected)

@@ -4,59 +4,86 @@
 Z is never formed: a term is its level code per row and its k covariate values per row.
 Each kernel adds into a caller-allocated buffer, so row chunks can be accumulated one
 after another (or on different workers) and the sums added.
+
+Level codes (and block numbers) are int32 or int64 (``index_t``): int32 halves what
+they hold at 10^7 rows, int64 is what the streamed and out-of-core paths write. A term's
+covariates ``Xt`` may be None, meaning one column of ones: an intercept-only term
+``(1 | g)`` carries no n x 1 column of ones (80 MB at 10^7 rows). ``Xt`` may be strided
+(columns of the fixed-effects buffer [X y] that a term shares, terms.shared_columns).
 """
 import numpy as np
 cimport numpy as cnp
+from libc.stdlib cimport qsort
 
 cnp.import_array()
 
+ctypedef fused index_t:
+    cnp.int32_t
+    cnp.int64_t
 
-def add_term_diag(const cnp.int64_t[::1] codes, const double[:, ::1] Xt,
+INT32_MAX = 2**31 - 1
+
+
+def add_term_diag(const index_t[::1] codes, const double[:, :] Xt,
                   const double[::1] w, double[:, :, ::1] out):
-    """out[g] += sum_{i: codes[i] = g} w_i x_i x_i'  (diagonal blocks of Z'WZ for a term)."""
-    cdef Py_ssize_t n = codes.shape[0], k = Xt.shape[1], i, r, c
-    cdef cnp.int64_t g
+    """out[g] += sum_{i: codes[i] = g} w_i x_i x_i'  (diagonal blocks of Z'WZ for a term;
+    Xt None: x_i = 1)."""
+    cdef Py_ssize_t n = codes.shape[0], k = _ncols(Xt), i, r, c
+    cdef bint ones = Xt is None
+    cdef Py_ssize_t g
     cdef double wr
-    _check_rows(n, Xt.shape[0], w.shape[0])
+    _check_rows(n, Xt, w.shape[0])
     _require(out.shape[1] == k and out.shape[2] == k, "out must be (nlev, k, k)")
     _check_codes(codes, out.shape[0])
     with nogil:
-        for i in range(n):
-            g = codes[i]
-            for r in range(k):
-                wr = w[i] * Xt[i, r]
-                for c in range(k):
-                    out[g, r, c] += wr * Xt[i, c]
+        if ones:
+            for i in range(n):
+                out[codes[i], 0, 0] += w[i]
+        else:
+            for i in range(n):
+                g = codes[i]
+                for r in range(k):
+                    wr = w[i] * Xt[i, r]
+                    for c in range(k):
+                        out[g, r, c] += wr * Xt[i, c]
     return None
 
 
-def add_pair_blocks(const cnp.int64_t[::1] block, const double[:, ::1] Xt,
-                    const double[:, ::1] Xs, const double[::1] w, double[:, :, ::1] out):
-    """out[b] += sum_{i: block[i] = b} w_i xt_i xs_i'  (off-diagonal blocks of Z'WZ)."""
-    cdef Py_ssize_t n = block.shape[0], kt = Xt.shape[1], ks = Xs.shape[1], i, r, c
-    cdef cnp.int64_t b
+def add_pair_blocks(const index_t[::1] block, const double[:, :] Xt,
+                    const double[:, :] Xs, const double[::1] w, double[:, :, ::1] out):
+    """out[b] += sum_{i: block[i] = b} w_i xt_i xs_i'  (off-diagonal blocks of Z'WZ;
+    Xt or Xs None: ones)."""
+    cdef Py_ssize_t n = block.shape[0], kt = _ncols(Xt), ks = _ncols(Xs), i, r, c
+    cdef bint t_ones = Xt is None, s_ones = Xs is None
+    cdef Py_ssize_t b
     cdef double wr
-    _check_rows(n, Xt.shape[0], w.shape[0])
-    _require(Xs.shape[0] == n, "Xs must have one row per row of block")
+    _check_rows(n, Xt, w.shape[0])
+    _check_rows(n, Xs, n)
     _require(out.shape[1] == kt and out.shape[2] == ks, "out must be (nblocks, k_t, k_s)")
     _check_codes(block, out.shape[0])
     with nogil:
-        for i in range(n):
-            b = block[i]
-            for r in range(kt):
-                wr = w[i] * Xt[i, r]
-                for c in range(ks):
-                    out[b, r, c] += wr * Xs[i, c]
+        if t_ones and s_ones:
+            for i in range(n):
+                out[block[i], 0, 0] += w[i]
+        else:
+            for i in range(n):
+                b = block[i]
+                for r in range(kt):
+                    wr = w[i] if t_ones else w[i] * Xt[i, r]
+                    for c in range(ks):
+                        out[b, r, c] += wr if s_ones else wr * Xs[i, c]
     return None
 
 
-def add_term_cross(const cnp.int64_t[::1] codes, const double[:, ::1] Xt,
+def add_term_cross(const index_t[::1] codes, const double[:, :] Xt,
                    const double[:, ::1] B, const double[::1] w, double[:, ::1] out):
-    """out[g k + r, :] += sum_{i: codes[i] = g} w_i Xt[i, r] B[i, :]  (rows of Z'W[X y])."""
-    cdef Py_ssize_t n = codes.shape[0], k = Xt.shape[1], m = B.shape[1], i, r, c
-    cdef cnp.int64_t row
+    """out[g k + r, :] += sum_{i: codes[i] = g} w_i Xt[i, r] B[i, :]  (rows of Z'W[X y];
+    Xt None: Xt[i, 0] = 1)."""
+    cdef Py_ssize_t n = codes.shape[0], k = _ncols(Xt), m = B.shape[1], i, r, c
+    cdef bint ones = Xt is None
+    cdef Py_ssize_t row
     cdef double wr
-    _check_rows(n, Xt.shape[0], w.shape[0])
+    _check_rows(n, Xt, w.shape[0])
     _require(B.shape[0] == n and out.shape[1] == m and out.shape[0] % max(k, 1) == 0,
              "B must have n rows and out (nlev * k, B.shape[1])")
     _check_codes(codes, out.shape[0] // max(k, 1))
@@ -64,7 +91,7 @@ def add_term_cross(const cnp.int64_t[::1] codes, const double[:, ::1] Xt,
         for i in range(n):
             row = codes[i] * k
             for r in range(k):
-                wr = w[i] * Xt[i, r]
+                wr = w[i] if ones else w[i] * Xt[i, r]
                 for c in range(m):
                     out[row + r, c] += wr * B[i, c]
     return None
@@ -93,31 +120,123 @@ cdef _require(bint ok, str message):
         raise ValueError(message)
 
 
-cdef _check_rows(Py_ssize_t n, Py_ssize_t nx, Py_ssize_t nw):
-    _require(nx == n and nw == n, "codes, covariates and weights must have the same rows")
+cdef Py_ssize_t _ncols(const double[:, :] Xt):
+    """A term's columns: Xt's, or the one column of ones that None stands for."""
+    return 1 if Xt is None else Xt.shape[1]
 
 
-cdef _check_codes(const cnp.int64_t[::1] codes, Py_ssize_t nlev):
+cdef _check_rows(Py_ssize_t n, const double[:, :] Xt, Py_ssize_t nw):
+    _require((Xt is None or Xt.shape[0] == n) and nw == n,
+             "codes, covariates and weights must have the same rows")
+
+
+cdef _check_codes(const index_t[::1] codes, Py_ssize_t nlev):
     """Level codes index the output: every one must lie in [0, nlev) (kernels skip bounds checks)."""
     if codes.shape[0]:
         arr = np.asarray(codes)
         _require(arr.min() >= 0 and arr.max() < nlev, f"codes must lie in [0, {nlev})")
 
 
-def add_term_times(const cnp.int64_t[::1] codes, const double[:, ::1] Xt,
+def add_term_times(const index_t[::1] codes, const double[:, :] Xt,
                    const double[:, ::1] b, double[::1] out):
-    """out[i] += sum_r Xt[i, r] b[codes[i], r]  (Z_t b for one term, Z implicit)."""
-    cdef Py_ssize_t n = codes.shape[0], k = Xt.shape[1], i, r
+    """out[i] += sum_r Xt[i, r] b[codes[i], r]  (Z_t b for one term, Z implicit; Xt None:
+    out[i] += b[codes[i], 0])."""
+    cdef Py_ssize_t n = codes.shape[0], k = _ncols(Xt), i, r
+    cdef bint ones = Xt is None
     cdef double s
-    cdef cnp.int64_t g
-    _require(Xt.shape[0] == n and out.shape[0] == n and b.shape[1] == k,
+    cdef Py_ssize_t g
+    _require((ones or Xt.shape[0] == n) and out.shape[0] == n and b.shape[1] == k,
              "codes, Xt and out must have n rows and b k columns")
     _check_codes(codes, b.shape[0])
     with nogil:
-        for i in range(n):
-            g = codes[i]
-            s = 0.0
-            for r in range(k):
-                s += Xt[i, r] * b[g, r]
-            out[i] += s
+        if ones:
+            for i in range(n):
+                out[i] += b[codes[i], 0]
+        else:
+            for i in range(n):
+                g = codes[i]
+                s = 0.0
+                for r in range(k):
+                    s += Xt[i, r] * b[g, r]
+                out[i] += s
     return None
+
+
+cdef int _compare_int32(const void *a, const void *b) noexcept nogil:
+    cdef cnp.int32_t x = (<const cnp.int32_t *>a)[0], y = (<const cnp.int32_t *>b)[0]
+    return (x > y) - (x < y)
+
+
+def pair_index(const index_t[::1] codes_t, const index_t[::1] codes_s,
+               Py_ssize_t nlev_t, Py_ssize_t nlev_s):
+    """The (level of t, level of s) pairs that share a row, sorted, and each row's pair.
+
+    Returns ``(block, lev_t, lev_s)``, all int32: row i is in block ``block[i]``, whose
+    levels are ``lev_t[block[i]] == codes_t[i]`` and ``lev_s[block[i]] == codes_s[i]``;
+    blocks are ordered by lev_t, then lev_s (what sorting the keys
+    ``codes_t * nlev_s + codes_s`` gives). Without sorting n keys: the rows are bucketed
+    by their level of t (a counting sort, one int32 per row), and each level's few
+    distinct partners are found with a marker array and sorted on their own. Levels,
+    rows and blocks must fit in int32 (the caller checks).
+    """
+    cdef Py_ssize_t n = codes_t.shape[0], i, j, t, s, nb, first
+    _require(codes_s.shape[0] == n, "codes_t and codes_s must have the same rows")
+    _require(max(n, nlev_t, nlev_s) <= INT32_MAX, "pair_index needs int32 sizes")
+    _check_codes(codes_t, nlev_t)
+    _check_codes(codes_s, nlev_s)
+    start = np.zeros(nlev_t + 1, dtype=np.intp)
+    rows = np.empty(n, dtype=np.int32)
+    mark = np.full(nlev_s, -1, dtype=np.intp)
+    cdef Py_ssize_t[::1] start_v = start, mark_v = mark
+    cdef cnp.int32_t[::1] rows_v = rows
+    with nogil:
+        _bucket_rows(codes_t, start_v, rows_v)
+        nb = 0
+        for t in range(nlev_t):  # distinct partners of each level of t
+            for j in range(start_v[t], start_v[t + 1]):
+                s = codes_s[rows_v[j]]
+                if mark_v[s] != t:
+                    mark_v[s] = t
+                    nb += 1
+    _require(nb <= INT32_MAX, "pair_index needs int32 sizes")
+    block = np.empty(n, dtype=np.int32)
+    lev_t = np.empty(nb, dtype=np.int32)
+    lev_s = np.empty(nb, dtype=np.int32)
+    mark[:] = -1
+    cdef cnp.int32_t[::1] block_v = block, lev_t_v = lev_t, lev_s_v = lev_s
+    with nogil:
+        nb = 0
+        for t in range(nlev_t):
+            first = nb
+            for j in range(start_v[t], start_v[t + 1]):
+                s = codes_s[rows_v[j]]
+                if mark_v[s] != t:
+                    mark_v[s] = t
+                    lev_s_v[nb] = <cnp.int32_t>s
+                    lev_t_v[nb] = <cnp.int32_t>t
+                    nb += 1
+            if nb - first > 1:
+                qsort(&lev_s_v[first], nb - first, sizeof(cnp.int32_t), _compare_int32)
+            for j in range(first, nb):  # mark now holds the block of each partner
+                mark_v[lev_s_v[j]] = nlev_t + j
+            for j in range(start_v[t], start_v[t + 1]):
+                i = rows_v[j]
+                block_v[i] = <cnp.int32_t>(mark_v[codes_s[i]] - nlev_t)
+    return block, lev_t, lev_s
+
+
+cdef void _bucket_rows(const index_t[::1] codes, Py_ssize_t[::1] start,
+                       cnp.int32_t[::1] rows) noexcept nogil:
+    """rows[start[g]:start[g + 1]] = the rows of level g, in order (a counting sort)."""
+    cdef Py_ssize_t n = codes.shape[0], nlev = start.shape[0] - 1, i, g
+    for i in range(n):
+        start[codes[i] + 1] += 1
+    for g in range(nlev):
+        start[g + 1] += start[g]
+    for i in range(n):  # start[g] walks to the end of level g's bucket ...
+        g = codes[i]
+        rows[start[g]] = <cnp.int32_t>i
+        start[g] += 1
+    for g in range(nlev, 0, -1):  # ... and is moved back to its beginning
+        start[g] = start[g - 1]
+    start[0] = 0

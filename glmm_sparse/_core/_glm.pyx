@@ -16,6 +16,10 @@ cimport numpy as cnp
 
 cnp.import_array()
 
+ctypedef fused index_t:  # group codes: int32 (terms.code_dtype) or int64
+    cnp.int32_t
+    cnp.int64_t
+
 
 cdef struct _Sum:
     double s  # running sum
@@ -129,7 +133,7 @@ def deviance(int family, int link, const double[::1] y, const double[::1] prior_
 
 
 def deviance_by_group(int family, int link, const double[::1] y, const double[::1] prior_w,
-                      const double[::1] eta, const cnp.int64_t[::1] codes, double[::1] out):
+                      const double[::1] eta, const index_t[::1] codes, double[::1] out):
     """out[codes[i]] += d_i(y_i, g^-1(eta_i)) (per-group deviance for adaptive Gauss-Hermite).
 
     Adds into out, so the caller zeroes it (or accumulates row chunks into it).
@@ -333,7 +337,7 @@ cdef _check_rows(Py_ssize_t n, const double[::1] y, const double[::1] prior_w):
              "the same length")
 
 
-cdef _check_groups(const cnp.int64_t[::1] codes, Py_ssize_t ngroups):
+cdef _check_groups(const index_t[::1] codes, Py_ssize_t ngroups):
     """Group codes index out: every one must lie in [0, ngroups)."""
     cdef Py_ssize_t i, n = codes.shape[0]
     cdef cnp.int64_t lo = 0, hi = -1

@@ -11,8 +11,10 @@ from glmm_sparse._core._crossprod import (
     add_pair_blocks,
     add_term_cross,
     add_term_diag,
+    add_term_times,
     add_weighted_gram,
 )
+from glmm_sparse._core._crossprod import pair_index as compiled_pair_index
 
 SHAPES = [(1, 1, 1), (40, 3, 1), (200, 7, 2), (500, 25, 3), (300, 10, 4)]   # (n, nlev, k)
 TOL = 1e-12
@@ -179,3 +181,77 @@ def test_codes_outside_the_output_are_rejected():
     X = np.ones((2, 1))
     with pytest.raises(ValueError, match=r"codes must lie in \[0, 2\)"):
         add_term_diag(codes, X, np.ones(2), np.zeros((2, 1, 1)))
+
+
+def ones_kernels(codes, codes_s, block, nlev, nlev_s, nb, X, Xs, B, w):
+    """Every kernel's output for one problem (X or Xs None: a column of ones)."""
+    kt, ks = (1 if a is None else a.shape[1] for a in (X, Xs))
+    outs = {"diag": np.zeros((nlev, kt, kt)), "pair": np.zeros((nb, kt, ks)),
+            "cross": np.zeros((nlev * kt, B.shape[1])), "times": np.zeros(len(codes))}
+    add_term_diag(codes, X, w, outs["diag"])
+    add_pair_blocks(block, X, Xs, w, outs["pair"])
+    add_term_cross(codes, X, B, w, outs["cross"])
+    add_term_times(codes, X, B[:nlev, :kt].copy(), outs["times"])
+    return outs
+
+
+@pytest.mark.parametrize("code_dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_none_is_a_column_of_ones_and_int32_codes_equal_int64(seed, code_dtype):
+    """Xt None (an intercept-only term) gives what an explicit column of ones gives, bit
+    for bit, and int32 codes what int64 codes give."""
+    rng = np.random.default_rng(seed)
+    n, nlev, nlev_s = 300, 40, 7
+    codes, codes_s = rng.integers(0, nlev, n), rng.integers(0, nlev_s, n)
+    block, pairs = pair_index(codes, codes_s, nlev_s)
+    B, w = rng.standard_normal((n, 3)), weights(rng, n)
+    ones = np.ones((n, 1))
+    Xs = np.ascontiguousarray(rng.standard_normal((n, 2)))
+    for X, Y in ((None, None), (None, Xs), (ones, None)):
+        explicit = ones_kernels(codes, codes_s, block, nlev, nlev_s, len(pairs),
+                                ones if X is None else X, ones if Y is None else Y, B, w)
+        implicit = ones_kernels(codes.astype(code_dtype), codes_s.astype(code_dtype),
+                                block.astype(code_dtype), nlev, nlev_s, len(pairs), X, Y, B, w)
+        for name in explicit:
+            assert np.array_equal(implicit[name], explicit[name]), name
+
+
+@pytest.mark.parametrize("code_dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("n, nlev_t, nlev_s", [(1, 1, 1), (50, 3, 200), (400, 60, 9),
+                                               (2000, 500, 40), (300, 1000, 1000)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pair_index_equals_sorting_the_keys(n, nlev_t, nlev_s, seed, code_dtype):
+    """The compiled pair index (no sort of n keys) against np.unique of the pair keys,
+    with levels that have no rows on either side."""
+    rng = np.random.default_rng(seed)
+    codes_t = rng.integers(0, nlev_t, n).astype(code_dtype)
+    codes_s = rng.integers(0, nlev_s, n).astype(code_dtype)
+    block, lev_t, lev_s = compiled_pair_index(codes_t, codes_s, nlev_t, nlev_s)
+    expected_block, pairs = pair_index(codes_t.astype(np.int64), codes_s.astype(np.int64), nlev_s)
+    assert block.dtype == lev_t.dtype == lev_s.dtype == np.int32
+    assert np.array_equal(block, expected_block)
+    assert np.array_equal(np.column_stack([lev_t, lev_s]), pairs)
+
+
+def test_pair_index_rejects_codes_outside_the_levels():
+    codes = np.array([0, 2], dtype=np.int32)
+    with pytest.raises(ValueError, match=r"codes must lie in \[0, 2\)"):
+        compiled_pair_index(codes, np.zeros(2, dtype=np.int32), 2, 1)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_strided_columns_equal_contiguous_ones(seed):
+    """A term's columns as a strided view of a wider buffer (the fixed-effects [X y] it
+    shares, terms.shared_columns) give what a contiguous copy gives, bit for bit."""
+    rng = np.random.default_rng(seed)
+    n, nlev, nlev_s = 300, 20, 6
+    buffer = rng.standard_normal((n, 6))
+    view, Xs = buffer[:, 1:3], buffer[:, 4:5]
+    codes, codes_s = rng.integers(0, nlev, n), rng.integers(0, nlev_s, n)
+    block, pairs = pair_index(codes, codes_s, nlev_s)
+    B, w = rng.standard_normal((n, 3)), weights(rng, n)
+    strided = ones_kernels(codes, codes_s, block, nlev, nlev_s, len(pairs), view, Xs, B, w)
+    copied = ones_kernels(codes, codes_s, block, nlev, nlev_s, len(pairs),
+                          np.ascontiguousarray(view), np.ascontiguousarray(Xs), B, w)
+    for name in copied:
+        assert np.array_equal(strided[name], copied[name]), name

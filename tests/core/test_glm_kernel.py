@@ -320,5 +320,14 @@ def test_wrong_dtype_raises():
     y, w, eta, mu, wo, res = buffers()
     with pytest.raises(ValueError):
         working(0, 0, y.astype(np.float32), w, eta, mu, wo, res)
-    with pytest.raises(ValueError):
-        deviance_by_group(0, 0, y, w, eta, np.zeros(N, dtype=np.int32), np.zeros(1))
+    with pytest.raises(TypeError, match="No matching signature"):  # codes: int32 or int64
+        deviance_by_group(0, 0, y, w, eta, np.zeros(N, dtype=np.int16), np.zeros(1))
+
+
+def test_int32_codes_equal_int64_codes():
+    y, w, eta, mu, wo, res = buffers()
+    groups = np.arange(N) % 4
+    out32, out64 = np.zeros(4), np.zeros(4)
+    deviance_by_group(0, 0, y, w, eta, groups.astype(np.int32), out32)
+    deviance_by_group(0, 0, y, w, eta, groups.astype(np.int64), out64)
+    assert np.array_equal(out32, out64)
