@@ -9,7 +9,7 @@ CHOLMOD_H := $(firstword $(wildcard /usr/include/suitesparse/cholmod.h /usr/loca
 SOURCES := pyproject.toml setup.py $(wildcard src/*.h glmm_sparse/_core/*.pyx)
 STAMP := $(VENV)/.installed
 
-.PHONY: all setup sysdeps test demo bench bench-peers clean
+.PHONY: all setup sysdeps test demo bench bench-peers bench-scale clean
 
 all: test
 
@@ -62,6 +62,14 @@ bench-peers: setup
 	fi
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/peers/harness.py $(PEERS)
+
+# 10^8 rows from Parquet, streamed: peak memory and time per pass against pyarrow's read
+# (docs/benchmarks.md). Writes the data once under SCALE_DIR (about 2 GiB per case; kept
+# for reruns). SCALE_ARGS="--rows 10000000" for a first look, "--fit-time-limit 3600" to
+# stop a fit that runs longer (the crossed case at 10^8 rows takes hours on 2 cores).
+SCALE_DIR ?= /tmp/glmm_scale
+bench-scale: setup
+	$(PY) benchmarks/scale_1e8.py --data-dir $(SCALE_DIR) $(SCALE_ARGS)
 
 clean:
 	rm -rf build $(VENV) glmm_sparse/_core/*.c glmm_sparse/_core/*.so
