@@ -382,6 +382,9 @@ def traced_peaks(path: str, batch_rows: int, monkeypatch) -> dict:
         peaks["passes"] = tracemalloc.get_traced_memory()[1]
         return fit_spilled(*args, **kwargs)
 
+    for streaming in (False, True):  # warm: first-use imports and caches are not the fit's
+        gs.glmer("y ~ x + (1 | g)", path, family="binomial", streaming=streaming,
+                 batch_rows=batch_rows, progress=False)
     monkeypatch.setattr(outofcore, "fit_spilled", mark)
     for name, streaming in (("memory", False), ("outofcore", True)):
         tracemalloc.start()
@@ -400,9 +403,11 @@ def check_peaks(peaks: dict, n: int, batch_rows: int) -> None:
     mapped inputs the fit holds the family's starting eta, two workers' chunk buffers and
     stage 1's every-k-th-row copy. Out of core, at peak: 10.05 float64 vectors per row at
     5 x 10^4 rows (one chunk is all rows there), 3.77 at 10^6 (it was 17.6 when PIRLS held
-    its working vectors whole); 0.55 and 0.23 of the in-memory peak (was 0.72)."""
+    its working vectors whole). Against the in-memory peak, both paths warmed first (a
+    cold in-memory fit's peak holds first-use allocations, which made the ratio look like
+    0.55): 0.654 at 5 x 10^4 rows, whatever ran before in the process."""
     assert peaks["passes"] < 60 * 8 * batch_rows + 2 * 2**20  # measured ~ 44 x 8 x batch
-    assert peaks["outofcore"] < 0.65 * peaks["memory"]
+    assert peaks["outofcore"] < 0.7 * peaks["memory"]
     assert peaks["outofcore"] < 12 * 8 * n + 2**20
 
 
