@@ -1,0 +1,42 @@
+"""The merge of keyed level-pair blocks (partials._merge_blocks) against a dense oracle."""
+import numpy as np
+import pytest
+
+from glmm_sparse.partials import BlockRuns, _merge_blocks
+
+
+def oracle(a, b):
+    """The same sum through np.union1d and searchsorted (the former implementation)."""
+    keys = np.union1d(a[0], b[0])
+    A = np.zeros((len(keys), *a[1].shape[1:]))
+    A[np.searchsorted(keys, a[0])] += a[1]
+    A[np.searchsorted(keys, b[0])] += b[1]
+    return keys, A
+
+
+@pytest.mark.parametrize("na, nb, span", [(0, 0, 5), (0, 4, 9), (5, 0, 9), (1, 1, 1),
+                                          (50, 30, 60), (500, 700, 100_000), (40, 40, 40)])
+def test_merge_equals_the_oracle(na, nb, span):
+    rng = np.random.default_rng(na * 1000 + nb)
+    ka = np.unique(rng.integers(0, span, na)).astype(np.int64)
+    kb = np.unique(rng.integers(0, span, nb)).astype(np.int64)
+    a = (ka, rng.random((len(ka), 2, 3)))
+    b = (kb, rng.random((len(kb), 2, 3)))
+    keys, A = _merge_blocks(a, b)
+    want_keys, want_A = oracle(a, b)
+    np.testing.assert_array_equal(keys, want_keys)
+    np.testing.assert_array_equal(A, want_A)  # the same additions in the same order
+
+
+def test_block_runs_sum_batches_in_any_grouping():
+    rng = np.random.default_rng(3)
+    runs, dense = BlockRuns((1, 1)), np.zeros(200)
+    for _ in range(13):
+        keys = np.unique(rng.integers(0, 200, 40)).astype(np.int64)
+        values = rng.random((len(keys), 1, 1))
+        runs.add(keys, values)
+        dense[keys] += values[:, 0, 0]
+    keys, A = runs.result()
+    assert np.all(np.diff(keys) > 0)
+    np.testing.assert_allclose(A[:, 0, 0], dense[keys], rtol=1e-14)
+    assert set(np.flatnonzero(dense)) == set(keys)
