@@ -251,6 +251,7 @@ def build_frame(parsed: ParsedFormula, formula: str, data: pd.DataFrame, *, weig
     w = prior_weights(weights, sub, n)
     if trials is not None:
         w = trials if w is None else w * trials
+    y, w, off = (_owned(a) for a in (y, w, off))
     return ModelFrame(y, X, tuple(xnames), w, off, tuple(terms),
                       sub.index, int((~kept).sum()), tuple(dropped), XB, R, fixed_spec,
                       offset if isinstance(offset, str) else None,
@@ -272,6 +273,13 @@ def _drop_aliased(XB: np.ndarray, r: np.ndarray, xnames: list[str]):
     keep = [j for j in range(XB.shape[1] - 1) if j not in dropped] + [XB.shape[1] - 1]
     XB = np.ascontiguousarray(XB[:, keep])
     return XB, tsqr_r(XB), [xnames[j] for j in keep[:-1]], names
+
+
+def _owned(values: np.ndarray | None) -> np.ndarray | None:
+    """A per-row vector the frame owns: a view of the caller's data (a column read without
+    copying) is copied, so that changing the DataFrame after the fit cannot change what
+    refits, tests and simulations read from the result's frame."""
+    return values if values is None or values.base is None else values.copy()
 
 
 def _rows(values, kept: np.ndarray):

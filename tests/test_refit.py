@@ -170,3 +170,18 @@ def test_methods_that_need_the_model_say_so_for_a_result_without_one(fit, call):
     bare = dataclasses.replace(fit, model=None)
     with pytest.raises(gs.ModelSpecError, match="needs the model behind the result"):
         call(bare)
+
+
+def test_changing_the_data_after_the_fit_changes_nothing_in_the_result(sleep):
+    data = sleep.copy().assign(w=np.linspace(0.5, 2.0, len(sleep)), off=0.1 * sleep["Days"])
+    m = gs.lmer(SLEEP, data, reml=False, weights="w", offset="off")
+    frame = m.model.frame
+    before = [frame.y.copy(), frame.weights.copy(), frame.offset.copy()]
+    # in place, as .loc writes (pandas then writes into the column's own buffer)
+    data.loc[:, "Reaction"] = 2.0 * data["Reaction"]
+    data.loc[0, "w"] = 7.0
+    data.loc[0, "off"] = -5.0
+    for kept, now in zip(before, [frame.y, frame.weights, frame.offset]):
+        np.testing.assert_array_equal(now, kept)
+    assert refit_ml(gs.lmer(SLEEP, sleep, weights=np.ones(len(sleep)))).loglik == pytest.approx(
+        gs.lmer(SLEEP, sleep, reml=False).loglik, rel=1e-9)
