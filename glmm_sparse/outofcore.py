@@ -62,7 +62,7 @@ from .crossprod import CrossprodPlan
 from .errors import DataError, SpillSpaceError
 from .frame import NOTHING_LEFT, ModelFrame, aliased_columns, warn_rank_deficient
 from .glmm import GlmmObjective, fit_glmm
-from .partials import qr_update
+from .partials import qr_update, union_of_sorted
 from .pirls import GlmmData
 from .responses import binomial_response, column_name, numeric_response
 from .results_glmm import GlmerResult, build_glmer_result
@@ -294,7 +294,7 @@ class Spiller(BatchEncoder):
         runs.append(keys)
         while len(runs) > 1 and len(runs[-2]) <= len(runs[-1]):
             b, a = runs.pop(), runs.pop()
-            runs.append(np.union1d(a, b))
+            runs.append(union_of_sorted(a, b)[0])
 
     # -- after the pass ------------------------------------------------------------------
     def finish(self, stacklevel: int) -> tuple[GlmmData, tuple[str, ...], list[str]]:

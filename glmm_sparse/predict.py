@@ -20,7 +20,7 @@ from ._core import _crossprod
 from .context import require_model
 from .errors import DataError, ModelSpecError
 from .frame import total_offset
-from .terms import ReTerm, new_level_codes, term_offsets
+from .terms import ReTerm, is_ones_column, new_level_codes, term_offsets
 
 # R's re.form = NA (population level, X beta only), however it is spelled here
 POPULATION = frozenset({"population", "NA", "~0", "~ 0", "~-1", "~ -1"})
@@ -357,8 +357,10 @@ def _linear_predictor(result, rows: Rows) -> np.ndarray:
         t = terms[i]
         vals = np.ascontiguousarray(result.b[offs[i]:offs[i + 1]].reshape(t.nlev, t.k))
         codes, Zt = part.known()
-        # eta += sum_j Z_t[:, j] * b_t[codes, j]
-        _crossprod.add_term_times(codes, np.ascontiguousarray(Zt, dtype=np.float64), vals, eta)
+        # eta += sum_j Z_t[:, j] * b_t[codes, j]; the kernel takes (1 | g)'s ones as None and
+        # strided columns as they are, so neither is copied into n floats
+        z = None if is_ones_column(Zt) else np.asarray(Zt, dtype=np.float64)
+        _crossprod.add_term_times(codes, z, vals, eta)
     return eta
 
 

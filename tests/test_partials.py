@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from glmm_sparse.partials import BlockRuns, _merge_blocks
+from glmm_sparse.partials import BlockRuns, _merge_blocks, union_of_sorted
 
 
 def oracle(a, b):
@@ -40,3 +40,11 @@ def test_block_runs_sum_batches_in_any_grouping():
     assert np.all(np.diff(keys) > 0)
     np.testing.assert_allclose(A[:, 0, 0], dense[keys], rtol=1e-14)
     assert set(np.flatnonzero(dense)) == set(keys)
+
+
+def test_union_of_sorted_says_where_each_key_lands():
+    ka = np.array([1, 4, 9], dtype=np.int64)
+    kb = np.array([0, 4, 5, 9, 12], dtype=np.int64)
+    keys, where = union_of_sorted(ka, kb)
+    np.testing.assert_array_equal(keys, [0, 1, 4, 5, 9, 12])
+    np.testing.assert_array_equal(keys[where], np.concatenate([ka, kb]))
