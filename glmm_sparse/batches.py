@@ -410,17 +410,17 @@ def column_values(col) -> np.ndarray:
     return col.to_numpy(zero_copy_only=False)
 
 
-class DistinctValues:
-    """The distinct values seen so far, in memory bounded by their number: each batch's
-    distinct values wait in a list that is merged (hashing) when it outgrows the merged set."""
+class _Distinct:
+    """Distinct items seen so far, in memory bounded by their number: each batch's distinct
+    items wait in a list that is merged into the set (hashing) when it outgrows it.
+    Subclasses say how a batch's items are made distinct and how parts are combined."""
 
-    def __init__(self):
-        self.merged = np.empty(0, dtype=object)
-        self.pending: list[np.ndarray] = []
+    def __init__(self, empty):
+        self.merged = empty
+        self.pending: list = []
         self.pending_size = 0
 
-    def add(self, values: np.ndarray) -> None:
-        new = pd.unique(values)
+    def _add_distinct(self, new) -> None:
         self.pending.append(new)
         self.pending_size += len(new)
         if self.pending_size > max(2 * len(self.merged), BATCH_ROWS):
@@ -428,8 +428,24 @@ class DistinctValues:
 
     def _merge(self) -> None:
         if self.pending:
-            self.merged = pd.unique(np.concatenate([self.merged, *self.pending]))
+            self.merged = self._combine([self.merged, *self.pending])
             self.pending, self.pending_size = [], 0
+
+    def _combine(self, parts: list):
+        raise NotImplementedError
+
+
+class DistinctValues(_Distinct):
+    """The distinct values of one column, in order of first appearance."""
+
+    def __init__(self):
+        super().__init__(np.empty(0, dtype=object))
+
+    def add(self, values: np.ndarray) -> None:
+        self._add_distinct(pd.unique(values))
+
+    def _combine(self, parts: list) -> np.ndarray:
+        return pd.unique(np.concatenate(parts))
 
     def merge(self, other: DistinctValues) -> None:
         """Add the values another partition saw."""
@@ -448,28 +464,19 @@ class DistinctValues:
         return self.merged
 
 
-class DistinctRows:
+class DistinctRows(_Distinct):
     """The distinct combinations of several columns (a grouping interaction a:b)."""
 
     def __init__(self, names: tuple[str, ...]):
+        super().__init__(pd.DataFrame({n: [] for n in names}))
         self.names = names
-        self.merged = pd.DataFrame({n: [] for n in names})
-        self.pending: list[pd.DataFrame] = []
-        self.pending_size = 0
 
     def add(self, columns: list[np.ndarray]) -> None:
-        new = pd.DataFrame(dict(zip(self.names, columns))).drop_duplicates()
-        self.pending.append(new)
-        self.pending_size += len(new)
-        if self.pending_size > max(2 * len(self.merged), BATCH_ROWS):
-            self._merge()
+        self._add_distinct(pd.DataFrame(dict(zip(self.names, columns))).drop_duplicates())
 
-    def _merge(self) -> None:
-        if self.pending:
-            frames = [f for f in (self.merged, *self.pending) if len(f)]
-            self.merged = (pd.concat(frames, ignore_index=True).drop_duplicates()
-                           if frames else self.merged)
-            self.pending, self.pending_size = [], 0
+    def _combine(self, parts: list) -> pd.DataFrame:
+        frames = [f for f in parts if len(f)]
+        return pd.concat(frames, ignore_index=True).drop_duplicates() if frames else parts[0]
 
     def rows(self) -> pd.DataFrame:
         self._merge()
