@@ -97,6 +97,43 @@ def add_term_cross(const index_t[::1] codes, const double[:, :] Xt,
     return None
 
 
+def add_term_sums(const index_t[::1] codes, const double[:, :] Xt,
+                  const double[:, ::1] B, const double[::1] w, const double[::1] yc,
+                  double[:, ::1] out):
+    """Every per-level sum of one term in one pass over the rows (one visit of each
+    row's level instead of four), into the columns of ``out`` (nlev, k k + k m + 2):
+
+        out[g, r k + c]           += sum_{i: codes[i] = g} w_i Xt[i, r] Xt[i, c]  (add_term_diag)
+        out[g, k k + r m + c]     += sum_{i: codes[i] = g} w_i Xt[i, r] B[i, c]   (add_term_cross)
+        out[g, k k + k m]         += #{i: codes[i] = g}                           (rows per level)
+        out[g, k k + k m + 1]     += sum_{i: codes[i] = g} yc_i
+
+    with m = B.shape[1]; Xt None: x_i = 1. Each sum adds its rows in order, as the
+    separate kernels (and np.bincount) do.
+    """
+    cdef Py_ssize_t n = codes.shape[0], k = _ncols(Xt), m = B.shape[1], i, r, c
+    cdef Py_ssize_t kk = k * k, at_n = k * k + k * m
+    cdef bint ones = Xt is None
+    cdef Py_ssize_t g
+    cdef double wr
+    _check_rows(n, Xt, w.shape[0])
+    _require(B.shape[0] == n and yc.shape[0] == n, "B and yc must have n rows")
+    _require(out.shape[1] == at_n + 2, "out must be (nlev, k * k + k * B.shape[1] + 2)")
+    _check_codes(codes, out.shape[0])
+    with nogil:
+        for i in range(n):
+            g = codes[i]
+            for r in range(k):
+                wr = w[i] if ones else w[i] * Xt[i, r]
+                for c in range(k):
+                    out[g, r * k + c] += wr if ones else wr * Xt[i, c]
+                for c in range(m):
+                    out[g, kk + r * m + c] += wr * B[i, c]
+            out[g, at_n] += 1.0
+            out[g, at_n + 1] += yc[i]
+    return None
+
+
 def add_weighted_gram(const double[:, ::1] B, const double[::1] w, double[:, ::1] out):
     """out += B' W B (upper triangle and mirror), for the p + 1 columns of [X y]."""
     cdef Py_ssize_t n = B.shape[0], m = B.shape[1], i, r, c
