@@ -46,6 +46,8 @@ from .errors import DataError
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 BATCH_ROWS = 1 << 16  # rows per batch: memory is a few columns of this many rows
+DENSE_SPAN = 1 << 24  # integer levels kept as a presence table up to this span (16 MB) ...
+DENSE_RATIO = 8  # ... or this many times their number
 GLOB_CHARS = "*?["
 IGNORE_PREFIXES = ("_", ".")  # pyarrow.dataset's ignore_prefixes
 
@@ -423,7 +425,8 @@ class _Distinct:
     def _add_distinct(self, new) -> None:
         self.pending.append(new)
         self.pending_size += len(new)
-        if self.pending_size > max(2 * len(self.merged), BATCH_ROWS):
+        held = 0 if self.merged is None else len(self.merged)
+        if self.pending_size > max(2 * held, BATCH_ROWS):
             self._merge()
 
     def _merge(self) -> None:
@@ -436,32 +439,115 @@ class _Distinct:
 
 
 class DistinctValues(_Distinct):
-    """The distinct values of one column, in order of first appearance."""
+    """The distinct values of one column, in order of first appearance, in the column's
+    own dtype (int32 codes stay int32: hashing and sorting Python objects cost ten times
+    more). Integers of a span not much larger than their count are kept as a presence
+    table (``DenseSeen``): a batch costs one gather, and the sorted values are the table's
+    non-zero entries. Others are hashed (``pd.unique``) in merges of pending batches.
+    The sorted values are computed once and kept until a value is added."""
 
     def __init__(self):
-        super().__init__(np.empty(0, dtype=object))
+        super().__init__(None)
+        self.dense: DenseSeen | None = None
+        self.started = False
+        self._sorted = None
 
     def add(self, values: np.ndarray) -> None:
+        self._sorted = None
+        if not self.started:
+            self.started = True
+            self.dense = DenseSeen.of(values)
+        if self.dense is not None:
+            if self.dense.add(values):
+                return
+            self.merged, self.dense = self.dense.ordered(), None  # too sparse: hash from here
         self._add_distinct(pd.unique(values))
 
     def _combine(self, parts: list) -> np.ndarray:
-        return pd.unique(np.concatenate(parts))
+        parts = [p for p in parts if p is not None]
+        return pd.unique(np.concatenate(parts)) if len(parts) > 1 else parts[0]
 
     def merge(self, other: DistinctValues) -> None:
         """Add the values another partition saw."""
-        other._merge()
-        if len(other.merged):
-            self.add(other.merged)
+        values = other.ordered()
+        if len(values):
+            self.add(values)
 
     def sorted(self) -> np.ndarray:
         """The distinct values in pd.factorize(sort=True)'s order."""
-        self._merge()
-        return pd.Index(self.merged).sort_values().to_numpy()
+        if self._sorted is None:
+            if self.dense is not None:
+                self._sorted = self.dense.sorted()
+            else:
+                self._sorted = pd.Index(self.ordered()).sort_values().to_numpy()
+        return self._sorted
 
     def ordered(self) -> np.ndarray:
         """The distinct values in order of first appearance (pd.unique keeps it)."""
+        if self.dense is not None:
+            return self.dense.ordered()
         self._merge()
-        return self.merged
+        return np.empty(0, dtype=object) if self.merged is None else self.merged
+
+
+class DenseSeen:
+    """Distinct integers as a presence table over [lo, lo + len(seen)) and the new values
+    of each batch in order of first appearance; it gives up (``add`` returns False) when
+    the span of the values grows beyond ``DENSE_SPAN`` entries and ``DENSE_RATIO`` times
+    their number (unless ``bounded`` is False: indices into a dictionary held anyway)."""
+
+    def __init__(self, dtype, lo: int | None, *, bounded: bool = True):
+        self.dtype, self.lo, self.bounded = dtype, lo, bounded
+        self.seen = np.zeros(0, dtype=bool)
+        self.parts: list = []
+        self.count = 0
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> DenseSeen | None:
+        """A table for values of this integer dtype (None for other dtypes)."""
+        if values.dtype.kind not in "iu" or values.dtype.itemsize > 8:
+            return None
+        return cls(values.dtype, None)
+
+    def add(self, values: np.ndarray) -> bool:
+        if values.dtype.kind not in "iu":
+            return False
+        if not len(values):
+            return True
+        lo, hi = int(values.min()), int(values.max())
+        if not self._cover(lo, hi):
+            return False
+        at = values.astype(np.int64, copy=False) - self.lo
+        new = ~self.seen[at]
+        if new.any():
+            fresh = pd.unique(values[new])
+            self.seen[fresh.astype(np.int64) - self.lo] = True
+            self.parts.append(fresh.astype(self.dtype, copy=False))
+            self.count += len(fresh)
+        return True
+
+    def _cover(self, lo: int, hi: int) -> bool:
+        """Extend the table to [lo, hi]; False if it would be too sparse."""
+        if self.lo is None:
+            self.lo = lo
+        new_lo, new_hi = min(self.lo, lo), max(self.lo + len(self.seen) - 1, hi)
+        span = new_hi - new_lo + 1
+        too_sparse = self.bounded and span > max(DENSE_SPAN, DENSE_RATIO * (self.count + 1))
+        if too_sparse or new_lo < -(1 << 62) or new_hi >= (1 << 62):
+            return False
+        if new_lo < self.lo or span > len(self.seen):
+            grown = np.zeros(max(span, min(2 * len(self.seen), DENSE_SPAN)), dtype=bool)
+            grown[self.lo - new_lo:self.lo - new_lo + len(self.seen)] = self.seen
+            self.seen, self.lo = grown, new_lo
+        return True
+
+    def ordered(self) -> np.ndarray:
+        if len(self.parts) > 1:
+            self.parts = [np.concatenate(self.parts)]
+        return self.parts[0] if self.parts else np.zeros(0, dtype=self.dtype)
+
+    def sorted(self) -> np.ndarray:
+        return (np.flatnonzero(self.seen) + self.lo).astype(self.dtype)
 
 
 class DistinctRows(_Distinct):
@@ -496,31 +582,78 @@ class ColumnLevels:
     order of first appearance across batches, each dictionary batch contributing its
     whole dictionary (used or not) and each plain batch its values; otherwise it is read
     as values, whose levels are the sorted distinct values of complete rows.
+
+    Dictionary batches are read through their indices: a dictionary is decoded once and
+    kept while the next batches carry an equal one (pyarrow gives every batch of a row
+    group the whole dictionary); the entries used by complete rows are collected as
+    indices (``DenseSeen``, in order of first use) and decoded when the dictionary changes.
     """
 
     def __init__(self):
         self.dictionary_first: bool | None = None  # decided by the first batch
         self.appearance = DistinctValues()  # dictionaries and values, first appearance
-        self.used = DistinctValues()  # values of complete rows
+        self._used = DistinctValues()  # values of complete rows
+        self._dictionary = None  # the current dictionary batches' dictionary (Arrow)
+        self._dictionary_used: DenseSeen | None = None  # its entries used, as indices
+        self._levels: dict = {}  # keep_unused -> levels (until something is added)
 
     def add(self, col, complete: np.ndarray) -> None:
         import pyarrow as pa
 
+        self._levels = {}
         dictionary = pa.types.is_dictionary(col.type)
         if self.dictionary_first is None:
             self.dictionary_first = dictionary
+        if dictionary:
+            self._see_dictionary(col.dictionary)
+            indices = col.indices
+            if indices.null_count:
+                indices = indices.fill_null(0)  # null rows are incomplete
+            at = indices.to_numpy(zero_copy_only=False)
+            self._dictionary_used.add(at if complete.all() else at[complete])
+            return
         values = column_values(col)
         if self.dictionary_first:  # else the levels are sorted: no order to keep
-            if dictionary:
-                self.appearance.add(column_values(col.dictionary))
-            elif col.null_count:
+            if col.null_count:
                 self.appearance.add(values[col.is_valid().to_numpy(zero_copy_only=False)])
             else:
                 self.appearance.add(values)
-        self.used.add(values if complete.all() else values[complete])
+        self._used.add(values if complete.all() else values[complete])
+
+    def _see_dictionary(self, dictionary) -> None:
+        """Start collecting the used entries of ``dictionary`` unless it equals the current
+        one (a memory comparison, far cheaper than decoding it)."""
+        current = self._dictionary
+        if current is not None and (dictionary is current or dictionary.equals(current)):
+            return
+        self._flush()
+        self._dictionary = dictionary
+        self._dictionary_used = DenseSeen(np.dtype(np.int64), 0, bounded=False)
+        if self.dictionary_first:
+            self.appearance.add(column_values(dictionary))
+
+    def _flush(self) -> None:
+        """The used entries of the current dictionary, decoded into the used values."""
+        if self._dictionary is not None:
+            at = self._dictionary_used.ordered()
+            if len(at):
+                self._used.add(column_values(self._dictionary.take(at)))
+            self._dictionary, self._dictionary_used = None, None
+
+    @property
+    def used(self) -> DistinctValues:
+        """The values of complete rows."""
+        self._flush()
+        return self._used
+
+    def __getstate__(self):
+        self._flush()  # no Arrow dictionary travels with a pickled scan
+        return self.__dict__
 
     def merge(self, other: ColumnLevels) -> None:
         """Add the levels of a partition of the rows after ours."""
+        self._levels = {}
+        self._flush()
         if self.dictionary_first is None:
             self.dictionary_first = other.dictionary_first
         if self.dictionary_first:
@@ -528,19 +661,28 @@ class ColumnLevels:
             # of complete rows, in order of first appearance, stand for them (a value
             # only in its incomplete rows is then not a category)
             self.appearance.merge(other.appearance if other.dictionary_first else other.used)
-        self.used.merge(other.used)
+        self._used.merge(other.used)
+
+    def levels(self, *, keep_unused: bool) -> np.ndarray:
+        """The levels in the in-memory order (see the class docstring), as an array of the
+        column's dtype: all categories (``keep_unused``: fixed-effects factors, as
+        formulaic keeps them) or those of complete rows (grouping factors:
+        terms._factor_codes drops unused ones). Computed once."""
+        key = bool(keep_unused) or not self.dictionary_first
+        if key not in self._levels:
+            if not self.dictionary_first:
+                found = self.used.sorted()
+            else:
+                found = self.appearance.ordered()
+                if not keep_unused:
+                    found = found[pd.Index(found).isin(self.used.ordered())]
+            self._levels[key] = found
+        return self._levels[key]
 
     def categories(self, *, keep_unused: bool) -> list:
-        """The levels in the in-memory order (see the class docstring): all categories
-        (``keep_unused``: fixed-effects factors, as formulaic keeps them) or those of
-        complete rows (grouping factors: terms._factor_codes drops unused ones)."""
-        if not self.dictionary_first:
-            return list(self.used.sorted())
-        order = self.appearance.ordered()
-        if keep_unused:
-            return list(order)
-        present = set(self.used.ordered().tolist())
-        return [v for v in order.tolist() if v in present]
+        """``levels`` as a list (NumPy numbers as Python numbers)."""
+        found = self.levels(keep_unused=keep_unused)
+        return found.tolist() if found.dtype.kind in "biuf" else list(found)
 
 
 @dataclass
@@ -606,7 +748,7 @@ class LevelScan:
 
     def n_levels(self) -> dict:
         """Levels seen per factor column (for the log)."""
-        return {name: len(levels.categories(keep_unused=False))
+        return {name: len(levels.levels(keep_unused=False))
                 for name, levels in self.levels.items()}
 
 

@@ -21,7 +21,14 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
-from .batches import column_values, complete_rows, normal_schema, partition_column_error
+from .batches import (
+    DENSE_RATIO,
+    DENSE_SPAN,
+    column_values,
+    complete_rows,
+    normal_schema,
+    partition_column_error,
+)
 from .design import level_labels, model_matrix
 from .errors import DataError, ModelSpecError
 from .frame import check_columns, numeric_column, total_offset, used_columns
@@ -152,19 +159,65 @@ def term_levels(group: tuple[str, ...], column_levels: dict, combos) -> TermLeve
 def labels_of(values: list) -> list[str]:
     """design.level_labels of a column's levels, temporal ones through a pandas Index as
     the in-memory frame holds them ('2024-01-01 00:00:00', not NumPy's ISO text)."""
-    if values and isinstance(values[0], (np.datetime64, np.timedelta64)):
+    if len(values) and isinstance(values[0], (np.datetime64, np.timedelta64)):
         return level_labels(pd.Index(values))
     return level_labels(values)
 
 
-def encode(col, index: pd.Index) -> np.ndarray:
-    """Codes of an Arrow column's values among ``index`` (-1 for others), int64."""
-    import pyarrow as pa
+class LevelCoder:
+    """Codes of a column's values among fixed levels (-1 for other values), int64.
 
-    if pa.types.is_dictionary(col.type):
-        pos = index.get_indexer(col.dictionary.to_numpy(zero_copy_only=False))
-        return pos[col.indices.to_numpy(zero_copy_only=False)].astype(np.int64)
-    return index.get_indexer(column_values(col)).astype(np.int64)
+    Integer levels of a span up to ``DENSE_SPAN`` (or ``DENSE_RATIO`` times their number)
+    are looked up in a table indexed by value - min (one gather per row); other levels
+    through a pandas Index, whose hash table is built once. A dictionary-encoded batch is
+    coded through its dictionary, whose codes are kept while the next batches carry an
+    equal dictionary (pyarrow gives every batch of a row group the whole dictionary).
+    """
+
+    def __init__(self, levels: np.ndarray):
+        self.index = pd.Index(levels)
+        self.table, self.lo = None, 0
+        if levels.dtype.kind in "iu" and len(levels):
+            lo, hi = int(levels.min()), int(levels.max())
+            span = hi - lo + 1
+            if span <= max(DENSE_SPAN, DENSE_RATIO * len(levels)) and \
+                    -(1 << 62) <= lo and hi < (1 << 62) and len(levels) < 2**31:
+                self.table = np.full(span, -1, dtype=np.int32)
+                self.table[levels.astype(np.int64) - lo] = np.arange(len(levels), dtype=np.int32)
+                self.lo = lo
+        self._dictionary, self._dictionary_codes = None, None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_dictionary"], state["_dictionary_codes"] = None, None
+        return state
+
+    def codes(self, col) -> np.ndarray:
+        """Codes of an Arrow column's values (nulls: -1)."""
+        import pyarrow as pa
+
+        if pa.types.is_dictionary(col.type):
+            d = col.dictionary
+            if self._dictionary is None or not (d is self._dictionary or d.equals(self._dictionary)):
+                self._dictionary_codes = np.append(self.of(column_values(d)), -1)
+                self._dictionary = d
+            at = col.indices.fill_null(-1) if col.null_count else col.indices
+            return self._dictionary_codes[at.to_numpy(zero_copy_only=False)]
+        return self.of(column_values(col))
+
+    def of(self, values: np.ndarray) -> np.ndarray:
+        """Codes of NumPy values."""
+        if self.table is not None and values.dtype.kind in "iu":
+            if not len(values):
+                return np.zeros(0, dtype=np.int64)
+            at = values.astype(np.int64) - self.lo
+            inside = (at >= 0) & (at < len(self.table))
+            if inside.all():
+                return self.table[at].astype(np.int64)
+            out = np.full(len(values), -1, dtype=np.int64)
+            out[inside] = self.table[at[inside]]
+            return out
+        return self.index.get_indexer(values).astype(np.int64)
 
 
 @dataclass
@@ -194,13 +247,13 @@ class BatchEncoder:
                  response=numeric_response):
         self.parsed, self.formula, self.plan = parsed, formula, plan
         self.weights, self.offset, self.response = weights, offset, response
-        levels = {g: scan.levels[g].categories(keep_unused=False) for g in plan.groups}
-        self.group_index = {g: pd.Index(v) for g, v in levels.items()}
+        levels = {g: scan.levels[g].levels(keep_unused=False) for g in plan.groups}
+        self.group_coder = {g: LevelCoder(v) for g, v in levels.items()}
         self.term_levels = [term_levels(t.group, levels, scan.combos) for t in parsed.random]
         self.key_index = [None if tl.keys is None else pd.Index(tl.keys)
                           for tl in self.term_levels]
-        self.categories = {c: scan.levels[c].categories(keep_unused=True) for c in plan.factors}
-        self.cat_index = {c: pd.Index(v) for c, v in self.categories.items()}
+        self.categories = {c: scan.levels[c].levels(keep_unused=True) for c in plan.factors}
+        self.cat_coder = {c: LevelCoder(v) for c, v in self.categories.items()}
         self.n = scan.n_complete
 
     def encode_batch(self, start: int, batch, labels=None):
@@ -226,8 +279,8 @@ class BatchEncoder:
         cols = {}
         for name in self.plan.columns:
             col = batch.column(name)
-            if name in self.cat_index:
-                cols[name] = pd.Categorical.from_codes(encode(col, self.cat_index[name]),
+            if name in self.cat_coder:
+                cols[name] = pd.Categorical.from_codes(self.cat_coder[name].codes(col),
                                                        categories=self.categories[name])
             elif name in self.plan.groups and not (
                     pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
@@ -265,7 +318,7 @@ class BatchEncoder:
 
     def _codes(self, group, tl: TermLevels, key_index, batch) -> np.ndarray:
         """Each row's level of a term: global codes (of the interaction's key for a:b)."""
-        cols = [encode(batch.column(g), self.group_index[g]) for g in group]
+        cols = [self.group_coder[g].codes(batch.column(g)) for g in group]
         if key_index is None:
             return cols[0]
         keys = np.zeros(batch.num_rows, dtype=np.int64)

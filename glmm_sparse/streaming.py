@@ -139,8 +139,35 @@ class Accumulator(BatchEncoder):
         self.allow_n = allow_n  # sigma known: one random effect per row is identifiable
         self.centre = scan.centre
         self.layout: Layout | None = None
-        self.sums: Sums | None = None
+        self.sums = None
         self.rows = 0
+
+    @property
+    def sums(self) -> Sums | None:
+        """The running sums (the per-level sums of the batches so far moved in first)."""
+        self._move_level_sums()
+        return self._sums
+
+    @sums.setter
+    def sums(self, value: Sums | None) -> None:
+        self._sums = value
+        self._level_sums = None  # per term: (nlev, k k + k m + 2), add_term_sums' layout
+
+    def _move_level_sums(self) -> None:
+        """Add the per-level sums of add_term_sums into the Sums' diag, cross, level_n and
+        level_y (a copy of nlev (k k + k m + 2) floats per term, once per pass)."""
+        if self._level_sums is None:
+            return
+        s, m = self._sums, len(self.layout.xnames) + 1
+        for t, F in enumerate(self._level_sums):
+            nlev, k = s.diag[t].shape[0], s.diag[t].shape[1]
+            kk, km = k * k, k * m
+            s.diag[t] += F[:, :kk].reshape(nlev, k, k)
+            s.cross[t] += F[:, kk:kk + km].reshape(nlev * k, m)
+            s.level_n[t] += F[:, kk + km]
+            s.level_y[t] += F[:, kk + km + 1]
+            self._level_sums[t] = None  # free each term's buffer before the next copy
+        self._level_sums = None
 
     def fresh(self) -> Accumulator:
         """A copy that has seen no rows (sharing the levels): one per partition."""
@@ -208,7 +235,7 @@ class Accumulator(BatchEncoder):
             col_nonzero=[np.zeros(t.k, dtype=np.int64) for t in ordered])
 
     def _accumulate(self, nb: int, bf: BatchFrame) -> None:
-        s, order = self.sums, self.layout.order
+        s, order = self._sums, self.layout.order
         y, XB, w = bf.y, bf.XB, bf.w
         r = y if bf.offset is None else y - bf.offset
         XB[:, -1] = r - self.layout.centre
@@ -216,10 +243,13 @@ class Accumulator(BatchEncoder):
             w = np.ones(nb)
         xs = [np.ascontiguousarray(bf.xs[i]) for i in order]
         codes = [bf.codes[i] for i in order]
-        tasks = [lambda c=c, X=X, D=D: _crossprod.add_term_diag(c, X, w, D)
-                 for c, X, D in zip(codes, xs, s.diag)]
-        tasks += [lambda c=c, X=X, C=C: _crossprod.add_term_cross(c, X, XB, w, C)
-                  for c, X, C in zip(codes, xs, s.cross)]
+        yc = y - self.layout.centre
+        if self._level_sums is None:
+            m = XB.shape[1]
+            self._level_sums = [np.zeros((t.nlev, t.k * t.k + t.k * m + 2))
+                                for t in self.terms]
+        tasks = [lambda c=c, X=X, F=F: _crossprod.add_term_sums(c, X, XB, w, yc, F)
+                 for c, X, F in zip(codes, xs, self._level_sums)]
         tasks.append(lambda: _crossprod.add_weighted_gram(XB, w, s.gram))
         tasks.append(lambda: setattr(s, "R", qr_update(s.R, XB)))
         if s.Rw is not None:
@@ -230,15 +260,11 @@ class Accumulator(BatchEncoder):
         s.n_pos += int(pos.sum())
         s.sum_log_w += float(np.log(w[pos]).sum()) if self.weights is not None else 0.0
         s.sum_w_pos += float(w[pos].sum())
-        yc = y - self.layout.centre
         s.y_sum += float(yc.sum())
         s.y_sumsq += float(yc @ yc)
         s.y_min, s.y_max = min(s.y_min, float(y.min())), max(s.y_max, float(y.max()))
         s.r_max = max(s.r_max, float(np.abs(r).max()))
-        for t, (c, X) in enumerate(zip(codes, xs)):
-            nlev = s.level_n[t].shape[0]
-            s.level_n[t] += np.bincount(c, minlength=nlev)
-            s.level_y[t] += np.bincount(c, weights=yc, minlength=nlev)
+        for t, X in enumerate(xs):
             s.col_sumsq[t] += np.einsum("ij,ij->j", X, X)
             s.col_nonzero[t] += np.count_nonzero(X, axis=0)
 
@@ -248,7 +274,7 @@ class Accumulator(BatchEncoder):
         terms = self.terms
         for i in range(len(terms)):
             for j in range(i + 1, len(terms)):
-                runs = self.sums.pairs[at]
+                runs = self._sums.pairs[at]
                 at += 1
 
                 def task(i=i, j=j, runs=runs):

@@ -11,6 +11,7 @@ from glmm_sparse._core._crossprod import (
     add_pair_blocks,
     add_term_cross,
     add_term_diag,
+    add_term_sums,
     add_term_times,
     add_weighted_gram,
 )
@@ -255,3 +256,74 @@ def test_strided_columns_equal_contiguous_ones(seed):
                           np.ascontiguousarray(view), np.ascontiguousarray(Xs), B, w)
     for name in copied:
         assert np.array_equal(strided[name], copied[name]), name
+
+
+def unpack_sums(F, nlev, k, m):
+    """add_term_sums' (nlev, k k + k m + 2) columns as (diag, cross, rows, y sums)."""
+    kk, km = k * k, k * m
+    return (F[:, :kk].reshape(nlev, k, k), F[:, kk:kk + km].reshape(nlev * k, m),
+            F[:, kk + km], F[:, kk + km + 1])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("m", [1, 3])
+@pytest.mark.parametrize("n, nlev, k", SHAPES)
+def test_add_term_sums(n, nlev, k, m, seed):
+    """Every per-level sum against the dense Z: Z'WZ's diagonal blocks, Z'WB, rows and
+    sums of yc per level (the first column of Xt is the intercept: Z's columns g k)."""
+    rng = np.random.default_rng(seed)
+    codes, Xt = term(rng, n, nlev, k)
+    B = rng.standard_normal((n, m))
+    w = weights(rng, n)
+    yc = rng.standard_normal(n)
+    F = np.zeros((nlev, k * k + k * m + 2))
+    assert add_term_sums(codes, Xt, B, w, yc, F) is None
+    diag, cross, rows, ysum = unpack_sums(F, nlev, k, m)
+    Z = dense_Z(codes, Xt, nlev)
+    assert_close(diag, diag_blocks(Z.T @ (w[:, None] * Z), nlev, k))
+    assert_close(cross, Z.T @ (w[:, None] * B))
+    Z1 = Z[:, ::k] != 0  # indicator of each row's level (column 0 of Xt is ones)
+    np.testing.assert_array_equal(rows, Z1.sum(axis=0))
+    assert_close(ysum, Z1.T.astype(float) @ yc)
+
+
+@pytest.mark.parametrize("code_dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_add_term_sums_equals_the_separate_kernels_bit_for_bit(seed, code_dtype):
+    """The fused kernel adds each row in order into the buffer, as add_term_diag,
+    add_term_cross and np.bincount of all the rows do (prefetching changes no sum): equal
+    to the last bit, with Xt None too; at more levels than rows ahead of the prefetch and
+    fewer; two calls equal one call on the rows of both."""
+    rng = np.random.default_rng(seed)
+    for n, nlev, k in [(5000, 3000, 2), (700, 5, 3), (10, 4, 1)]:
+        codes, Xt = term(rng, n, nlev, k)
+        codes = codes.astype(code_dtype)
+        B = rng.standard_normal((n, 3))
+        w, yc = weights(rng, n), rng.standard_normal(n)
+        for X in (Xt, None):
+            kx = k if X is not None else 1
+            F = np.zeros((nlev, kx * kx + kx * 3 + 2))
+            half = n // 2
+            for part in (slice(0, half), slice(half, n)):  # sums add into the buffer
+                Xp = None if X is None else np.ascontiguousarray(X[part])
+                add_term_sums(codes[part], Xp, np.ascontiguousarray(B[part]), w[part],
+                              yc[part], F)
+            D, C = np.zeros((nlev, kx, kx)), np.zeros((nlev * kx, 3))
+            add_term_diag(codes, X, w, D)
+            add_term_cross(codes, X, B, w, C)
+            diag, cross, rows, ysum = unpack_sums(F, nlev, kx, 3)
+            np.testing.assert_array_equal(diag, D)
+            np.testing.assert_array_equal(cross, C)
+            np.testing.assert_array_equal(rows, np.bincount(codes, minlength=nlev))
+            np.testing.assert_array_equal(ysum, np.bincount(codes, weights=yc, minlength=nlev))
+
+
+def test_add_term_sums_rejects_bad_shapes_and_codes():
+    codes = np.array([0, 2], dtype=np.int64)
+    B, w, yc = np.ones((2, 2)), np.ones(2), np.ones(2)
+    with pytest.raises(ValueError, match="k \\* k"):
+        add_term_sums(codes, None, B, w, yc, np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="codes must lie"):
+        add_term_sums(codes, None, B, w, yc, np.zeros((2, 5)))
+    with pytest.raises(ValueError, match="n rows"):
+        add_term_sums(codes, None, B, w, np.ones(3), np.zeros((3, 5)))

@@ -1,0 +1,184 @@
+"""The fast paths of the streamed passes against what they replace.
+
+- ``batches.DistinctValues`` (levels kept in the column's dtype, integers as a presence
+  table, ``DenseSeen``) against ``pd.unique`` and sorting of all values at once;
+- ``batchframe.LevelCoder`` (a dense table for integer levels, an Index otherwise, a
+  dictionary's codes reused while the dictionaries are equal) against
+  ``pd.Index.get_indexer`` of the decoded values;
+- streamed fits whose factors take those paths (integer codes with gaps, negative
+  integers, int64 IDs too far apart for a table, dictionary-encoded files whose
+  dictionaries differ, a level first seen in a later file) against the in-memory fit,
+  with the tolerances of ``test_parquet_batches``; and the same sums on 1 and 2 threads.
+"""
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from test_parquet_batches import BATCH, assert_same, fit_both, make_data
+
+import glmm_sparse as gs
+from glmm_sparse.batchframe import LevelCoder
+from glmm_sparse.batches import DENSE_SPAN, ColumnLevels, DistinctValues
+
+INT_CASES = {
+    "codes_with_gaps": lambda c: 3 * c + 10,
+    "negative": lambda c: 1000 * c - 7000,
+    "huge_range": lambda c: c.astype(np.int64) * 10**12 - 5,
+}
+
+
+def batches_of(values, size=37):
+    return [values[i:i + size] for i in range(0, len(values), size)]
+
+
+@pytest.mark.parametrize("name", list(INT_CASES))
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_distinct_integers_equal_pandas(name, dtype):
+    rng = np.random.default_rng(3)
+    if name == "huge_range" and dtype == np.int32:
+        pytest.skip("int32 holds no 10^12")
+    values = INT_CASES[name](rng.integers(0, 50, 1000)).astype(dtype)
+    seen = DistinctValues()
+    for part in batches_of(values):
+        seen.add(part)
+    assert (seen.dense is None) == (name == "huge_range")  # which path was taken
+    np.testing.assert_array_equal(seen.ordered(), pd.unique(values))
+    np.testing.assert_array_equal(seen.sorted(), np.unique(values))
+    assert seen.sorted().dtype == dtype and seen.ordered().dtype == dtype
+
+
+def test_distinct_integers_leave_the_table_when_too_sparse():
+    """A first batch of close values, then one far away: the values seen so far carry
+    over to the hashed path, in order."""
+    seen = DistinctValues()
+    first, far = np.array([5, 3, 5, 4]), np.array([7, 3 + 4 * DENSE_SPAN, 4])
+    seen.add(first)
+    assert seen.dense is not None
+    seen.add(far)
+    assert seen.dense is None
+    np.testing.assert_array_equal(seen.ordered(), [5, 3, 4, 7, 3 + 4 * DENSE_SPAN])
+    np.testing.assert_array_equal(seen.sorted(), [3, 4, 5, 7, 3 + 4 * DENSE_SPAN])
+
+
+def test_distinct_strings_and_merge_of_partitions():
+    a, b = DistinctValues(), DistinctValues()
+    a.add(np.array(["b", "a", "b"], dtype=object))
+    b.add(np.array(["c", "a"], dtype=object))
+    a.merge(b)
+    assert list(a.ordered()) == ["b", "a", "c"] and list(a.sorted()) == ["a", "b", "c"]
+    i, j = DistinctValues(), DistinctValues()
+    i.add(np.array([4, 2], dtype=np.int32))
+    j.add(np.array([9, 2, 1], dtype=np.int32))
+    i.merge(j)
+    np.testing.assert_array_equal(i.ordered(), [4, 2, 9, 1])
+    np.testing.assert_array_equal(i.sorted(), [1, 2, 4, 9])
+
+
+@pytest.mark.parametrize("name", list(INT_CASES))
+def test_level_coder_integers_equal_get_indexer(name):
+    rng = np.random.default_rng(4)
+    levels = np.unique(INT_CASES[name](rng.integers(0, 60, 40)).astype(np.int64))
+    values = INT_CASES[name](rng.integers(-5, 70, 500)).astype(np.int64)  # some unknown
+    coder = LevelCoder(levels)
+    assert (coder.table is None) == (name == "huge_range")
+    expected = pd.Index(levels).get_indexer(values)
+    assert (expected < 0).any() and (expected >= 0).any()
+    np.testing.assert_array_equal(coder.codes(pa.array(values)), expected)
+    np.testing.assert_array_equal(coder.codes(pa.array(values.astype(np.int32)))
+                                  if name != "huge_range" else expected, expected)
+
+
+def test_level_coder_strings_and_changing_dictionaries():
+    levels = np.array(["a", "b", "c", "d"], dtype=object)
+    coder = LevelCoder(levels)
+    plain = pa.array(["d", "x", None, "a"])
+    np.testing.assert_array_equal(coder.codes(plain), [3, -1, -1, 0])
+    first = pa.DictionaryArray.from_arrays(pa.array([0, 1, None, 1]), pa.array(["c", "a"]))
+    again = pa.DictionaryArray.from_arrays(pa.array([1, 1, 0]), pa.array(["c", "a"]))
+    other = pa.DictionaryArray.from_arrays(pa.array([0, 2, 1]), pa.array(["b", "zz", "c"]))
+    for col in (first, again, other, first):
+        expected = pd.Index(levels).get_indexer(col.to_pandas().astype(object))
+        np.testing.assert_array_equal(coder.codes(col), expected)
+
+
+def test_column_levels_of_changing_dictionaries_equal_pandas(tmp_path):
+    """Dictionary batches whose dictionaries differ (and repeat): the categories are the
+    dictionaries' values in order of first appearance, the used ones those of complete
+    rows, as pd.read_parquet of the files gives them."""
+    parts = [pd.Categorical(["b", "a", None], categories=["b", "a", "q"]),
+             pd.Categorical(["c", "c"], categories=["c", "b"]),
+             pd.Categorical(["a"], categories=["b", "a", "q"])]
+    levels = ColumnLevels()
+    paths = []
+    for i, cat in enumerate(parts):
+        table = pa.Table.from_pandas(pd.DataFrame({"f": cat}), preserve_index=False)
+        paths.append(tmp_path / f"p{i}.parquet")
+        pq.write_table(table, paths[-1])
+        col = pq.read_table(paths[-1]).column("f").chunk(0)
+        levels.add(col, col.is_valid().to_numpy(zero_copy_only=False))
+    whole = pd.read_parquet([str(p) for p in paths])["f"]
+    assert levels.categories(keep_unused=True) == list(whole.cat.categories)
+    assert levels.categories(keep_unused=False) == ["b", "a", "c"]
+
+
+def int_data(name):
+    df = make_data()
+    codes = df["g"].str[1:].astype(int).to_numpy()
+    df["gi"] = INT_CASES[name](codes).astype(np.int64 if name == "huge_range" else np.int32)
+    df["fi"] = INT_CASES[name](df["h"].to_numpy() % 4)  # a numeric factor, through C()
+    return df
+
+
+@pytest.mark.parametrize("name", list(INT_CASES))
+def test_integer_grouping_codes_fit_equals_in_memory(name, tmp_path):
+    df = int_data(name)
+    formula = "y ~ x + C(fi) + (x | gi)"
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path, row_group_size=300)
+    (m0, w0), (m1, w1) = fit_both(formula, pd.read_parquet(path), str(path))
+    assert w0 == w1
+    assert_same(m0, m1)
+
+
+def test_dictionaries_differing_between_files_fit_equals_in_memory(tmp_path):
+    """Each file's factor columns are Categoricals of their own categories (in another
+    order, some unused), the level 'g40' of the grouping factor only in the last file,
+    a missing label in the first: the streamed fit equals the in-memory fit of
+    pd.read_parquet of the files."""
+    df = make_data()
+    df.loc[df.index[-200:], "g"] = "g40"
+    df.loc[df.index[5], "g"] = None
+    rng = np.random.default_rng(7)
+    paths = []
+    for i, rows in enumerate(np.array_split(np.arange(len(df)), 3)):
+        part = df.iloc[rows].copy()
+        for name in ("g", "f"):
+            cats = sorted(set(part[name].dropna()) | {f"unused{i}"})
+            part[name] = pd.Categorical(part[name], categories=list(rng.permutation(cats)))
+        paths.append(str(tmp_path / f"part{i}.parquet"))
+        pq.write_table(pa.Table.from_pandas(part, preserve_index=False), paths[-1],
+                       row_group_size=250)
+    memory = pd.read_parquet(paths)
+    (m0, w0), (m1, w1) = fit_both("y ~ x + f + (x | g)", memory, str(tmp_path))
+    assert w0 == w1
+    assert_same(m0, m1)
+    assert "g40" in list(m1.ranef["grp"])
+
+
+@pytest.mark.parametrize("formula", ["y ~ x + (x | g)", "y ~ x + (1 | g) + (1 | h)"])
+def test_sums_do_not_depend_on_the_threads(formula, tmp_path, monkeypatch):
+    df = make_data()
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path, row_group_size=300)
+    fits = []
+    for threads in ("1", "2"):
+        monkeypatch.setenv("GLMM_SPARSE_THREADS", threads)
+        fits.append(gs.lmer(formula, str(path), streaming=True, batch_rows=BATCH))
+    a, b = (f.model.crossproducts() for f in fits)
+    for x, y in zip(a.diag, b.diag):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(a.ZtWXy, b.ZtWXy)
+    np.testing.assert_array_equal(a.XtWXy, b.XtWXy)
+    np.testing.assert_array_equal(fits[0].theta, fits[1].theta)
+    np.testing.assert_array_equal(fits[0].fixef, fits[1].fixef)
