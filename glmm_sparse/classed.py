@@ -527,7 +527,7 @@ class ClassedObjective:
 
     def condvar_blocks(self, sigma: float) -> list[np.ndarray]:
         """Per term, (nlev, k, k): sigma^2 T_t (M^-1)_block T_t' (as condvar.condvar_blocks)."""
-        B = self._require_B("the conditional variances")
+        B = self._require_B("condvar_blocks() (the conditional variances)")
         s, q2 = self.cp, self.cp.q2
         Rinv = scipy.linalg.solve_triangular(self.U[:q2, :q2], np.eye(q2))
         S22inv = Rinv @ Rinv.T  # (M^-1)_22
