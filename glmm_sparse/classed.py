@@ -136,6 +136,8 @@ def b_from_pairs(cp: CrossProducts) -> LevelRows:
         rows.append(np.repeat(np.asarray(pb.lev_t, dtype=np.int64), ks))
         cols.append((first[:, None] + np.arange(ks)).ravel())
         vals.append(pb.A[:, 0, :].ravel())
+    if not rows:  # no row meets two terms (no rows at all)
+        rows, cols, vals = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0)]
     rows, cols = np.concatenate(rows), np.concatenate(cols)
     order = np.lexsort((cols, rows))
     if np.any((np.diff(rows[order]) == 0) & (np.diff(cols[order]) == 0)):

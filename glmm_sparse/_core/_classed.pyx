@@ -33,13 +33,27 @@ cdef _check_codes(const cnp.int32_t[::1] codes, Py_ssize_t nlev, str name):
 
 cdef _check_csr(const cnp.int64_t[::1] indptr, const cnp.int32_t[::1] indices,
                 const double[::1] data, Py_ssize_t ncols):
-    _require(indptr.shape[0] >= 1 and indices.shape[0] == data.shape[0]
-             and indptr[indptr.shape[0] - 1] == indices.shape[0] and indptr[0] == 0,
+    """A CSR matrix with ncols columns whose rows hold strictly increasing column indices
+    (the kernels read upper triangles through that order)."""
+    cdef Py_ssize_t nrow = indptr.shape[0] - 1, g, a
+    cdef bint ok = True
+    _require(nrow >= 0 and indices.shape[0] == data.shape[0] and indptr[0] == 0
+             and indptr[nrow] == indices.shape[0],
              "CSR: indptr must run from 0 to len(indices) == len(data)")
-    if indices.shape[0]:
-        arr = np.asarray(indices)
-        _require(arr.min() >= 0 and arr.max() < ncols, f"CSR column indices must lie in [0, {ncols})")
-        _require(np.all(np.diff(np.asarray(indptr)) >= 0), "CSR: indptr must not decrease")
+    with nogil:
+        for g in range(nrow):
+            if indptr[g + 1] < indptr[g]:
+                ok = False
+                break
+            for a in range(indptr[g], indptr[g + 1]):
+                if indices[a] < 0 or indices[a] >= ncols or (
+                        a > indptr[g] and indices[a] <= indices[a - 1]):
+                    ok = False
+                    break
+            if not ok:
+                break
+    _require(ok, f"CSR: indptr must not decrease and each row's column indices must be "
+                 f"strictly increasing and lie in [0, {ncols}) (failed at row {g})")
 
 
 cdef int _compare_int32(const void *a, const void *b) noexcept nogil:

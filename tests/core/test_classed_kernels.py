@@ -171,6 +171,18 @@ def test_add_class_grams_refuses_a_class_range_past_the_stack():
                         np.array([0, 1], np.int64), 0, 2, G)
 
 
+@pytest.mark.parametrize("indices, where", [([1, 0], "row 0"), ([0, 0], "row 0"),
+                                            ([0, 3], "row 0")])
+def test_rows_with_unsorted_repeated_or_outside_columns_are_refused(indices, where):
+    indptr, indices = np.array([0, 2], np.int64), np.array(indices, np.int32)
+    G = np.zeros((1, 4, 4))
+    with pytest.raises(ValueError, match=f"strictly increasing .*failed at {where}"):
+        add_class_grams(indptr, indices, np.ones(2), np.zeros((1, 1)), np.zeros(1, np.int64),
+                        np.array([0, 1], np.int64), 0, 1, G)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        csr_times(indptr, indices, np.ones(2), np.ones(3), np.zeros(1))
+
+
 @pytest.mark.parametrize("nrow, ncol", [(1, 1), (30, 12), (150, 80)])
 def test_csr_times_equals_dense(nrow, ncol):
     rng = np.random.default_rng(ncol)
