@@ -27,7 +27,8 @@ G_c = sum_{i in c} a_i a_i' is summed once, so
 
     sum_i a_i a_i' / D_i = sum_c G_c / (theta0^2 delta_c + 1)
 
-costs n_classes additions of m x m matrices per evaluation, nothing of size nlev0. With
+costs n_classes additions of m x m matrices per evaluation (their packed upper
+triangles: G and K are stored that way), nothing of size nlev0. With
 U'U = C (upper Cholesky), the trailing (p+1) x (p+1) block of U is the Cholesky factor
 of the same Schur complement that objective.LmmObjective factors, so it IS Ry (R_X,
 c_b, sqrt(pwrss)), and
@@ -66,7 +67,8 @@ from .parallel import n_threads, run_all
 
 MAX_DENSE_COLUMNS = 5000  # m above which C (m x m, dense, Cholesky per evaluation) is refused
 MIN_LEVELS_PER_CLASS = 10  # classes must be this much fewer than the first term's levels
-DENSE_COPIES = 6  # m x m arrays held besides the G stack: K, C, U, the class sum, two transposes
+DENSE_COPIES = 6  # m x m arrays besides the G stack: K and the class sum (packed), C, U,
+#                  and the two halves of the Lambda congruence
 
 
 # -- B = Z0'WZ2, by level rows ------------------------------------------------------------
@@ -228,8 +230,8 @@ class ClassSums:
     delta: np.ndarray  # (n_classes,) the distinct d_i, increasing
     count: np.ndarray  # int64 (n_classes,) N_c, levels per class
     level_class: np.ndarray  # int32 (nlev0,) class of each level of the first term
-    G: np.ndarray  # (n_classes, m, m) sum of a_i a_i' over each class
-    K: np.ndarray  # (m, m) [Z2 X r]'W[Z2 X r]
+    G: np.ndarray  # (n_classes, m (m + 1) / 2) sum of a_i a_i' over each class, packed
+    K: np.ndarray  # (m (m + 1) / 2,) [Z2 X r]'W[Z2 X r], packed
     F: np.ndarray  # (nlev0, p + 1) Z0'W[X r]
     XtWXy: np.ndarray
     n: int
@@ -250,7 +252,7 @@ class ClassSums:
 
     @property
     def m(self) -> int:
-        return self.K.shape[0]
+        return self.q2 + self.p + 1
 
     @property
     def n_classes(self) -> int:
@@ -283,17 +285,29 @@ def class_sums(cp: CrossProducts, B) -> ClassSums:
     delta, count, level_class = level_classes(cp)
     F = np.ascontiguousarray(cp.ZtWXy[:nlev0])
     m = B.ncols + p1
-    G = np.zeros((delta.shape[0], m, m))
+    G = np.zeros((delta.shape[0], m * (m + 1) // 2))
     order = np.argsort(level_class, kind="stable").astype(np.int64)
     class_start = np.concatenate([[0], np.cumsum(count)]).astype(np.int64)
     work = (np.diff(B.indptr) + p1).astype(np.float64) ** 2
     ranges = _balanced_ranges(np.bincount(level_class, weights=work, minlength=len(delta)))
     run_all([lambda lo=lo, hi=hi: _classed.add_class_grams(
-        B.indptr, B.indices, B.data, F, order, class_start, lo, hi, G) for lo, hi in ranges],
+        B.indptr, B.indices, B.data, F, order, class_start, m, lo, hi, G) for lo, hi in ranges],
         B.nnz)
     return ClassSums(k=tuple(cp.k), nlev=tuple(cp.nlev), delta=delta, count=count,
-                     level_class=level_class, G=G, K=rest_crossproducts(cp), F=F,
+                     level_class=level_class, G=G, K=packed(rest_crossproducts(cp)), F=F,
                      XtWXy=cp.XtWXy, n=cp.n, sum_log_w=cp.sum_log_w, beta_shift=cp.beta_shift)
+
+
+def packed(A: np.ndarray) -> np.ndarray:
+    """The row-major packed upper triangle of a square matrix (np.triu_indices order)."""
+    return np.ascontiguousarray(A[np.triu_indices(A.shape[0])])
+
+
+def unpacked(P: np.ndarray, m: int) -> np.ndarray:
+    """The symmetric m x m matrix whose packed upper triangle is P (``packed``)."""
+    out = np.empty((m, m))
+    _classed.unpack_symmetric(np.ascontiguousarray(P, dtype=np.float64), out)
+    return out
 
 
 def _balanced_ranges(work: np.ndarray) -> list[tuple[int, int]]:
@@ -371,11 +385,11 @@ def classes_apply(cp: CrossProducts) -> str | None:
                 f"{MIN_LEVELS_PER_CLASS} levels per class (weights that differ per row make "
                 "every level's sum distinct)")
     m = cp.q - cp.nlev[0] + cp.p + 1
-    need = 8 * m * m * (n_classes + DENSE_COPIES)
+    need = 8 * (n_classes * m * (m + 1) // 2 + DENSE_COPIES * m * m)
     budget = memory_budget()
     if need > budget:
         return (f"the class sums need {format_bytes(need)} ({n_classes:,} classes of "
-                f"{m:,} x {m:,} dense matrices), above the memory budget of "
+                f"{m:,} x {m:,} dense symmetric matrices), above the memory budget of "
                 f"{format_bytes(budget)}")
     return None
 
@@ -400,6 +414,7 @@ class ClassedObjective:
         self.T = self.theta_map.factors(self.theta)
         self.C = np.zeros((sums.m, sums.m))
         self.U = np.zeros((sums.m, sums.m))
+        self._H = np.empty_like(sums.K)  # the packed class sum
         self.Ry = np.zeros((sums.p + 1, sums.p + 1))
 
     @classmethod
@@ -418,12 +433,12 @@ class ClassedObjective:
 
     def update_C(self) -> None:
         """C = Lt'(K - theta0^2 sum_c G_c / (theta0^2 delta_c + 1)) Lt + blockdiag(I, 0)."""
-        s = self.cp
+        s, H = self.cp, self._H
         t2 = self.theta0 ** 2
-        H = self.C.reshape(-1)
-        np.dot(1.0 / (t2 * s.delta + 1.0), s.G.reshape(s.n_classes, -1), out=H)
+        np.dot(1.0 / (t2 * s.delta + 1.0), s.G, out=H)  # one pass over the G stack
         H *= -t2
-        H += s.K.reshape(-1)
+        H += s.K
+        _classed.unpack_symmetric(H, self.C)
         self.C = self._lt_congruence(self.C)
         self.C[np.diag_indices(s.q2)] += 1.0
 

@@ -280,7 +280,7 @@ def test_a_g_stack_above_the_memory_budget_is_refused(monkeypatch):
     cp = crossproducts(MODELS[0][0])
     monkeypatch.setenv("GLMM_SPARSE_MEMORY_BUDGET", "100K")
     reason = classes_apply(cp)
-    assert "above the memory budget of 100.0 KiB" in reason and "classes of 33 x 33" in reason
+    assert "above the memory budget of 100.0 KiB" in reason and "classes of 33 x 33 dense symmetric" in reason
 
 
 def test_b_from_rows_refuses_mismatched_terms():

@@ -7,7 +7,8 @@ the data reach B through a counting sort by the first term's code (one int32 per
 and, per level, a dense scatter workspace over one term's columns. Every kernel writes
 into caller-allocated buffers; the thread-split kernels (``add_class_grams``,
 ``row_quadratic_forms``) take a range of classes or rows, so each output entry is made
-by one call in a fixed order whatever the number of threads.
+by one call in a fixed order whatever the number of threads. Symmetric m x m matrices
+are stored as their row-major packed upper triangle (np.triu_indices(m) order).
 """
 import numpy as np
 cimport numpy as cnp
@@ -170,20 +171,28 @@ def fill_level_rows(const cnp.int64_t[::1] start, const cnp.int32_t[::1] rows,
     return None
 
 
+cdef inline Py_ssize_t _packed(Py_ssize_t r, Py_ssize_t s, Py_ssize_t m) noexcept nogil:
+    """Position of (r, s), r <= s, in the row-major packed upper triangle of an m x m matrix
+    (rows r' < r hold m - r' entries each; np.triu_indices(m) order)."""
+    return r * (2 * m - r + 1) // 2 + (s - r)
+
+
 def add_class_grams(const cnp.int64_t[::1] indptr, const cnp.int32_t[::1] indices,
                     const double[::1] data, const double[:, ::1] F,
                     const cnp.int64_t[::1] order, const cnp.int64_t[::1] class_start,
-                    Py_ssize_t c_lo, Py_ssize_t c_hi, double[:, :, ::1] G):
-    """G[c] += sum_{g in class c} a_g a_g', a_g = [B_g, F_g], for classes c_lo <= c < c_hi.
+                    Py_ssize_t m, Py_ssize_t c_lo, Py_ssize_t c_hi, double[:, ::1] G):
+    """G[c] += upper(sum_{g in class c} a_g a_g'), a_g = [B_g, F_g], for c_lo <= c < c_hi.
 
-    The levels of class c are order[class_start[c]:class_start[c + 1]]; B_g is CSR row g
-    (q2 columns, sorted), F_g row g of F (p + 1 columns, placed after B's). The upper
-    triangle is accumulated level by level, then mirrored.
+    G[c] is the row-major packed upper triangle of an m x m matrix (m (m + 1) / 2
+    entries, np.triu_indices(m) order). The levels of class c are
+    order[class_start[c]:class_start[c + 1]]; B_g is CSR row g (m - p - 1 columns,
+    strictly increasing), F_g row g of F (p + 1 columns, placed after B's).
     """
-    cdef Py_ssize_t q2 = G.shape[1] - F.shape[1], m = G.shape[1], p1 = F.shape[1]
-    cdef Py_ssize_t c, t, g, a, b, ja, lo, hi, r, s
+    cdef Py_ssize_t p1 = F.shape[1], q2 = m - F.shape[1]
+    cdef Py_ssize_t c, t, g, a, b, ja, lo, hi, r, s, row
     cdef double va
-    _require(G.shape[2] == m and q2 >= 0, "G must be (n_classes, m, m) with m >= F's columns")
+    _require(q2 >= 0 and G.shape[1] == m * (m + 1) // 2,
+             "G must be (n_classes, m (m + 1) / 2) with m >= F's columns")
     _require(0 <= c_lo <= c_hi <= G.shape[0] and class_start.shape[0] == G.shape[0] + 1,
              "class range out of bounds, or class_start not of length n_classes + 1")
     _require(F.shape[0] == indptr.shape[0] - 1, "F must have one row per CSR row")
@@ -199,16 +208,29 @@ def add_class_grams(const cnp.int64_t[::1] indptr, const cnp.int32_t[::1] indice
                 lo, hi = indptr[g], indptr[g + 1]
                 for a in range(lo, hi):
                     ja, va = indices[a], data[a]
-                    for b in range(a, hi):  # B_g B_g' (columns sorted: upper triangle)
-                        G[c, ja, indices[b]] += va * data[b]
+                    row = _packed(ja, ja, m) - ja  # G[c, row + s] is entry (ja, s)
+                    for b in range(a, hi):  # B_g B_g' (columns increasing: upper triangle)
+                        G[c, row + indices[b]] += va * data[b]
                     for s in range(p1):  # B_g F_g'
-                        G[c, ja, q2 + s] += va * F[g, s]
+                        G[c, row + q2 + s] += va * F[g, s]
                 for r in range(p1):  # F_g F_g'
+                    row = _packed(q2 + r, q2 + r, m) - (q2 + r)
                     for s in range(r, p1):
-                        G[c, q2 + r, q2 + s] += F[g, r] * F[g, s]
-            for r in range(m):
-                for s in range(r):
-                    G[c, r, s] = G[c, s, r]
+                        G[c, row + q2 + s] += F[g, r] * F[g, s]
+    return None
+
+
+def unpack_symmetric(const double[::1] packed, double[:, ::1] out):
+    """out = the symmetric m x m matrix whose row-major packed upper triangle is packed."""
+    cdef Py_ssize_t m = out.shape[0], r, s, at = 0
+    _require(out.shape[1] == m and packed.shape[0] == m * (m + 1) // 2,
+             "out must be m x m and packed of length m (m + 1) / 2")
+    with nogil:
+        for r in range(m):
+            for s in range(r, m):
+                out[r, s] = packed[at]
+                out[s, r] = packed[at]
+                at += 1
     return None
 
 

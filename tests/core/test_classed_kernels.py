@@ -14,6 +14,7 @@ from glmm_sparse._core._classed import (
     csr_times,
     fill_level_rows,
     row_quadratic_forms,
+    unpack_symmetric,
 )
 
 TOL = 1e-12
@@ -152,33 +153,43 @@ def test_add_class_grams_equals_dense_outer_products(nrow, ncol, p1, n_classes):
     order = np.argsort(level_class, kind="stable").astype(np.int64)
     class_start = np.concatenate([[0], np.cumsum(np.bincount(level_class, minlength=n_classes))])
     class_start = class_start.astype(np.int64)
-    G = np.zeros((n_classes, ncol + p1, ncol + p1))
-    add_class_grams(indptr, indices, data, F, order, class_start, 0, n_classes, G)
-    assert_close(G, dense_grams(dense, F, level_class, n_classes))
-    np.testing.assert_array_equal(G, np.swapaxes(G, 1, 2))
+    m = ncol + p1
+    G = np.zeros((n_classes, m * (m + 1) // 2))
+    add_class_grams(indptr, indices, data, F, order, class_start, m, 0, n_classes, G)
+    upper = np.triu_indices(m)
+    assert_close(G, dense_grams(dense, F, level_class, n_classes)[:, upper[0], upper[1]])
     for cut in range(n_classes + 1):  # any split between two calls: the same bits
         G2 = np.zeros_like(G)
-        add_class_grams(indptr, indices, data, F, order, class_start, 0, cut, G2)
-        add_class_grams(indptr, indices, data, F, order, class_start, cut, n_classes, G2)
+        add_class_grams(indptr, indices, data, F, order, class_start, m, 0, cut, G2)
+        add_class_grams(indptr, indices, data, F, order, class_start, m, cut, n_classes, G2)
         np.testing.assert_array_equal(G2, G)
+
+
+@pytest.mark.parametrize("m", [1, 2, 7])
+def test_unpack_symmetric_inverts_the_packed_upper_triangle(m):
+    A = np.random.default_rng(m).standard_normal((m, m))
+    A = A + A.T
+    out = np.full((m, m), np.nan)
+    unpack_symmetric(np.ascontiguousarray(A[np.triu_indices(m)]), out)
+    np.testing.assert_array_equal(out, A)
 
 
 def test_add_class_grams_refuses_a_class_range_past_the_stack():
     indptr, indices, data = np.zeros(2, np.int64), np.zeros(0, np.int32), np.zeros(0)
-    G = np.zeros((1, 2, 2))
+    G = np.zeros((1, 3))
     with pytest.raises(ValueError, match="class range"):
         add_class_grams(indptr, indices, data, np.zeros((1, 2)), np.zeros(1, np.int64),
-                        np.array([0, 1], np.int64), 0, 2, G)
+                        np.array([0, 1], np.int64), 2, 0, 2, G)
 
 
 @pytest.mark.parametrize("indices, where", [([1, 0], "row 0"), ([0, 0], "row 0"),
                                             ([0, 3], "row 0")])
 def test_rows_with_unsorted_repeated_or_outside_columns_are_refused(indices, where):
     indptr, indices = np.array([0, 2], np.int64), np.array(indices, np.int32)
-    G = np.zeros((1, 4, 4))
+    G = np.zeros((1, 10))
     with pytest.raises(ValueError, match=f"strictly increasing .*failed at {where}"):
         add_class_grams(indptr, indices, np.ones(2), np.zeros((1, 1)), np.zeros(1, np.int64),
-                        np.array([0, 1], np.int64), 0, 1, G)
+                        np.array([0, 1], np.int64), 4, 0, 1, G)
     with pytest.raises(ValueError, match="strictly increasing"):
         csr_times(indptr, indices, np.ones(2), np.ones(3), np.zeros(1))
 
