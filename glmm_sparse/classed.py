@@ -170,7 +170,8 @@ def b_from_rows(codes0, rest_codes, rest_values, nlev, k, weights=None) -> Level
     sort), a workspace of one term's columns, and the CSR itself.
     """
     nlev, k = tuple(int(v) for v in nlev), tuple(int(v) for v in k)
-    if len(nlev) != len(k) or len(rest_codes) != len(nlev) - 1 or len(rest_values) != len(rest_codes):
+    if (len(nlev) != len(k) or len(rest_codes) != len(nlev) - 1
+            or len(rest_values) != len(rest_codes)):
         raise ModelSpecError("b_from_rows needs nlev and k for every term and codes and values "
                              f"for each term after the first: got {len(nlev)} nlev, {len(k)} k, "
                              f"{len(rest_codes)} codes and {len(rest_values)} values")
@@ -178,18 +179,8 @@ def b_from_rows(codes0, rest_codes, rest_values, nlev, k, weights=None) -> Level
         raise ModelSpecError("b_from_rows needs a scalar first term (k = 1) and at least one "
                              f"more term, got k = {k}")
     codes0 = _int32_codes(codes0, "codes0")
-    n = codes0.shape[0]
+    rest = _rest_terms(rest_codes, rest_values, k, codes0.shape[0])
     w = None if weights is None else np.ascontiguousarray(weights, dtype=np.float64)
-    rest = []
-    for t, (codes, values) in enumerate(zip(rest_codes, rest_values), start=1):
-        codes = _int32_codes(codes, f"rest_codes[{t - 1}]")
-        if values is not None:
-            values = np.asarray(values, dtype=np.float64)
-        kt = 1 if values is None else values.shape[1]
-        if kt != k[t] or codes.shape[0] != n or (values is not None and values.shape[0] != n):
-            raise ModelSpecError(f"term {t}: codes and values must have {n} rows and {k[t]} "
-                                 f"columns (values None only for k = 1)")
-        rest.append((codes, values))
     start, rows = _classed.bucket_rows(codes0, nlev[0])
     counts = []
     for t, (codes, _) in enumerate(rest, start=1):
@@ -205,6 +196,21 @@ def b_from_rows(codes0, rest_codes, rest_values, nlev, k, weights=None) -> Level
         _classed.fill_level_rows(start, rows, codes, values, w, nlev[t], col, pos, indices, data)
         col += nlev[t] * k[t]
     return LevelRows(indptr, indices, data, col)
+
+
+def _rest_terms(rest_codes, rest_values, k, n: int) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """(int32 codes, float64 values or None) of each term after the first, checked."""
+    rest = []
+    for t, (codes, values) in enumerate(zip(rest_codes, rest_values), start=1):
+        codes = _int32_codes(codes, f"rest_codes[{t - 1}]")
+        if values is not None:
+            values = np.asarray(values, dtype=np.float64)
+        kt = 1 if values is None else values.shape[1]
+        if kt != k[t] or codes.shape[0] != n or (values is not None and values.shape[0] != n):
+            raise ModelSpecError(f"term {t}: codes and values must have {n} rows and {k[t]} "
+                                 f"columns (values None only for k = 1)")
+        rest.append((codes, values))
+    return rest
 
 
 def _int32_codes(codes, name: str) -> np.ndarray:
@@ -313,10 +319,11 @@ def unpacked(P: np.ndarray, m: int) -> np.ndarray:
 def _balanced_ranges(work: np.ndarray) -> list[tuple[int, int]]:
     """Contiguous ranges of items, one per thread, of about equal total work. The split
     only decides which thread makes which output: the outputs do not depend on it."""
-    parts = max(1, min(n_threads(), work.shape[0]))
+    if work.shape[0] == 0:
+        return []
+    parts = min(n_threads(), work.shape[0])
     cum = np.cumsum(work)
-    cuts = np.searchsorted(cum, cum[-1] * np.arange(1, parts) / parts, side="right") if len(
-        cum) else np.zeros(0, dtype=np.int64)
+    cuts = np.searchsorted(cum, cum[-1] * np.arange(1, parts) / parts, side="right")
     bounds = np.unique(np.concatenate([[0], cuts, [work.shape[0]]]).astype(np.int64))
     return [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
 
@@ -443,7 +450,7 @@ class ClassedObjective:
         self.C[np.diag_indices(s.q2)] += 1.0
 
     def _lt_congruence(self, A: np.ndarray) -> np.ndarray:
-        """Lt' A Lt for symmetric A: Lambda2' applied to the row blocks, twice around a transpose."""
+        """Lt' A Lt for symmetric A: Lambda2' on the row blocks, twice around a transpose."""
         half = self._by_rows(_lambda.lambdat_apply, A)
         return self._by_rows(_lambda.lambdat_apply, half.T)
 
