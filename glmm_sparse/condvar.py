@@ -2,6 +2,8 @@
 
 Once per fit. Only the k x k block of each level is needed (lme4's condVar), and it lies
 inside the pattern of L + L', so the selected inverse on L's pattern gives it exactly.
+An objective without a sparse factor (classed.ClassedObjective) has its own
+``condvar_blocks``, which is used instead.
 """
 from __future__ import annotations
 
@@ -35,6 +37,9 @@ class SelectedInverse:
 
 def condvar_blocks(obj: LmmObjective, sigma: float) -> list[np.ndarray]:
     """Per term, (nlev, k, k): sigma^2 T_t (M^-1)_block T_t' for each level."""
+    own = getattr(obj, "condvar_blocks", None)
+    if own is not None:
+        return own(sigma)
     cp = obj.cp
     offs = cp.offsets
     minv = SelectedInverse(obj)

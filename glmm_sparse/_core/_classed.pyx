@@ -1,0 +1,274 @@
+# cython: language_level=3
+"""Kernels of the count-class route (classed.py): B = Z0'WZ2 by level rows, class Grams.
+
+B is held as CSR (indptr int64, indices int32, data float64): row i is level i of the
+first term (scalar), columns are the q2 random effects of the other terms. The rows of
+the data reach B through a counting sort by the first term's code (one int32 per row)
+and, per level, a dense scatter workspace over one term's columns. Every kernel writes
+into caller-allocated buffers; the thread-split kernels (``add_class_grams``,
+``row_quadratic_forms``) take a range of classes or rows, so each output entry is made
+by one call in a fixed order whatever the number of threads. Symmetric m x m matrices
+are stored as their row-major packed upper triangle (np.triu_indices(m) order).
+"""
+import numpy as np
+cimport numpy as cnp
+from libc.stdlib cimport qsort
+
+cnp.import_array()
+
+INT32_MAX = 2**31 - 1
+
+
+cdef _require(bint ok, str message):
+    if not ok:
+        raise ValueError(message)
+
+
+cdef _check_codes(const cnp.int32_t[::1] codes, Py_ssize_t nlev, str name):
+    """Level codes index outputs and workspaces: each must lie in [0, nlev)."""
+    if codes.shape[0]:
+        arr = np.asarray(codes)
+        _require(arr.min() >= 0 and arr.max() < nlev,
+                 f"{name} must lie in [0, {nlev}), found [{arr.min()}, {arr.max()}]")
+
+
+cdef _check_csr(const cnp.int64_t[::1] indptr, const cnp.int32_t[::1] indices,
+                const double[::1] data, Py_ssize_t ncols):
+    """A CSR matrix with ncols columns whose rows hold strictly increasing column indices
+    (the kernels read upper triangles through that order)."""
+    cdef Py_ssize_t nrow = indptr.shape[0] - 1, g, a
+    cdef bint ok = True
+    _require(nrow >= 0 and indices.shape[0] == data.shape[0] and indptr[0] == 0
+             and indptr[nrow] == indices.shape[0],
+             "CSR: indptr must run from 0 to len(indices) == len(data)")
+    with nogil:
+        for g in range(nrow):
+            if indptr[g + 1] < indptr[g]:
+                ok = False
+                break
+            for a in range(indptr[g], indptr[g + 1]):
+                if indices[a] < 0 or indices[a] >= ncols or (
+                        a > indptr[g] and indices[a] <= indices[a - 1]):
+                    ok = False
+                    break
+            if not ok:
+                break
+    _require(ok, f"CSR: indptr must not decrease and each row's column indices must be "
+                 f"strictly increasing and lie in [0, {ncols}) (failed at row {g})")
+
+
+cdef int _compare_int32(const void *a, const void *b) noexcept nogil:
+    cdef cnp.int32_t x = (<const cnp.int32_t *>a)[0], y = (<const cnp.int32_t *>b)[0]
+    return (x > y) - (x < y)
+
+
+def bucket_rows(const cnp.int32_t[::1] codes0, Py_ssize_t nlev0):
+    """(start, rows): rows[start[g]:start[g + 1]] are the rows with codes0 == g, in order.
+
+    A counting sort: start is int64 (nlev0 + 1), rows int32 (n); nothing else of length n.
+    """
+    cdef Py_ssize_t n = codes0.shape[0], i, g
+    _require(n <= INT32_MAX, "bucket_rows numbers rows in int32: at most 2^31 - 1 rows")
+    _check_codes(codes0, nlev0, "codes0")
+    start = np.zeros(nlev0 + 1, dtype=np.int64)
+    rows = np.empty(n, dtype=np.int32)
+    cdef cnp.int64_t[::1] st = start
+    cdef cnp.int32_t[::1] rw = rows
+    with nogil:
+        for i in range(n):
+            st[codes0[i] + 1] += 1
+        for g in range(nlev0):
+            st[g + 1] += st[g]
+        for i in range(n):  # st[g] walks to the end of level g's bucket ...
+            g = codes0[i]
+            rw[st[g]] = <cnp.int32_t>i
+            st[g] += 1
+        for g in range(nlev0, 0, -1):  # ... and is moved back to its beginning
+            st[g] = st[g - 1]
+        st[0] = 0
+    return start, rows
+
+
+def count_level_partners(const cnp.int64_t[::1] start, const cnp.int32_t[::1] rows,
+                         const cnp.int32_t[::1] codes_s, Py_ssize_t nlev_s,
+                         cnp.int64_t[::1] counts_out):
+    """counts_out[g] += #{distinct codes_s[i] : row i in bucket g}  (levels of term s met by
+    each level g of the first term)."""
+    cdef Py_ssize_t nlev0 = start.shape[0] - 1, g, j, s
+    _require(counts_out.shape[0] == nlev0, "counts_out must have one entry per bucket")
+    _require(rows.shape[0] == codes_s.shape[0] and start[nlev0] == rows.shape[0],
+             "rows, codes_s and start must describe the same n rows")
+    _check_codes(codes_s, nlev_s, "codes_s")
+    mark = np.full(nlev_s, -1, dtype=np.int64)
+    cdef cnp.int64_t[::1] mk = mark
+    with nogil:
+        for g in range(nlev0):
+            for j in range(start[g], start[g + 1]):
+                s = codes_s[rows[j]]
+                if mk[s] != g:
+                    mk[s] = g
+                    counts_out[g] += 1
+    return None
+
+
+def fill_level_rows(const cnp.int64_t[::1] start, const cnp.int32_t[::1] rows,
+                    const cnp.int32_t[::1] codes_s, const double[:, :] Xs,
+                    const double[::1] w, Py_ssize_t nlev_s, Py_ssize_t col_offset,
+                    cnp.int64_t[::1] pos, cnp.int32_t[::1] indices_out,
+                    double[::1] data_out):
+    """Term s's part of each CSR row of B = Z0'WZ_s, written at pos[g] (which advances).
+
+    Row g, column col_offset + s k + r holds sum_{i in bucket g, codes_s[i] = s}
+    w_i Xs[i, r], summed in row order (Xs None: k = 1, Xs[i, 0] = 1; w None: w_i = 1).
+    The levels s met by bucket g are written in increasing order, all k columns of each
+    (an exact zero is kept: B's pattern is the co-occurrence of levels).
+    """
+    cdef Py_ssize_t nlev0 = start.shape[0] - 1, k = 1 if Xs is None else Xs.shape[1]
+    cdef Py_ssize_t g, j, i, s, r, a, first, nfound, at
+    cdef bint ones = Xs is None, unweighted = w is None
+    cdef double wi
+    _require(rows.shape[0] == codes_s.shape[0] and start[nlev0] == rows.shape[0],
+             "rows, codes_s and start must describe the same n rows")
+    _require(ones or Xs.shape[0] == rows.shape[0], "Xs must have n rows")
+    _require(unweighted or w.shape[0] == rows.shape[0], "w must have n entries")
+    _require(pos.shape[0] == nlev0 and indices_out.shape[0] == data_out.shape[0],
+             "pos has one entry per bucket; indices_out and data_out the same length")
+    _check_codes(codes_s, nlev_s, "codes_s")
+    _require(col_offset + nlev_s * k <= INT32_MAX, "B's columns must fit in int32")
+    mark = np.full(nlev_s, -1, dtype=np.int64)
+    found = np.empty(max(nlev_s, 1), dtype=np.int32)
+    work = np.zeros(nlev_s * k, dtype=np.float64)  # dense scatter over term s's columns
+    cdef cnp.int64_t[::1] mk = mark
+    cdef cnp.int32_t[::1] fd = found
+    cdef double[::1] ws = work
+    with nogil:
+        for g in range(nlev0):
+            nfound = 0
+            for j in range(start[g], start[g + 1]):
+                i = rows[j]
+                s = codes_s[i]
+                if mk[s] != g:
+                    mk[s] = g
+                    fd[nfound] = <cnp.int32_t>s
+                    nfound += 1
+                wi = 1.0 if unweighted else w[i]
+                if ones:
+                    ws[s] += wi
+                else:
+                    for r in range(k):
+                        ws[s * k + r] += wi * Xs[i, r]
+            if nfound > 1:
+                qsort(&fd[0], nfound, sizeof(cnp.int32_t), _compare_int32)
+            at = pos[g]
+            for a in range(nfound):
+                s = fd[a]
+                for r in range(k):
+                    indices_out[at] = <cnp.int32_t>(col_offset + s * k + r)
+                    data_out[at] = ws[s * k + r]
+                    ws[s * k + r] = 0.0
+                    at += 1
+            pos[g] = at
+    return None
+
+
+cdef inline Py_ssize_t _packed(Py_ssize_t r, Py_ssize_t s, Py_ssize_t m) noexcept nogil:
+    """Position of (r, s), r <= s, in the row-major packed upper triangle of an m x m matrix
+    (rows r' < r hold m - r' entries each; np.triu_indices(m) order)."""
+    return r * (2 * m - r + 1) // 2 + (s - r)
+
+
+def add_class_grams(const cnp.int64_t[::1] indptr, const cnp.int32_t[::1] indices,
+                    const double[::1] data, const double[:, ::1] F,
+                    const cnp.int64_t[::1] order, const cnp.int64_t[::1] class_start,
+                    Py_ssize_t m, Py_ssize_t c_lo, Py_ssize_t c_hi, double[:, ::1] G):
+    """G[c] += upper(sum_{g in class c} a_g a_g'), a_g = [B_g, F_g], for c_lo <= c < c_hi.
+
+    G[c] is the row-major packed upper triangle of an m x m matrix (m (m + 1) / 2
+    entries, np.triu_indices(m) order). The levels of class c are
+    order[class_start[c]:class_start[c + 1]]; B_g is CSR row g (m - p - 1 columns,
+    strictly increasing), F_g row g of F (p + 1 columns, placed after B's).
+    """
+    cdef Py_ssize_t p1 = F.shape[1], q2 = m - F.shape[1]
+    cdef Py_ssize_t c, t, g, a, b, ja, lo, hi, r, s, row
+    cdef double va
+    _require(q2 >= 0 and G.shape[1] == m * (m + 1) // 2,
+             "G must be (n_classes, m (m + 1) / 2) with m >= F's columns")
+    _require(0 <= c_lo <= c_hi <= G.shape[0] and class_start.shape[0] == G.shape[0] + 1,
+             "class range out of bounds, or class_start not of length n_classes + 1")
+    _require(F.shape[0] == indptr.shape[0] - 1, "F must have one row per CSR row")
+    _check_csr(indptr, indices, data, q2)
+    _require(class_start[G.shape[0]] <= order.shape[0], "class_start points past order")
+    if order.shape[0]:
+        _require(np.asarray(order).min() >= 0 and np.asarray(order).max() < F.shape[0],
+                 "order must hold CSR row numbers")
+    with nogil:
+        for c in range(c_lo, c_hi):
+            for t in range(class_start[c], class_start[c + 1]):
+                g = order[t]
+                lo, hi = indptr[g], indptr[g + 1]
+                for a in range(lo, hi):
+                    ja, va = indices[a], data[a]
+                    row = _packed(ja, ja, m) - ja  # G[c, row + s] is entry (ja, s)
+                    for b in range(a, hi):  # B_g B_g' (columns increasing: upper triangle)
+                        G[c, row + indices[b]] += va * data[b]
+                    for s in range(p1):  # B_g F_g'
+                        G[c, row + q2 + s] += va * F[g, s]
+                for r in range(p1):  # F_g F_g'
+                    row = _packed(q2 + r, q2 + r, m) - (q2 + r)
+                    for s in range(r, p1):
+                        G[c, row + q2 + s] += F[g, r] * F[g, s]
+    return None
+
+
+def unpack_symmetric(const double[::1] packed, double[:, ::1] out):
+    """out = the symmetric m x m matrix whose row-major packed upper triangle is packed."""
+    cdef Py_ssize_t m = out.shape[0], r, s, at = 0
+    _require(out.shape[1] == m and packed.shape[0] == m * (m + 1) // 2,
+             "out must be m x m and packed of length m (m + 1) / 2")
+    with nogil:
+        for r in range(m):
+            for s in range(r, m):
+                out[r, s] = packed[at]
+                out[s, r] = packed[at]
+                at += 1
+    return None
+
+
+def csr_times(const cnp.int64_t[::1] indptr, const cnp.int32_t[::1] indices,
+              const double[::1] data, const double[::1] x, double[::1] out):
+    """out = B x  (out[g] = sum_j B[g, j] x[j])."""
+    cdef Py_ssize_t nrow = indptr.shape[0] - 1, g, a
+    cdef double s
+    _require(out.shape[0] == nrow, "out must have one entry per CSR row")
+    _check_csr(indptr, indices, data, x.shape[0])
+    with nogil:
+        for g in range(nrow):
+            s = 0.0
+            for a in range(indptr[g], indptr[g + 1]):
+                s += data[a] * x[indices[a]]
+            out[g] = s
+    return None
+
+
+def row_quadratic_forms(const cnp.int64_t[::1] indptr, const cnp.int32_t[::1] indices,
+                        const double[::1] data, const double[:, ::1] Q,
+                        Py_ssize_t row_lo, Py_ssize_t row_hi, double[::1] out):
+    """out[g] = B_g Q B_g' for rows row_lo <= g < row_hi (Q symmetric: its upper triangle
+    is read)."""
+    cdef Py_ssize_t nrow = indptr.shape[0] - 1, g, a, b, ja, jb
+    cdef double s, off, va
+    _require(Q.shape[0] == Q.shape[1], "Q must be square")
+    _require(0 <= row_lo <= row_hi <= nrow and out.shape[0] == nrow,
+             "row range out of bounds, or out not of one entry per CSR row")
+    _check_csr(indptr, indices, data, Q.shape[0])
+    with nogil:
+        for g in range(row_lo, row_hi):
+            s = 0.0
+            for a in range(indptr[g], indptr[g + 1]):
+                ja, va = indices[a], data[a]
+                off = 0.0
+                for b in range(a + 1, indptr[g + 1]):  # columns sorted: Q[ja, jb] upper
+                    off += data[b] * Q[ja, indices[b]]
+                s += va * (va * Q[ja, ja] + 2.0 * off)
+            out[g] = s
+    return None

@@ -1,0 +1,572 @@
+"""The LMM criterion with the first term eliminated exactly, through count classes.
+
+Fourth stage, an alternative to objective.py (... -> cross-products -> [this] ->
+optimize -> results) for crossed designs whose first term (lme4's order: most levels)
+is a scalar ``(1 | g1)``. There M = Lambda'Z'WZ Lambda + I has g1's block diagonal, but
+Z1'WZ2 couples every g1 level with the g2 levels it meets; at 10^6 x 10^3 crossed levels
+that is ~10^8 entries in M and in L. Eliminating g1 first leaves a dense matrix of the
+size of the other terms, and g1's diagonal only enters through a few distinct values.
+
+The math (DESIGN.md notation). Split Z = [Z0 Z2]: Z0 the first term's nlev0 columns, Z2
+the q2 columns of all other terms; r is the response with its least-squares fit on X
+taken out (crossprod.response_matrix). For level i of the first term let
+
+    d_i = (Z0'WZ0)_ii                     (its row count when unweighted)
+    a_i = [ (Z0'WZ2)_i , (Z0'W[X r])_i ]  (length m = q2 + p + 1; B_i and F_i)
+
+With Lambda = blockdiag(theta0 I, Lambda2) and Lt = blockdiag(Lambda2, I_{p+1}), the
+augmented matrix [[M, Lambda'Z'W[X r]], [., [X r]'W[X r]]] has the diagonal block
+D = diag(theta0^2 d_i + 1) for u0 and the rows theta0 a_i' Lt coupling u0 to the rest.
+Its Schur complement after u0 is the dense m x m matrix
+
+    C(theta) = Lt' K Lt + blockdiag(I_q2, 0) - theta0^2 Lt' (sum_i a_i a_i' / D_i) Lt
+
+with K the (Z2, X, r) block of the augmented cross-products. Levels with equal d_i
+(exact float equality) form a CLASS c with value delta_c and N_c levels, and
+G_c = sum_{i in c} a_i a_i' is summed once, so
+
+    sum_i a_i a_i' / D_i = sum_c G_c / (theta0^2 delta_c + 1)
+
+costs n_classes additions of m x m matrices per evaluation (their packed upper
+triangles: G and K are stored that way), nothing of size nlev0. With
+U'U = C (upper Cholesky), the trailing (p+1) x (p+1) block of U is the Cholesky factor
+of the same Schur complement that objective.LmmObjective factors, so it IS Ry (R_X,
+c_b, sqrt(pwrss)), and
+
+    log|M| = sum_c N_c log(theta0^2 delta_c + 1) + 2 sum_{j < q2} log U_jj.
+
+The criterion is then LmmObjective's. At the optimum (beta the fitted part, as in
+LmmObjective._beta_fitted; U11, U12 the leading blocks of U):
+
+    U11 u2 = U12[:, r] - U12[:, X] beta
+    u0_i   = theta0 (F_i,r - F_i,X beta - (B Lambda2 u2)_i) / D_i
+
+and the conditional variances (condvar.py) come from S22 = U11'U11, the Schur
+complement of M's first block: (M^-1)_22 = S22^-1, and for a level i of the first term
+(M^-1)_ii = 1/D_i + theta0^2 / D_i^2 v_i' S22^-1 v_i with v_i = Lambda2' B_i'.
+
+``B = Z0'WZ2`` (CSR, rows = levels of the first term) is needed to build the G stack
+and, after the fit, for u0 and the conditional variances; the evaluations use only
+``ClassSums``. ``b_from_pairs`` makes B from in-memory cross-products, ``b_from_rows``
+from the rows' level codes (what a streamed pass hands over).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse
+
+from ._core import _classed, _lambda
+from .crossprod import CrossProducts
+from .errors import ModelSpecError, NumericalError
+from .memory import format_bytes, memory_budget
+from .objective import LmmObjective, ThetaMap, check_fixed_sigma
+from .parallel import n_threads, run_all
+
+MAX_DENSE_COLUMNS = 5000  # m above which C (m x m, dense, Cholesky per evaluation) is refused
+MIN_LEVELS_PER_CLASS = 10  # classes must be this much fewer than the first term's levels
+DENSE_COPIES = 6  # m x m arrays besides the G stack: K and the class sum (packed), C, U,
+#                  and the two halves of the Lambda congruence
+
+
+# -- B = Z0'WZ2, by level rows ------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class LevelRows:
+    """A CSR matrix: row g holds columns ``indices[indptr[g]:indptr[g + 1]]`` (sorted,
+    distinct) with values ``data[...]``; here B = Z0'WZ2, one row per level of the first
+    term, one column per random effect of the other terms."""
+
+    indptr: np.ndarray  # int64 (nrows + 1,)
+    indices: np.ndarray  # int32 (nnz,)
+    data: np.ndarray  # float64 (nnz,)
+    ncols: int
+
+    @property
+    def nrows(self) -> int:
+        return self.indptr.shape[0] - 1
+
+    @property
+    def nnz(self) -> int:
+        return self.indices.shape[0]
+
+    def toarray(self) -> np.ndarray:
+        return self.to_scipy().toarray()
+
+    def to_scipy(self) -> scipy.sparse.csr_array:
+        return scipy.sparse.csr_array((self.data, self.indices, self.indptr),
+                                      shape=(self.nrows, self.ncols))
+
+
+def as_level_rows(B, nrows: int, ncols: int) -> LevelRows:
+    """B as LevelRows: given as LevelRows, a scipy.sparse matrix (converted to CSR, sorted,
+    duplicates summed) or an (indptr, indices, data) triple (sorted, distinct per row)."""
+    if isinstance(B, LevelRows):
+        out = B
+    elif scipy.sparse.issparse(B):
+        if B.shape != (nrows, ncols):
+            raise ModelSpecError(f"B must be ({nrows}, {ncols}) (levels of the first term x "
+                                 f"random effects of the others), not {B.shape}")
+        csr = scipy.sparse.csr_array(B)  # a copy: sorting and summing must not touch B
+        csr.sum_duplicates()
+        csr.sort_indices()
+        out = LevelRows(csr.indptr.astype(np.int64), csr.indices.astype(np.int32),
+                        csr.data.astype(np.float64), ncols)
+    else:
+        indptr, indices, data = B
+        out = LevelRows(np.ascontiguousarray(indptr, dtype=np.int64),
+                        np.ascontiguousarray(indices, dtype=np.int32),
+                        np.ascontiguousarray(data, dtype=np.float64), ncols)
+    if out.nrows != nrows or out.ncols != ncols:
+        raise ModelSpecError(f"B must have {nrows} rows (levels of the first term) and "
+                             f"{ncols} columns (random effects of the others), not "
+                             f"{out.nrows} x {out.ncols}")
+    return out
+
+
+def b_from_pairs(cp: CrossProducts) -> LevelRows:
+    """B = Z0'WZ2 from the level-pair blocks of the first term (cp.pairs with t == 0)."""
+    _check_structure(cp)
+    nlev0, offs = cp.nlev[0], cp.offsets
+    rows, cols, vals = [], [], []
+    for pb in cp.pairs:
+        if pb.t != 0:
+            continue
+        ks = cp.k[pb.s]
+        first = offs[pb.s] - offs[1] + np.asarray(pb.lev_s, dtype=np.int64) * ks
+        rows.append(np.repeat(np.asarray(pb.lev_t, dtype=np.int64), ks))
+        cols.append((first[:, None] + np.arange(ks)).ravel())
+        vals.append(pb.A[:, 0, :].ravel())
+    if not rows:  # no row meets two terms (no rows at all)
+        rows, cols, vals = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0)]
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    order = np.lexsort((cols, rows))
+    if np.any((np.diff(rows[order]) == 0) & (np.diff(cols[order]) == 0)):
+        raise ValueError("cp.pairs holds a level pair twice: merge the blocks first")
+    indptr = np.zeros(nlev0 + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=nlev0), out=indptr[1:])
+    return LevelRows(indptr, cols[order].astype(np.int32), np.concatenate(vals)[order],
+                     cp.q - offs[1])
+
+
+def b_from_rows(codes0, rest_codes, rest_values, nlev, k, weights=None) -> LevelRows:
+    """B = Z0'WZ2 from the rows: each term's int32 level code per row.
+
+    Parameters
+    ----------
+    codes0 : (n,) int32
+        The first term's level of each row (the term must be scalar, ``(1 | g)``).
+    rest_codes : sequence of (n,) int32
+        The level of each row for each other term, in lme4's order.
+    rest_values : sequence of (n, k_t) float64 or None
+        Each other term's Z values per row; None for an intercept-only term (k_t = 1).
+    nlev, k : sequences of int
+        Levels and columns of every term, the first term's first.
+    weights : (n,) float64, optional
+        Prior weights (None: all 1).
+
+    Peak memory beyond the inputs: one int32 per row (rows sorted by codes0, a counting
+    sort), a workspace of one term's columns, and the CSR itself.
+    """
+    nlev, k = tuple(int(v) for v in nlev), tuple(int(v) for v in k)
+    if (len(nlev) != len(k) or len(rest_codes) != len(nlev) - 1
+            or len(rest_values) != len(rest_codes)):
+        raise ModelSpecError("b_from_rows needs nlev and k for every term and codes and values "
+                             f"for each term after the first: got {len(nlev)} nlev, {len(k)} k, "
+                             f"{len(rest_codes)} codes and {len(rest_values)} values")
+    if len(nlev) < 2 or k[0] != 1:
+        raise ModelSpecError("b_from_rows needs a scalar first term (k = 1) and at least one "
+                             f"more term, got k = {k}")
+    codes0 = _int32_codes(codes0, "codes0")
+    rest = _rest_terms(rest_codes, rest_values, k, codes0.shape[0])
+    w = None if weights is None else np.ascontiguousarray(weights, dtype=np.float64)
+    start, rows = _classed.bucket_rows(codes0, nlev[0])
+    counts = []
+    for t, (codes, _) in enumerate(rest, start=1):
+        c = np.zeros(nlev[0], dtype=np.int64)
+        _classed.count_level_partners(start, rows, codes, nlev[t], c)
+        counts.append(c * k[t])
+    indptr = np.zeros(nlev[0] + 1, dtype=np.int64)
+    np.cumsum(np.sum(counts, axis=0), out=indptr[1:])
+    indices = np.empty(indptr[-1], dtype=np.int32)
+    data = np.empty(indptr[-1], dtype=np.float64)
+    pos, col = indptr[:-1].copy(), 0
+    for t, (codes, values) in enumerate(rest, start=1):
+        _classed.fill_level_rows(start, rows, codes, values, w, nlev[t], col, pos, indices, data)
+        col += nlev[t] * k[t]
+    return LevelRows(indptr, indices, data, col)
+
+
+def _rest_terms(rest_codes, rest_values, k, n: int) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """(int32 codes, float64 values or None) of each term after the first, checked."""
+    rest = []
+    for t, (codes, values) in enumerate(zip(rest_codes, rest_values), start=1):
+        codes = _int32_codes(codes, f"rest_codes[{t - 1}]")
+        if values is not None:
+            values = np.asarray(values, dtype=np.float64)
+        kt = 1 if values is None else values.shape[1]
+        if kt != k[t] or codes.shape[0] != n or (values is not None and values.shape[0] != n):
+            raise ModelSpecError(f"term {t}: codes and values must have {n} rows and {k[t]} "
+                                 f"columns (values None only for k = 1)")
+        rest.append((codes, values))
+    return rest
+
+
+def _int32_codes(codes, name: str) -> np.ndarray:
+    codes = np.asarray(codes)
+    if codes.dtype != np.int32:
+        if codes.size and (codes.min() < 0 or codes.max() > np.iinfo(np.int32).max):
+            raise ModelSpecError(f"{name}: level codes must be non-negative and fit in int32")
+        codes = codes.astype(np.int32)
+    return np.ascontiguousarray(codes)
+
+
+# -- the n-free sums ----------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class ClassSums:
+    """What the classed criterion needs, n-free and picklable.
+
+    The attributes results and streaming read from an objective's ``cp`` are here too
+    (k, nlev, offsets, q, p, n, XtWXy, sum_log_w, beta_shift).
+    """
+
+    k: tuple[int, ...]
+    nlev: tuple[int, ...]
+    delta: np.ndarray  # (n_classes,) the distinct d_i, increasing
+    count: np.ndarray  # int64 (n_classes,) N_c, levels per class
+    level_class: np.ndarray  # int32 (nlev0,) class of each level of the first term
+    G: np.ndarray  # (n_classes, m (m + 1) / 2) sum of a_i a_i' over each class, packed
+    K: np.ndarray  # (m (m + 1) / 2,) [Z2 X r]'W[Z2 X r], packed
+    F: np.ndarray  # (nlev0, p + 1) Z0'W[X r]
+    XtWXy: np.ndarray
+    n: int
+    sum_log_w: float
+    beta_shift: np.ndarray | None = None
+
+    @property
+    def p(self) -> int:
+        return self.XtWXy.shape[0] - 1
+
+    @property
+    def q(self) -> int:
+        return int(sum(k * nl for k, nl in zip(self.k, self.nlev)))
+
+    @property
+    def q2(self) -> int:
+        return self.q - self.nlev[0]
+
+    @property
+    def m(self) -> int:
+        return self.q2 + self.p + 1
+
+    @property
+    def n_classes(self) -> int:
+        return self.delta.shape[0]
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """First column of each term in Z (and in u, b)."""
+        sizes = [k * nl for k, nl in zip(self.k, self.nlev)]
+        return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+    def d(self) -> np.ndarray:
+        """d_i of each level of the first term."""
+        return self.delta[self.level_class]
+
+
+def level_classes(cp: CrossProducts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(delta, count, level_class): the distinct values d_c of the first term's diagonal
+    (exact equality), how many levels hold each, and each level's class."""
+    delta, level_class, count = np.unique(cp.diag[0][:, 0, 0], return_inverse=True,
+                                          return_counts=True)
+    return delta, count.astype(np.int64), level_class.astype(np.int32).ravel()
+
+
+def class_sums(cp: CrossProducts, B) -> ClassSums:
+    """The ClassSums of cross-products cp, B = Z0'WZ2 (``b_from_pairs``, ``b_from_rows``)."""
+    _check_structure(cp)
+    nlev0, p1 = cp.nlev[0], cp.p + 1
+    B = as_level_rows(B, nlev0, cp.q - nlev0)
+    delta, count, level_class = level_classes(cp)
+    F = np.ascontiguousarray(cp.ZtWXy[:nlev0])
+    m = B.ncols + p1
+    G = np.zeros((delta.shape[0], m * (m + 1) // 2))
+    order = np.argsort(level_class, kind="stable").astype(np.int64)
+    class_start = np.concatenate([[0], np.cumsum(count)]).astype(np.int64)
+    work = (np.diff(B.indptr) + p1).astype(np.float64) ** 2
+    ranges = _balanced_ranges(np.bincount(level_class, weights=work, minlength=len(delta)))
+    run_all([lambda lo=lo, hi=hi: _classed.add_class_grams(
+        B.indptr, B.indices, B.data, F, order, class_start, m, lo, hi, G) for lo, hi in ranges],
+        B.nnz)
+    return ClassSums(k=tuple(cp.k), nlev=tuple(cp.nlev), delta=delta, count=count,
+                     level_class=level_class, G=G, K=packed(rest_crossproducts(cp)), F=F,
+                     XtWXy=cp.XtWXy, n=cp.n, sum_log_w=cp.sum_log_w, beta_shift=cp.beta_shift)
+
+
+def packed(A: np.ndarray) -> np.ndarray:
+    """The row-major packed upper triangle of a square matrix (np.triu_indices order)."""
+    return np.ascontiguousarray(A[np.triu_indices(A.shape[0])])
+
+
+def unpacked(P: np.ndarray, m: int) -> np.ndarray:
+    """The symmetric m x m matrix whose packed upper triangle is P (``packed``)."""
+    out = np.empty((m, m))
+    _classed.unpack_symmetric(np.ascontiguousarray(P, dtype=np.float64), out)
+    return out
+
+
+def _balanced_ranges(work: np.ndarray) -> list[tuple[int, int]]:
+    """Contiguous ranges of items, one per thread, of about equal total work. The split
+    only decides which thread makes which output: the outputs do not depend on it."""
+    if work.shape[0] == 0:
+        return []
+    parts = min(n_threads(), work.shape[0])
+    cum = np.cumsum(work)
+    cuts = np.searchsorted(cum, cum[-1] * np.arange(1, parts) / parts, side="right")
+    bounds = np.unique(np.concatenate([[0], cuts, [work.shape[0]]]).astype(np.int64))
+    return [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+def rest_crossproducts(cp: CrossProducts) -> np.ndarray:
+    """K = [Z2 X r]'W[Z2 X r], dense m x m: Z2'WZ2 from the diagonal blocks of the terms
+    after the first and their level-pair blocks, Z2'W[X r] and [X r]'W[X r]."""
+    q0, q2 = cp.nlev[0], cp.q - cp.nlev[0]
+    offs = cp.offsets - q0
+    K = np.zeros((q2 + cp.p + 1, q2 + cp.p + 1))
+    for t in range(1, len(cp.k)):
+        k = cp.k[t]
+        idx = offs[t] + np.arange(cp.nlev[t])[:, None] * k + np.arange(k)
+        K[idx[:, :, None], idx[:, None, :]] = cp.diag[t]
+    for pb in cp.pairs:
+        if pb.t == 0:
+            continue
+        kt, ks = cp.k[pb.t], cp.k[pb.s]
+        rows = offs[pb.t] + np.asarray(pb.lev_t, dtype=np.int64)[:, None] * kt + np.arange(kt)
+        cols = offs[pb.s] + np.asarray(pb.lev_s, dtype=np.int64)[:, None] * ks + np.arange(ks)
+        K[rows[:, :, None], cols[:, None, :]] = pb.A
+        K[cols[:, :, None], rows[:, None, :]] = np.swapaxes(pb.A, 1, 2)
+    K[:q2, q2:] = cp.ZtWXy[q0:]
+    K[q2:, :q2] = cp.ZtWXy[q0:].T
+    K[q2:, q2:] = cp.XtWXy
+    return K
+
+
+# -- when the route applies ---------------------------------------------------------------
+def _structure_refusal(cp) -> str | None:
+    if len(cp.k) < 2:
+        return ("a single random-effects term: M is block diagonal already (objective.py "
+                "factors it block by block), there is nothing to eliminate")
+    if cp.k[0] != 1:
+        return (f"the first term (lme4's order: most levels, {cp.nlev[0]:,}) has {cp.k[0]} "
+                "columns per level; the count classes eliminate a scalar term (1 | g) only")
+    m = cp.q - cp.nlev[0] + cp.p + 1
+    if m > MAX_DENSE_COLUMNS:
+        return (f"the terms after the first and the fixed effects make m = {m:,} columns: "
+                f"above {MAX_DENSE_COLUMNS:,}, a dense m x m Cholesky per evaluation costs "
+                "more than the sparse factor")
+    return None
+
+
+def _check_structure(cp) -> None:
+    reason = _structure_refusal(cp)
+    if reason is not None:
+        raise ModelSpecError(f"the count-class route does not apply: {reason}")
+
+
+def classes_apply(cp: CrossProducts) -> str | None:
+    """None when ``ClassedObjective`` suits cp, else the reason it does not.
+
+    Refused: fewer than two terms, a first term that is not scalar, more than
+    MAX_DENSE_COLUMNS columns left after eliminating it, no saving (fewer than
+    MIN_LEVELS_PER_CLASS levels per class, e.g. weights that make every level's sum
+    distinct), or a G stack and dense matrices larger than the memory budget (memory.py).
+    """
+    reason = _structure_refusal(cp)
+    if reason is not None:
+        return reason
+    n_classes = np.unique(cp.diag[0][:, 0, 0]).shape[0]
+    if n_classes * MIN_LEVELS_PER_CLASS > cp.nlev[0]:
+        return (f"no saving: the first term's {cp.nlev[0]:,} levels take {n_classes:,} "
+                f"distinct diagonal values (classes); the route needs at least "
+                f"{MIN_LEVELS_PER_CLASS} levels per class (weights that differ per row make "
+                "every level's sum distinct)")
+    m = cp.q - cp.nlev[0] + cp.p + 1
+    need = 8 * (n_classes * m * (m + 1) // 2 + DENSE_COPIES * m * m)
+    budget = memory_budget()
+    if need > budget:
+        return (f"the class sums need {format_bytes(need)} ({n_classes:,} classes of "
+                f"{m:,} x {m:,} dense symmetric matrices), above the memory budget of "
+                f"{format_bytes(budget)}")
+    return None
+
+
+# -- the objective ------------------------------------------------------------------------
+class ClassedObjective:
+    """The criterion of objective.LmmObjective, with the first term eliminated through its
+    count classes: one dense m x m Cholesky per evaluation.
+
+    The same interface as LmmObjective for optimize.py and results.py; the queries that
+    read only Ry, the log-determinant and the cross-products are LmmObjective's own.
+    ``B`` (Z0'WZ2) is needed for ``u`` and ``condvar_blocks`` only.
+    """
+
+    def __init__(self, sums: ClassSums, *, reml: bool, sigma: float | None = None, B=None):
+        self.cp = sums
+        self.reml = reml
+        self.fixed_sigma = check_fixed_sigma(sigma)
+        self.theta_map = ThetaMap(sums.k)
+        self.B = None if B is None else as_level_rows(B, sums.nlev[0], sums.q2)
+        self.theta = self.theta_map.start
+        self.T = self.theta_map.factors(self.theta)
+        self.C = np.zeros((sums.m, sums.m))
+        self.U = np.zeros((sums.m, sums.m))
+        self._H = np.empty_like(sums.K)  # the packed class sum
+        self.Ry = np.zeros((sums.p + 1, sums.p + 1))
+
+    @classmethod
+    def from_crossproducts(cls, cp: CrossProducts, *, reml: bool,
+                           sigma: float | None = None) -> "ClassedObjective":
+        """The objective of in-memory cross-products (B from their level-pair blocks)."""
+        B = b_from_pairs(cp)
+        return cls(class_sums(cp, B), reml=reml, sigma=sigma, B=B)
+
+    # -- updates (mutate, return None) ------------------------------------------------
+    set_theta = LmmObjective.set_theta
+
+    @property
+    def theta0(self) -> float:
+        return float(self.T[0][0, 0])
+
+    def update_C(self) -> None:
+        """C = Lt'(K - theta0^2 sum_c G_c / (theta0^2 delta_c + 1)) Lt + blockdiag(I, 0)."""
+        s, H = self.cp, self._H
+        t2 = self.theta0 ** 2
+        np.dot(1.0 / (t2 * s.delta + 1.0), s.G, out=H)  # one pass over the G stack
+        H *= -t2
+        H += s.K
+        _classed.unpack_symmetric(H, self.C)
+        self.C = self._lt_congruence(self.C)
+        self.C[np.diag_indices(s.q2)] += 1.0
+
+    def _lt_congruence(self, A: np.ndarray) -> np.ndarray:
+        """Lt' A Lt for symmetric A: Lambda2' on the row blocks, twice around a transpose."""
+        half = self._by_rows(_lambda.lambdat_apply, A)
+        return self._by_rows(_lambda.lambdat_apply, half.T)
+
+    def _by_rows(self, kernel, A: np.ndarray) -> np.ndarray:
+        """``kernel`` ((I (x) T_t) or its transpose) on the q2 leading rows of A, term by
+        term; the remaining p + 1 rows copied."""
+        A = np.ascontiguousarray(A)
+        out = np.empty_like(A)
+        offs = self.cp.offsets - self.cp.nlev[0]
+        for t in range(1, len(self.T)):
+            blk = slice(offs[t], offs[t + 1])
+            kernel(self.T[t], A[blk], out[blk])
+        out[offs[-1]:] = A[offs[-1]:]
+        return out
+
+    def update_U(self) -> None:
+        """U'U = C (upper Cholesky); Ry is its trailing (p+1) x (p+1) block."""
+        try:
+            self.U = scipy.linalg.cholesky(self.C, lower=False)
+        except np.linalg.LinAlgError:
+            self.U = self._factor_exact_fit(self.C)
+        q2 = self.cp.q2
+        self.Ry = self.U[q2:, q2:].copy()
+
+    def _factor_exact_fit(self, C: np.ndarray) -> np.ndarray:
+        """U when only its last pivot (pwrss) fails (an exact fit: pwrss = 0), as
+        LmmObjective._factor_exact_fit; a failing leading block is an error."""
+        q2, m = self.cp.q2, self.cp.m
+        try:
+            U1 = scipy.linalg.cholesky(C[:m - 1, :m - 1], lower=False)
+        except np.linalg.LinAlgError:
+            try:
+                scipy.linalg.cholesky(C[:q2, :q2], lower=False)
+            except np.linalg.LinAlgError:
+                raise NumericalError("Lambda'Z'WZ Lambda + I is not positive definite (its "
+                                     "Schur complement after the first term)",
+                                     theta=self.theta) from None
+            raise NumericalError("the fixed-effects columns are (numerically) collinear given "
+                                 "the random effects: X'WX - R_ZX'R_ZX is not positive "
+                                 "definite; remove fixed effects that the random-effects "
+                                 "terms reproduce, or rescale columns of very different "
+                                 "sizes", theta=self.theta) from None
+        U = np.zeros_like(C)
+        U[:m - 1, :m - 1] = U1
+        U[:m - 1, m - 1] = scipy.linalg.solve_triangular(U1, C[:m - 1, m - 1], trans="T")
+        return U
+
+    def update(self, theta) -> None:
+        self.set_theta(theta)
+        self.update_C()
+        self.update_U()
+
+    # -- queries (no side effects) ----------------------------------------------------
+    pwrss = LmmObjective.pwrss
+    ldRX2 = LmmObjective.ldRX2
+    objective = LmmObjective.objective
+    __call__ = LmmObjective.__call__
+    check_residual_left = LmmObjective.check_residual_left
+    beta = LmmObjective.beta
+    _beta_fitted = LmmObjective._beta_fitted
+    sigma = LmmObjective.sigma
+    lambda_times = LmmObjective.lambda_times
+    vcov_unscaled = LmmObjective.vcov_unscaled
+
+    @property
+    def ldL2(self) -> float:
+        """log|M| = sum_c N_c log(theta0^2 delta_c + 1) + log|S22|."""
+        s = self.cp
+        first = float(np.dot(s.count, np.log1p(self.theta0 ** 2 * s.delta)))
+        return first + float(2.0 * np.log(np.diag(self.U)[:s.q2]).sum())
+
+    def _D(self) -> np.ndarray:
+        """D_i = theta0^2 d_i + 1 of each level of the first term."""
+        return self.theta0 ** 2 * self.cp.d() + 1.0
+
+    def _require_B(self, what: str) -> LevelRows:
+        if self.B is None:
+            raise ModelSpecError(f"{what} needs B = Z0'WZ2 (the first term's level rows): "
+                                 "pass B= to ClassedObjective (b_from_pairs or b_from_rows)")
+        return self.B
+
+    def u(self) -> np.ndarray:
+        """The conditional modes [u0, u2]: U11 u2 = U12 [-beta; 1], then u0 from u2."""
+        B = self._require_B("u()")
+        s, q2, p = self.cp, self.cp.q2, self.cp.p
+        beta = self._beta_fitted()
+        U11 = self.U[:q2, :q2]
+        u2 = scipy.linalg.solve_triangular(U11, self.U[:q2, q2 + p] - self.U[:q2, q2:q2 + p] @ beta)
+        Bb = np.empty(s.nlev[0])
+        _classed.csr_times(B.indptr, B.indices, B.data, self._lambda2(u2[:, None])[:, 0], Bb)
+        h0 = s.F[:, p] - s.F[:, :p] @ beta
+        u0 = self.theta0 * (h0 - Bb) / self._D()
+        return np.concatenate([u0, u2])
+
+    def _lambda2(self, X: np.ndarray) -> np.ndarray:
+        """Lambda2 X for X with q2 rows."""
+        return self._by_rows(_lambda.lambda_apply, X)
+
+    def condvar_blocks(self, sigma: float) -> list[np.ndarray]:
+        """Per term, (nlev, k, k): sigma^2 T_t (M^-1)_block T_t' (as condvar.condvar_blocks)."""
+        B = self._require_B("condvar_blocks() (the conditional variances)")
+        s, q2 = self.cp, self.cp.q2
+        Rinv = scipy.linalg.solve_triangular(self.U[:q2, :q2], np.eye(q2))
+        S22inv = Rinv @ Rinv.T  # (M^-1)_22
+        Q = self._lambda2(self._lambda2(S22inv).T)  # Lambda2 S22^-1 Lambda2'
+        quad = np.empty(s.nlev[0])
+        run_all([lambda lo=lo, hi=hi: _classed.row_quadratic_forms(
+            B.indptr, B.indices, B.data, Q, lo, hi, quad)
+            for lo, hi in _balanced_ranges(np.diff(B.indptr).astype(np.float64) ** 2)], B.nnz)
+        D, t2 = self._D(), self.theta0 ** 2
+        minv0 = 1.0 / D + t2 / D ** 2 * quad
+        out = [(sigma ** 2 * t2 * minv0).reshape(-1, 1, 1)]
+        offs = s.offsets - s.nlev[0]
+        for t in range(1, len(s.k)):
+            k, T = s.k[t], self.T[t]
+            idx = offs[t] + np.arange(s.nlev[t])[:, None] * k + np.arange(k)
+            blocks = S22inv[idx[:, :, None], idx[:, None, :]]
+            out.append(sigma ** 2 * np.einsum("ij,ajk,lk->ail", T, blocks, T))
+        return out

@@ -1,0 +1,219 @@
+"""Count-class kernels (_classed) against dense NumPy.
+
+B = Z0'WZ_s is formed densely here from one-hot level matrices; the kernels never form
+it. The thread-split kernels (add_class_grams, row_quadratic_forms) must give the same
+bits whatever split of classes or rows they are called with.
+"""
+import numpy as np
+import pytest
+
+from glmm_sparse._core._classed import (
+    add_class_grams,
+    bucket_rows,
+    count_level_partners,
+    csr_times,
+    fill_level_rows,
+    row_quadratic_forms,
+    unpack_symmetric,
+)
+
+TOL = 1e-12
+SHAPES = [(1, 1, 1, 1), (60, 5, 4, 1), (400, 30, 12, 2), (900, 50, 7, 3)]  # n, nlev0, nlev_s, k
+
+
+def assert_close(actual, expected):
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=TOL * scale)
+
+
+def one_hot(codes, nlev):
+    Z = np.zeros((codes.shape[0], nlev))
+    Z[np.arange(codes.shape[0]), codes] = 1.0
+    return Z
+
+
+def dense_term(codes, X, nlev):
+    """n x (nlev k): column g k + r is (codes == g) X[:, r]."""
+    n, k = X.shape
+    Z = np.zeros((n, nlev * k))
+    for r in range(k):
+        Z[np.arange(n), codes * k + r] = X[:, r]
+    return Z
+
+
+def random_csr(rng, nrow, ncol, density):
+    """(indptr, indices, data, dense) of a random CSR matrix with sorted columns."""
+    dense = np.where(rng.random((nrow, ncol)) < density, rng.standard_normal((nrow, ncol)), 0.0)
+    rows, cols = np.nonzero(dense)
+    indptr = np.zeros(nrow + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=nrow), out=indptr[1:])
+    return indptr, cols.astype(np.int32), dense[rows, cols], dense
+
+
+@pytest.mark.parametrize("n, nlev0, nlev_s, k", SHAPES)
+def test_bucket_rows_is_a_stable_sort_by_code(n, nlev0, nlev_s, k):
+    rng = np.random.default_rng(n)
+    codes = rng.integers(0, nlev0, n).astype(np.int32)
+    start, rows = bucket_rows(codes, nlev0)
+    assert start.dtype == np.int64 and rows.dtype == np.int32
+    np.testing.assert_array_equal(rows, np.argsort(codes, kind="stable"))
+    np.testing.assert_array_equal(np.diff(start), np.bincount(codes, minlength=nlev0))
+
+
+@pytest.mark.parametrize("n, nlev0, nlev_s, k", SHAPES)
+def test_count_level_partners_counts_co_occurring_levels(n, nlev0, nlev_s, k):
+    rng = np.random.default_rng(n + 1)
+    c0 = rng.integers(0, nlev0, n).astype(np.int32)
+    cs = rng.integers(0, nlev_s, n).astype(np.int32)
+    start, rows = bucket_rows(c0, nlev0)
+    counts = np.full(nlev0, 5, dtype=np.int64)  # adds into the output
+    count_level_partners(start, rows, cs, nlev_s, counts)
+    expected = ((one_hot(c0, nlev0).T @ one_hot(cs, nlev_s)) > 0).sum(axis=1)
+    np.testing.assert_array_equal(counts, expected + 5)
+
+
+def fill(c0, terms, nlev0, w):
+    """CSR of [Z0'W Z_1, Z0'W Z_2, ...] from fill_level_rows, as b_from_rows makes it."""
+    start, rows = bucket_rows(c0, nlev0)
+    counts = []
+    for cs, X, nlev_s in terms:
+        c = np.zeros(nlev0, dtype=np.int64)
+        count_level_partners(start, rows, cs, nlev_s, c)
+        counts.append(c * (1 if X is None else X.shape[1]))
+    indptr = np.concatenate([[0], np.cumsum(np.sum(counts, axis=0))]).astype(np.int64)
+    indices = np.full(indptr[-1], -1, dtype=np.int32)
+    data = np.full(indptr[-1], np.nan)
+    pos, col = indptr[:-1].copy(), 0
+    for cs, X, nlev_s in terms:
+        fill_level_rows(start, rows, cs, X, w, nlev_s, col, pos, indices, data)
+        col += nlev_s * (1 if X is None else X.shape[1])
+    np.testing.assert_array_equal(pos, indptr[1:])  # each row filled exactly
+    return indptr, indices, data, col
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("n, nlev0, nlev_s, k", SHAPES)
+def test_fill_level_rows_equals_dense_Z0tWZ(n, nlev0, nlev_s, k, weighted):
+    rng = np.random.default_rng(n + 2)
+    c0 = rng.integers(0, nlev0, n).astype(np.int32)
+    c1 = rng.integers(0, nlev_s, n).astype(np.int32)
+    c2 = rng.integers(0, 3, n).astype(np.int32)
+    X1 = rng.standard_normal((n, k))
+    w = rng.uniform(0.5, 2.0, n) if weighted else None
+    indptr, indices, data, ncols = fill(c0, [(c1, X1, nlev_s), (c2, None, 3)], nlev0, w)
+    W = np.ones(n) if w is None else w
+    Z0 = one_hot(c0, nlev0)
+    Z2 = np.hstack([dense_term(c1, X1, nlev_s), one_hot(c2, 3)])
+    expected = Z0.T @ (W[:, None] * Z2)
+    meets = Z0.T @ np.hstack([np.repeat(one_hot(c1, nlev_s), k, axis=1), one_hot(c2, 3)]) > 0
+    dense = np.zeros((nlev0, ncols))
+    rows = np.repeat(np.arange(nlev0), np.diff(indptr))
+    dense[rows, indices] = data
+    assert ncols == nlev_s * k + 3
+    for g in range(nlev0):  # each row: sorted, distinct, exactly the co-occurring columns
+        cols = indices[indptr[g]:indptr[g + 1]]
+        assert np.all(np.diff(cols) > 0)
+        np.testing.assert_array_equal(cols, np.flatnonzero(meets[g]))
+    assert_close(dense, expected)
+
+
+def test_fill_level_rows_keeps_exact_zeros_in_the_pattern():
+    c0 = np.zeros(2, dtype=np.int32)
+    cs = np.zeros(2, dtype=np.int32)
+    X = np.array([[1.0, 1.0], [1.0, -1.0]])  # second column sums to 0 for level 0
+    indptr, indices, data, _ = fill(c0, [(cs, X, 1)], 1, None)
+    np.testing.assert_array_equal(indices, [0, 1])
+    np.testing.assert_array_equal(data, [2.0, 0.0])
+
+
+def test_codes_out_of_range_are_refused():
+    with pytest.raises(ValueError, match=r"codes0 must lie in \[0, 3\)"):
+        bucket_rows(np.array([0, 3], dtype=np.int32), 3)
+    start, rows = bucket_rows(np.array([0, 1], dtype=np.int32), 2)
+    with pytest.raises(ValueError, match="codes_s"):
+        count_level_partners(start, rows, np.array([0, -1], dtype=np.int32), 4,
+                             np.zeros(2, dtype=np.int64))
+
+
+def dense_grams(dense_B, F, level_class, n_classes):
+    a = np.hstack([dense_B, F])
+    G = np.zeros((n_classes, a.shape[1], a.shape[1]))
+    for g in range(a.shape[0]):
+        G[level_class[g]] += np.outer(a[g], a[g])
+    return G
+
+
+@pytest.mark.parametrize("nrow, ncol, p1, n_classes", [(1, 1, 1, 1), (40, 9, 2, 3),
+                                                       (200, 60, 3, 7)])
+def test_add_class_grams_equals_dense_outer_products(nrow, ncol, p1, n_classes):
+    rng = np.random.default_rng(nrow)
+    indptr, indices, data, dense = random_csr(rng, nrow, ncol, 0.2)
+    F = rng.standard_normal((nrow, p1))
+    level_class = rng.integers(0, n_classes, nrow)
+    order = np.argsort(level_class, kind="stable").astype(np.int64)
+    class_start = np.concatenate([[0], np.cumsum(np.bincount(level_class, minlength=n_classes))])
+    class_start = class_start.astype(np.int64)
+    m = ncol + p1
+    G = np.zeros((n_classes, m * (m + 1) // 2))
+    add_class_grams(indptr, indices, data, F, order, class_start, m, 0, n_classes, G)
+    upper = np.triu_indices(m)
+    assert_close(G, dense_grams(dense, F, level_class, n_classes)[:, upper[0], upper[1]])
+    for cut in range(n_classes + 1):  # any split between two calls: the same bits
+        G2 = np.zeros_like(G)
+        add_class_grams(indptr, indices, data, F, order, class_start, m, 0, cut, G2)
+        add_class_grams(indptr, indices, data, F, order, class_start, m, cut, n_classes, G2)
+        np.testing.assert_array_equal(G2, G)
+
+
+@pytest.mark.parametrize("m", [1, 2, 7])
+def test_unpack_symmetric_inverts_the_packed_upper_triangle(m):
+    A = np.random.default_rng(m).standard_normal((m, m))
+    A = A + A.T
+    out = np.full((m, m), np.nan)
+    unpack_symmetric(np.ascontiguousarray(A[np.triu_indices(m)]), out)
+    np.testing.assert_array_equal(out, A)
+
+
+def test_add_class_grams_refuses_a_class_range_past_the_stack():
+    indptr, indices, data = np.zeros(2, np.int64), np.zeros(0, np.int32), np.zeros(0)
+    G = np.zeros((1, 3))
+    with pytest.raises(ValueError, match="class range"):
+        add_class_grams(indptr, indices, data, np.zeros((1, 2)), np.zeros(1, np.int64),
+                        np.array([0, 1], np.int64), 2, 0, 2, G)
+
+
+@pytest.mark.parametrize("indices, where", [([1, 0], "row 0"), ([0, 0], "row 0"),
+                                            ([0, 3], "row 0")])
+def test_rows_with_unsorted_repeated_or_outside_columns_are_refused(indices, where):
+    indptr, indices = np.array([0, 2], np.int64), np.array(indices, np.int32)
+    G = np.zeros((1, 10))
+    with pytest.raises(ValueError, match=f"strictly increasing .*failed at {where}"):
+        add_class_grams(indptr, indices, np.ones(2), np.zeros((1, 1)), np.zeros(1, np.int64),
+                        np.array([0, 1], np.int64), 4, 0, 1, G)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        csr_times(indptr, indices, np.ones(2), np.ones(3), np.zeros(1))
+
+
+@pytest.mark.parametrize("nrow, ncol", [(1, 1), (30, 12), (150, 80)])
+def test_csr_times_equals_dense(nrow, ncol):
+    rng = np.random.default_rng(ncol)
+    indptr, indices, data, dense = random_csr(rng, nrow, ncol, 0.3)
+    x = rng.standard_normal(ncol)
+    out = np.full(nrow, np.nan)
+    csr_times(indptr, indices, data, x, out)
+    assert_close(out, dense @ x)
+
+
+@pytest.mark.parametrize("nrow, ncol", [(1, 1), (30, 12), (150, 80)])
+def test_row_quadratic_forms_equal_dense(nrow, ncol):
+    rng = np.random.default_rng(ncol + 7)
+    indptr, indices, data, dense = random_csr(rng, nrow, ncol, 0.3)
+    A = rng.standard_normal((ncol, ncol))
+    Q = A @ A.T
+    out = np.full(nrow, np.nan)
+    row_quadratic_forms(indptr, indices, data, Q, 0, nrow, out)
+    assert_close(out, np.einsum("ij,jk,ik->i", dense, Q, dense))
+    split = np.full(nrow, np.nan)
+    row_quadratic_forms(indptr, indices, data, Q, 0, nrow // 3, split)
+    row_quadratic_forms(indptr, indices, data, Q, nrow // 3, nrow, split)
+    np.testing.assert_array_equal(split, out)
