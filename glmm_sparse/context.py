@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .crossprod import CrossprodPlan, accumulate
+from .crossprod import CrossProducts, CrossprodPlan, accumulate
 from .errors import ModelSpecError
 from .formula import ParsedFormula
 from .frame import ModelFrame
@@ -52,6 +52,7 @@ class FitContext:
     # the LMM's cross-products once computed without an objective (n-free; not pickled),
     # and a lock so that threads asking for the objective build and update it once
     _cp: object = field(default=None, repr=False, compare=False)
+    _sparse: object = field(default=None, repr=False, compare=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @property
@@ -77,6 +78,7 @@ class FitContext:
         state = dict(self.__dict__)
         state["objective"] = None  # a CHOLMOD factor; rebuilt on first use
         state["_cp"] = None
+        state["_sparse"] = None
         del state["_lock"]
         return state
 
@@ -104,7 +106,11 @@ class FitContext:
         """The LMM's cross-products: the objective's when there is one, else one pass over
         the rows, kept for the next call (refits and bootstraps ask again and again)."""
         if self.objective is not None and not self.is_glmm:
-            return self.objective.cp
+            cp = self.objective.cp  # a classed objective's sums are not CrossProducts:
+            if not isinstance(cp, CrossProducts):  # it keeps the ones it was built from
+                cp = getattr(self.objective, "source_cp", None)
+            if cp is not None:
+                return cp
         with self._lock:
             if self._cp is None:
                 self._cp = accumulate(self.frame)
@@ -137,6 +143,22 @@ class FitContext:
             elif not self._is_at_optimum(self.objective):
                 self._update(self.objective)
             return self.objective
+
+    def sparse_at_optimum(self):
+        """An LMM's objective with the sparse factor of M (objective.LmmObjective) at the
+        optimum: the fit's own, or, for a fit through the count classes (classed.py, which
+        has no factor of M), one built once from the cross-products and kept."""
+        from .objective import LmmObjective
+
+        obj = self.at_optimum()
+        if self.is_glmm or isinstance(obj, LmmObjective):
+            return obj
+        with self._lock:
+            if self._sparse is None:
+                sparse = self.new_objective()
+                sparse.update(self.params)
+                self._sparse = sparse
+            return self._sparse
 
     def _is_at_optimum(self, obj) -> bool:
         if not self.is_glmm:

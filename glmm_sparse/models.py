@@ -11,6 +11,7 @@ import numpy as np
 
 from .agq import check_agq_model
 from .crossprod import CrossprodPlan, accumulate
+from .classed import lmm_objective, same_route
 from .families import get_family
 from .glmm import GlmmObjective, fit_glmm
 from .pirls import GlmmData
@@ -117,7 +118,7 @@ def escape_fixed_sigma_boundary(obj: LmmObjective, opt, units, check: bool, opti
         return opt
     starts = []
     if not obj.reml:
-        reml = LmmObjective(obj.cp, reml=True, sigma=obj.fixed_sigma)
+        reml = same_route(obj, reml=True)
         starts.append(minimize_theta(reml, opt.theta0, lower, check=False, units=units,
                                      **options).theta)
     starts += [0.5 * opt.theta0, 2.0 * opt.theta0]
@@ -206,11 +207,15 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
         Compute the finite-difference gradient at the optimum and warn when it is not small.
     optimizer_options : dict, optional
         ``ftol_abs``, ``xtol_abs``, ``maxeval`` for NLopt's BOBYQA.
-    factor_mode : {"measure", "simplicial", "supernodal", "auto"}
+    factor_mode : {"measure", "simplicial", "supernodal", "auto", "classes"}
         The factorization of M: "measure" factors a single term's block-diagonal M
         block by block, and otherwise uses CHOLMOD, simplicial for small factors or
         factors without fill, timing both kinds once for large ones; name a CHOLMOD mode
-        to make large fits bitwise reproducible.
+        to make large fits bitwise reproducible. "classes" eliminates a scalar first term
+        ``(1 | g1)`` through the distinct row counts of its levels (classed.py: one dense
+        Cholesky of the other terms' size per evaluation, no level pairs); "measure" takes
+        that route by itself where it applies and does less work (crossed designs whose
+        first factor's levels each meet many levels of the others).
     streaming : bool, optional
         For Parquet data: read the rows in batches, in memory bounded by the levels,
         nnz(Z'Z) and one batch (two passes; streaming.py, docs/pipelines.md), or, if False,
@@ -246,8 +251,8 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
     frame = build_frame(parsed, formula, as_pandas(data), weights=weights, offset=offset,
                         na_action=na_action, glmm=sigma is not None)
     check_response_varies(frame.y, parsed.response)
-    obj = LmmObjective(accumulate(frame), reml=bool(reml), factor_mode=factor_mode,
-                       sigma=sigma)
+    obj = lmm_objective(accumulate(frame), reml=bool(reml), factor_mode=factor_mode,
+                        sigma=sigma)
     theta0, units = lmm_start_and_units(obj, frame, start)
     opt = optimize_lmm(obj, theta0, units, start=start, check=check_convergence,
                        options=options)

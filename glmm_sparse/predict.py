@@ -385,7 +385,7 @@ def conditional_pev(result, model, rows: Rows) -> np.ndarray:
     v1 = L^-1 P Lambda'z and v2 = R_X'^-1 (x - R_ZX' v1) give a'A^-1 a = |v1|^2 + |v2|^2.
     A new level adds the prior variance of its random effect, sigma^2 |T'z|^2.
     """
-    obj = model.at_optimum()
+    obj = model.sparse_at_optimum()
     terms = model.frame.terms
     offs = term_offsets(terms)
     p = rows.X.shape[1]

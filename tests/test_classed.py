@@ -256,7 +256,10 @@ def test_full_fit_equals_lmer(model, reml, sigma):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", gs.GlmmSparseWarning)
         got = fit_classed(formula, weights, reml=reml, sigma=sigma)
-        expected = gs.lmer(formula, crossed_data(), weights=weights, reml=reml, sigma=sigma)
+        # the sparse factor named: by default lmer takes the classes on these designs
+        expected = gs.lmer(formula, crossed_data(), weights=weights, reml=reml, sigma=sigma,
+                           factor_mode="simplicial")
+        assert type(expected.model.objective).__name__ == "LmmObjective"
     assert_rel(got.theta, expected.theta, FIT_RTOL)
     assert_rel(got.fixef.to_numpy(), expected.fixef.to_numpy(), FIT_RTOL)
     assert got.sigma == pytest.approx(expected.sigma, rel=FIT_RTOL)
