@@ -576,7 +576,7 @@ class ClassedObjective:
 
 
 # -- which route a fit takes --------------------------------------------------------------
-def classes_pay(cp: CrossProducts) -> bool:
+def classes_pay(cp: CrossProducts, B: LevelRows | None = None) -> bool:
     """Whether an evaluation through the classes does less work than the sparse factor.
 
     Per evaluation the classes sum n_classes packed m x m matrices (n_classes m (m + 1) / 2
@@ -588,11 +588,14 @@ def classes_pay(cp: CrossProducts) -> bool:
     each) the sparse updates are 50 times cheaper, and it keeps the sparse factor.
     """
     nlev0, offs = cp.nlev[0], cp.offsets
-    partners = np.zeros(nlev0)
-    for pb in cp.pairs:
-        if pb.t == 0:
-            partners += cp.k[pb.s] * np.bincount(np.asarray(pb.lev_t, dtype=np.int64),
-                                                 minlength=nlev0)
+    if B is not None:  # B = Z0'WZ2 given (a streamed pass skips the first term's pairs)
+        partners = np.diff(B.indptr).astype(np.float64)
+    else:
+        partners = np.zeros(nlev0)
+        for pb in cp.pairs:
+            if pb.t == 0:
+                partners += cp.k[pb.s] * np.bincount(np.asarray(pb.lev_t, dtype=np.int64),
+                                                     minlength=nlev0)
     partners += cp.p + 1
     m = int(cp.q - offs[1]) + cp.p + 1
     n_classes = np.unique(cp.diag[0][:, 0, 0]).shape[0]

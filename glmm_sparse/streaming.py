@@ -95,6 +95,7 @@ from .batchframe import (
     check_stateless,
     stream_plan,
 )
+from .classed import ClassedObjective, ClassSums, class_sums, classes_apply, classes_pay
 from .context import FitContext
 from .crossprod import CrossProducts, PairBlocks
 from .errors import DataError, DroppedRowsWarning, ModelSpecError
@@ -103,6 +104,7 @@ from .objective import LmmObjective, fixed_sigma_unit
 from .parallel import run_all
 from .partials import BlockRuns, PartialSums, Sums, merge_partials, qr_update, tree_merge
 from .results import LmerResult, build_lmer_result
+from .rowcodes import RowCodes, structure_refusal, with_first_pairs
 from .scaling import theta_units_from_sums
 from .start import applies, moment_theta_from_sums
 from .terms import ReTerm, check_identifiable, order_terms
@@ -141,6 +143,10 @@ class Accumulator(BatchEncoder):
         self.layout: Layout | None = None
         self.sums = None
         self.rows = 0
+        # lmer's factor_mode when this pass may take the count classes (rowcodes.py);
+        # None for partitions (Dask, Spark), which ship sums, not rows
+        self.classes_mode: str | None = None
+        self.row_codes: RowCodes | None = None
 
     @property
     def sums(self) -> Sums | None:
@@ -173,6 +179,7 @@ class Accumulator(BatchEncoder):
         """A copy that has seen no rows (sharing the levels): one per partition."""
         acc = copy.copy(self)
         acc.layout, acc.sums, acc.rows = None, None, 0
+        acc.classes_mode, acc.row_codes = None, None
         return acc
 
     def partial(self) -> PartialSums:
@@ -203,6 +210,9 @@ class Accumulator(BatchEncoder):
         else:
             check_same_columns(bf, self.layout.xnames, self.layout.cnames)
         self._accumulate(len(bf.y), bf)
+        if self.row_codes is not None:
+            order = self.layout.order
+            self.row_codes.add([bf.codes[i] for i in order], [bf.xs[i] for i in order])
 
     # -- the first non-empty batch fixes the layout --------------------------------------
     def _start(self, df, bf: BatchFrame) -> None:
@@ -220,6 +230,7 @@ class Accumulator(BatchEncoder):
         centre = self.centre if xnames and xnames[0] == "(Intercept)" else 0.0
         self.layout = Layout(tuple(xnames), list(cnames), order, centre)
         self.terms = tuple(ordered)
+        self.row_codes = self._row_codes(len(xnames))
         m = len(xnames) + 1
         ks = [t.k for t in ordered]
         self.sums = Sums(
@@ -268,14 +279,34 @@ class Accumulator(BatchEncoder):
             s.col_sumsq[t] += np.einsum("ij,ij->j", X, X)
             s.col_nonzero[t] += np.count_nonzero(X, axis=0)
 
+    def _row_codes(self, p: int) -> RowCodes | None:
+        """The per-row codes to keep for the count classes, if this pass may take them:
+        always with factor_mode "classes" (refused here, before any sum, where the
+        structure does not allow them), by default ("measure") where the structure allows
+        them and the codes fit their share of the memory budget."""
+        if self.classes_mode not in ("classes", "measure"):
+            return None
+        reason = structure_refusal(self.terms, p, self.weights is not None)
+        if self.classes_mode == "classes":
+            if reason is not None:
+                raise ModelSpecError(f"factor_mode='classes' does not apply to this model: "
+                                     f"{reason}")
+            return RowCodes(self.n, self.terms)
+        if reason is None and RowCodes.fits(self.n, self.terms):
+            return RowCodes(self.n, self.terms)
+        return None
+
     def _pair_tasks(self, codes, xs, w):
-        """Level-pair blocks of this batch, merged into the running BlockRuns."""
+        """Level-pair blocks of this batch, merged into the running BlockRuns (the first
+        term's are built from the kept row codes instead, when they are kept)."""
         tasks, at = [], 0
         terms = self.terms
         for i in range(len(terms)):
             for j in range(i + 1, len(terms)):
                 runs = self._sums.pairs[at]
                 at += 1
+                if i == 0 and self.row_codes is not None:
+                    continue
 
                 def task(i=i, j=j, runs=runs):
                     key = codes[i] * np.int64(terms[j].nlev) + codes[j]
@@ -357,6 +388,11 @@ _ROWS_MESSAGE = ("this fit streamed its {n} rows from {source} and keeps no per-
                  "that need the rows: refit, simulate, bootstrap, residuals, predictions on the fit's rows")
 
 
+_CLASSES_MESSAGE = ("this fit streamed its rows from {source} through the count classes "
+                    "(classed.py), which keep no level pairs of the first term; this method "
+                    "needs them: fit again with factor_mode='supernodal'")
+
+
 @dataclass(frozen=True, eq=False)
 class RowlessFrame:
     """A streamed fit's model frame: its structure (terms' labels, X's names, n) without
@@ -392,7 +428,20 @@ class StreamedFitContext(FitContext):
     cp: CrossProducts = field(default=None, repr=False)
 
     def crossproducts(self):
+        if isinstance(self.cp, ClassSums):
+            raise ModelSpecError(_CLASSES_MESSAGE.format(source=self.frame.source))
         return self.cp
+
+    def new_objective(self, **changes):
+        if isinstance(self.cp, ClassSums):  # a criterion needs no level pairs
+            opts = dict(self.options, **changes)
+            return ClassedObjective(self.cp, reml=bool(opts["reml"]), sigma=opts.get("sigma"))
+        return super().new_objective(**changes)
+
+    def sparse_at_optimum(self):
+        if isinstance(self.cp, ClassSums):
+            raise ModelSpecError(_CLASSES_MESSAGE.format(source=self.frame.source))
+        return super().sparse_at_optimum()
 
     def glmm_data(self, y=None):
         self.frame._no_rows("glmm_data")
@@ -510,6 +559,7 @@ def lmer_parquet(formula: str, data, parsed, *, reml: bool, weights, offset, sig
     scan = levels_pass(source, spec, spec.factors, response=spec.response,
                        na_action=na_action, progress=progress, stacklevel=stacklevel + 1)
     acc = spec.accumulator(scan)
+    acc.classes_mode = factor_mode  # this pass may keep row codes for the count classes
     seconds = rows_pass(source, spec, acc.add, progress=progress, desc="cross-products pass")
     log.info("cross-products pass: %d rows in %.2f s", acc.rows, seconds)
     if acc.sums is None:
@@ -539,7 +589,7 @@ def fit_sums(spec: StreamSpec, scan: LevelScan, acc: Accumulator, *, source_name
         raise DataError("every prior weight is 0: no row carries information; check the "
                         "weights column")
     cp, xnames, dropped = crossproducts(acc, stacklevel + 1)
-    obj = LmmObjective(cp, reml=bool(reml), factor_mode=factor_mode, sigma=sigma)
+    obj = streamed_objective(acc, cp, reml=bool(reml), factor_mode=factor_mode, sigma=sigma)
     units = theta_units_sums(acc.terms, obj.theta_map, s, spec.weights is not None)
     theta0 = None
     if obj.fixed_sigma is not None:
@@ -561,6 +611,31 @@ def fit_sums(spec: StreamSpec, scan: LevelScan, acc: Accumulator, *, source_name
                            options=dict(factor_mode=factor_mode,
                                         check_convergence=check_convergence,
                                         optimizer_options=options))
+
+
+def streamed_objective(acc: Accumulator, cp: CrossProducts, *, reml: bool, factor_mode: str,
+                       sigma) -> LmmObjective | ClassedObjective:
+    """The criterion of the streamed sums: through the count classes when the pass kept
+    the row codes and the classes apply and pay (or were asked for), else the sparse
+    factor (with the first term's level pairs made from the codes, if kept)."""
+    if acc.row_codes is None:
+        return LmmObjective(cp, reml=reml, factor_mode=factor_mode, sigma=sigma)
+    t0 = time.perf_counter()
+    B = acc.row_codes.level_rows()
+    acc.row_codes = None
+    reason = classes_apply(cp)
+    log.info("level pairs of the first term from the kept row codes: %d in %.2f s%s", B.nnz,
+             time.perf_counter() - t0, "" if reason is None else f"; no count classes: {reason}")
+    if factor_mode == "classes" and reason is not None:
+        raise ModelSpecError(f"factor_mode='classes' does not apply to this model: {reason}")
+    if reason is None and (factor_mode == "classes" or classes_pay(cp, B)):
+        t0 = time.perf_counter()
+        sums = class_sums(cp, B)
+        log.info("count classes: %d classes of the first term's %d levels, m = %d, in %.2f s",
+                 sums.n_classes, sums.nlev[0], sums.m, time.perf_counter() - t0)
+        return ClassedObjective(sums, reml=reml, sigma=sigma, B=B)
+    return LmmObjective(with_first_pairs(cp, B), reml=reml, factor_mode=factor_mode,
+                        sigma=sigma)
 
 
 def fit_partials(spec: StreamSpec, scan: LevelScan, acc: Accumulator, merged: PartialSums, *,

@@ -1,0 +1,112 @@
+"""Per-row level codes kept by a streamed pass, for the count-class route (classed.py).
+
+A crossed LMM such as ``(1 | g1) + (1 | g2)`` with 10^6 x 10^3 levels meets about one new
+(g1, g2) pair per row: the level-pair blocks of Z1'Z2 grow with the rows (95 million at
+10^8 rows), and the running blocks of a streamed pass with them. The count classes need
+Z1'Z2 only as B (classed.b_from_rows), built once after the pass from each row's level
+codes: 4 bytes per row and term (plus a later term's Z values unless it is ``(1 | g)``). So a streamed pass that may take the classes keeps those codes here, in arrays
+allocated once for the rows the first pass counted, and skips the first term's pair
+blocks; B is built from them, and they are dropped, before the fit.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .classed import MAX_DENSE_COLUMNS, LevelRows, b_from_rows
+from .crossprod import CrossProducts, PairBlocks
+from .memory import memory_budget
+
+BUDGET_SHARE = 0.25  # the codes may take this share of the memory budget
+
+
+def intercept_only(term) -> bool:
+    """Whether a term's Z column is all ones, ``(1 | g)``: no values to keep."""
+    return tuple(term.cnames) == ("(Intercept)",)
+
+
+def row_bytes(terms) -> int:
+    """Bytes kept per row: an int32 code per term, and the float64 Z values of each later
+    term other than an intercept-only one (``(0 + x | g)`` has k = 1 and values x)."""
+    return 4 * len(terms) + 8 * sum(t.k for t in terms[1:] if not intercept_only(t))
+
+
+def structure_refusal(terms, p: int, weighted: bool) -> str | None:
+    """Why a streamed fit of these terms (lme4's order) cannot take the classes, or None."""
+    if len(terms) < 2:
+        return "a single random-effects term: there is nothing to eliminate"
+    if terms[0].k != 1:
+        return (f"the first term (most levels: {terms[0].group_name}) has {terms[0].k} "
+                "columns; the count classes eliminate a scalar term (1 | g) only")
+    if weighted:
+        return ("prior weights: a streamed fit keeps no per-row weights for the classes "
+                "(weights that differ per row make every level's sum its own class)")
+    m = sum(t.q for t in terms[1:]) + p + 1
+    if m > MAX_DENSE_COLUMNS:
+        return (f"the later terms and the fixed effects make {m:,} columns: above "
+                f"{MAX_DENSE_COLUMNS:,} a dense Cholesky per evaluation costs more than the "
+                "sparse factor")
+    return None
+
+
+class RowCodes:
+    """Every complete row's level code per term (int32), and the Z values of the later
+    terms that are not intercept-only, filled batch by batch in row order."""
+
+    def __init__(self, n_rows: int, terms):
+        self.terms = tuple(terms)
+        self.codes = [np.empty(n_rows, dtype=np.int32) for _ in self.terms]
+        self.values = [None] + [None if intercept_only(t) else np.empty((n_rows, t.k))
+                                for t in self.terms[1:]]
+        self.filled = 0
+
+    @staticmethod
+    def fits(n_rows: int, terms) -> bool:
+        """Whether the codes of n_rows rows fit their share of the memory budget."""
+        return n_rows * row_bytes(terms) <= BUDGET_SHARE * memory_budget()
+
+    def add(self, codes, xs) -> None:
+        """One batch: each term's codes and Z columns, in lme4's order."""
+        nb = len(codes[0])
+        rows = slice(self.filled, self.filled + nb)
+        if rows.stop > self.codes[0].shape[0]:
+            raise RuntimeError(f"more complete rows ({rows.stop}) than the first pass counted "
+                               f"({self.codes[0].shape[0]}): did the files change between "
+                               "the passes?")
+        for t, c in enumerate(codes):
+            self.codes[t][rows] = c
+            if self.values[t] is not None:
+                self.values[t][rows] = xs[t]
+        self.filled = rows.stop
+
+    def level_rows(self) -> LevelRows:
+        """B = Z0'Z2 from the rows (classed.b_from_rows); the codes are dropped after."""
+        n = self.filled
+        B = b_from_rows(self.codes[0][:n], [c[:n] for c in self.codes[1:]],
+                        [None if v is None else v[:n] for v in self.values[1:]],
+                        [t.nlev for t in self.terms], [t.k for t in self.terms])
+        self.codes, self.values = None, None
+        return B
+
+
+def with_first_pairs(cp: CrossProducts, B: LevelRows) -> CrossProducts:
+    """cp with its (first term, later term) level-pair blocks taken from B, for the sparse
+    route when the classes were kept but do not pay (the pass skipped those blocks)."""
+    offs = cp.offsets
+    counts = np.diff(B.indptr)
+    rows = np.repeat(np.arange(B.nrows, dtype=np.int64), counts)
+    pairs = []
+    for pb in cp.pairs:
+        if pb.t != 0:
+            pairs.append(pb)
+            continue
+        ks = cp.k[pb.s]
+        lo, hi = offs[pb.s] - offs[1], offs[pb.s + 1] - offs[1]
+        inside = (B.indices >= lo) & (B.indices < hi)
+        cols = B.indices[inside].astype(np.int64) - lo
+        first = cols % ks == 0  # every partner level holds its k_s columns, in order
+        A = B.data[inside].reshape(-1, ks)[:, None, :]
+        pairs.append(PairBlocks(0, pb.s, rows[inside][first], cols[first] // ks,
+                                np.ascontiguousarray(A)))
+    return CrossProducts(k=cp.k, nlev=cp.nlev, diag=cp.diag, pairs=tuple(pairs),
+                         ZtWXy=cp.ZtWXy, XtWXy=cp.XtWXy, n=cp.n, sum_log_w=cp.sum_log_w,
+                         beta_shift=cp.beta_shift)

@@ -1,0 +1,130 @@
+"""Streamed LMM fits through the count classes (rowcodes.py, classed.py): the pass keeps
+each row's level codes instead of the first term's level pairs, B = Z0'Z2 is built from
+them after the pass, and the fit equals the in-memory fit through the sparse factor.
+"""
+from __future__ import annotations
+
+import pickle
+import warnings
+from functools import cache
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import glmm_sparse as gs
+from glmm_sparse import streaming
+from glmm_sparse.classed import ClassedObjective
+from glmm_sparse.errors import ModelSpecError
+from glmm_sparse.objective import LmmObjective
+
+RTOL = 1e-8  # two exact routes to one optimum, each optimized to BOBYQA's tolerances
+FORMULA = "y ~ x1 + (1 | g1) + (1 | g2)"
+SLOPE = "y ~ x1 + (1 | g1) + (1 + x | g2) + (1 | g3)"
+# a later term with one column that is not all ones: its values are kept with the codes
+SLOPE_ONLY = "y ~ x1 + (1 | g1) + (x || g2)"
+
+
+@cache
+def crossed(seed: int = 5, n: int = 12000) -> pd.DataFrame:
+    """1,200 x 40 (x 9) crossed levels, ~10 rows per g1 level; g2 as strings."""
+    rng = np.random.default_rng(seed)
+    g1, g2, g3 = rng.integers(0, 1200, n), rng.integers(0, 40, n), rng.integers(0, 9, n)
+    x, x1 = rng.standard_normal(n), rng.standard_normal(n)
+    y = (2.0 + 0.5 * x1 + 0.7 * rng.standard_normal(1200)[g1] + rng.standard_normal(40)[g2]
+         + 0.5 * rng.standard_normal(40)[g2] * x + 0.6 * rng.standard_normal(9)[g3]
+         + rng.standard_normal(n))
+    return pd.DataFrame({"y": y, "x": x, "x1": x1, "g1": g1.astype(np.int32),
+                         "g2": [f"s{i:02d}" for i in g2], "g3": g3})
+
+
+@pytest.fixture(scope="module")
+def parquet(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("classes")
+    df = crossed()
+    for i, part in enumerate(np.array_split(np.arange(len(df)), 3)):
+        df.iloc[part].to_parquet(folder / f"part{i}.parquet", row_group_size=1500)
+    return str(folder)
+
+
+def fit(formula, data, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", gs.GlmmSparseWarning)
+        return gs.lmer(formula, data, **kwargs)
+
+
+def assert_same(got, ref, rtol=RTOL):
+    for a, b in [(got.theta, ref.theta), (got.fixef, ref.fixef), (got.vcov, ref.vcov),
+                 (got.ranef["condval"], ref.ranef["condval"]),
+                 (got.ranef["condsd"], ref.ranef["condsd"])]:
+        b = np.asarray(b, dtype=float)
+        np.testing.assert_allclose(np.asarray(a, dtype=float), b, rtol=rtol,
+                                   atol=rtol * np.max(np.abs(b)))
+    assert got.loglik == pytest.approx(ref.loglik, rel=1e-12)
+    assert got.sigma == pytest.approx(ref.sigma, rel=rtol)
+    assert got.nobs == ref.nobs
+
+
+@pytest.mark.parametrize("formula", [FORMULA, SLOPE, SLOPE_ONLY])
+@pytest.mark.parametrize("reml", [True, False])
+def test_streamed_classes_equal_the_in_memory_sparse_fit(parquet, formula, reml):
+    ref = fit(formula, crossed(), reml=reml, factor_mode="simplicial")
+    got = fit(formula, parquet, reml=reml, streaming=True, batch_rows=1000)
+    assert isinstance(got.model.objective, ClassedObjective)
+    assert_same(got, ref)
+
+
+def test_kept_codes_that_do_not_pay_give_the_sparse_fit(parquet, monkeypatch):
+    # the pass kept the codes (and skipped the first term's pairs); the sparse route then
+    # needs those pairs, made from the codes (rowcodes.with_first_pairs), slope term included
+    monkeypatch.setattr(streaming, "classes_pay", lambda cp, B=None: False)
+    ref = fit(SLOPE, crossed(), factor_mode="simplicial")
+    got = fit(SLOPE, parquet, streaming=True, batch_rows=1000)
+    assert isinstance(got.model.objective, LmmObjective)
+    assert_same(got, ref)
+
+
+def test_named_cholmod_mode_streams_the_pairs_as_before(parquet):
+    ref = fit(FORMULA, crossed(), factor_mode="simplicial")
+    got = fit(FORMULA, parquet, streaming=True, batch_rows=1000, factor_mode="simplicial")
+    assert isinstance(got.model.objective, LmmObjective)
+    assert_same(got, ref)
+
+
+def test_forced_classes_are_refused_with_the_reason(parquet, tmp_path):
+    with pytest.raises(ModelSpecError, match="does not apply.*g1.*scalar term"):
+        fit("y ~ x1 + (1 + x1 | g1) + (1 | g2)", parquet, streaming=True,
+            factor_mode="classes")
+    with pytest.raises(ModelSpecError, match="does not apply.*single random-effects term"):
+        fit("y ~ x1 + (1 | g1)", parquet, streaming=True, factor_mode="classes")
+    df = crossed().assign(w=1.0 + (crossed().g3 % 2))
+    df.to_parquet(tmp_path / "w.parquet")
+    with pytest.raises(ModelSpecError, match="does not apply.*prior weights"):
+        fit(FORMULA, str(tmp_path / "w.parquet"), streaming=True, weights="w",
+            factor_mode="classes")
+
+
+def test_weighted_streams_keep_the_pairs_by_default(tmp_path):
+    df = crossed().assign(w=1.0 + (crossed().g3 % 2))
+    df.to_parquet(tmp_path / "w.parquet")
+    ref = fit(FORMULA, df, weights="w", factor_mode="simplicial")
+    got = fit(FORMULA, str(tmp_path / "w.parquet"), streaming=True, weights="w",
+              batch_rows=1000)
+    assert isinstance(got.model.objective, LmmObjective)
+    assert_same(got, ref)
+
+
+def test_a_streamed_classed_fit_as_a_result(parquet):
+    got = fit(FORMULA, parquet, streaming=True, batch_rows=1000)
+    ref = fit(FORMULA, crossed(), factor_mode="simplicial")
+    # criterion-only methods rebuild the classed objective from the kept sums
+    sg = got.coef_table(ddf="Satterthwaite")
+    sr = ref.coef_table(ddf="Satterthwaite")
+    np.testing.assert_allclose(sg["df"], sr["df"], rtol=1e-5)
+    again = pickle.loads(pickle.dumps(got))
+    np.testing.assert_allclose(again.ranef["condsd"], got.ranef["condsd"], rtol=1e-13)
+    np.testing.assert_allclose(again.confint(method="Wald").dropna(),
+                               ref.confint(method="Wald").dropna(), rtol=1e-7)
+    # methods that need the first term's level pairs say so and what to do
+    with pytest.raises(ModelSpecError, match="count classes.*factor_mode='supernodal'"):
+        got.coef_table(ddf="Kenward-Roger")
