@@ -52,6 +52,8 @@ from the rows' level codes (what a streamed pass hands over).
 """
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,11 +61,13 @@ import scipy.linalg
 import scipy.sparse
 
 from ._core import _classed, _lambda
-from .crossprod import CrossProducts
+from .crossprod import CrossProducts, PairBlocks, accumulate
 from .errors import ModelSpecError, NumericalError
 from .memory import format_bytes, memory_budget
 from .objective import LmmObjective, ThetaMap, check_fixed_sigma
 from .parallel import n_threads, run_all
+
+log = logging.getLogger(__name__)
 
 MAX_DENSE_COLUMNS = 5000  # m above which C (m x m, dense, Cholesky per evaluation) is refused
 MIN_LEVELS_PER_CLASS = 10  # classes must be this much fewer than the first term's levels
@@ -614,17 +618,79 @@ def takes_classes(cp: CrossProducts, factor_mode: str) -> bool:
     return factor_mode == "measure" and classes_apply(cp) is None and classes_pay(cp)
 
 
-def lmm_objective(cp: CrossProducts, *, reml: bool, factor_mode: str = "measure",
-                  sigma: float | None = None):
-    """The LMM criterion on cp by the route ``takes_classes`` picks: a ClassedObjective
-    (with B from cp's pairs) or objective.LmmObjective."""
-    if takes_classes(cp, factor_mode):
-        return ClassedObjective.from_crossproducts(cp, reml=reml, sigma=sigma)
-    return LmmObjective(cp, reml=reml, factor_mode=factor_mode, sigma=sigma)
-
-
 def same_route(obj, *, reml: bool):
     """A new objective on obj's sums and route with another ``reml`` (sigma kept)."""
     if isinstance(obj, ClassedObjective):
         return ClassedObjective(obj.cp, reml=reml, sigma=obj.fixed_sigma, B=obj.B)
     return LmmObjective(obj.cp, reml=reml, sigma=obj.fixed_sigma)
+
+
+def intercept_only(term) -> bool:
+    """Whether a term's Z column is all ones, ``(1 | g)`` (no values to read per row)."""
+    return tuple(term.cnames) == ("(Intercept)",)
+
+
+def with_first_pairs(cp: CrossProducts, B: LevelRows) -> CrossProducts:
+    """cp with the first term's level-pair blocks made from B = Z0'WZ2, added or replacing
+    any it holds: for the sparse route and the fit's methods when the pairs were not
+    accumulated (``accumulate(skip_first_pairs=True)``, a streamed pass keeping codes)."""
+    offs = cp.offsets
+    rows = np.repeat(np.arange(B.nrows, dtype=np.int64), np.diff(B.indptr))
+    first = []
+    for s in range(1, len(cp.k)):
+        ks = cp.k[s]
+        lo, hi = offs[s] - offs[1], offs[s + 1] - offs[1]
+        inside = (B.indices >= lo) & (B.indices < hi)
+        cols = B.indices[inside].astype(np.int64) - lo
+        lead = cols % ks == 0  # every partner level holds its k_s columns, in order
+        A = np.ascontiguousarray(B.data[inside].reshape(-1, ks)[:, None, :])
+        first.append(PairBlocks(0, s, rows[inside][lead], cols[lead] // ks, A))
+    pairs = tuple(first) + tuple(pb for pb in cp.pairs if pb.t != 0)
+    return CrossProducts(k=cp.k, nlev=cp.nlev, diag=cp.diag, pairs=pairs, ZtWXy=cp.ZtWXy,
+                         XtWXy=cp.XtWXy, n=cp.n, sum_log_w=cp.sum_log_w,
+                         beta_shift=cp.beta_shift)
+
+
+def frame_objective(frame, *, reml: bool, factor_mode: str = "measure",
+                    sigma: float | None = None):
+    """lmer's objective for an in-memory frame, by the route ``takes_classes`` picks.
+
+    Where the classes may be taken (a scalar first term and more terms), the first term's
+    level pairs are not accumulated: B = Z0'WZ2 comes from the terms' codes
+    (``b_from_rows``, one int32 per row and the CSR, against the pair index's n-long
+    arrays and the blocks), and the sparse route, if it wins, gets its pairs from B.
+    """
+    terms = frame.terms
+    if factor_mode not in ("measure", "classes") or len(terms) < 2 or terms[0].k != 1:
+        cp = accumulate(frame)
+        if takes_classes(cp, factor_mode):  # "classes" where they do not apply: refused
+            return ClassedObjective.from_crossproducts(cp, reml=reml, sigma=sigma)
+        return LmmObjective(cp, reml=reml, factor_mode=factor_mode, sigma=sigma)
+    cp = accumulate(frame, skip_first_pairs=True)
+    B = b_from_rows(terms[0].codes, [t.codes for t in terms[1:]],
+                    [None if intercept_only(t) else t.X for t in terms[1:]],
+                    [t.nlev for t in terms], [t.k for t in terms], weights=frame.weights)
+    obj = objective_with_b(cp, B, reml=reml, factor_mode=factor_mode, sigma=sigma)
+    if isinstance(obj, ClassedObjective):
+        obj.source_cp = cp  # without the first pairs: context.py adds them when asked
+    return obj
+
+
+def objective_with_b(cp: CrossProducts, B: LevelRows, *, reml: bool, factor_mode: str,
+                     sigma: float | None):
+    """The objective of cp, whose first-term level pairs are given as B instead: the
+    classes where they apply and pay (or are asked for, refused with the reason where they
+    do not apply), else the sparse factor with the pairs made from B."""
+    reason = classes_apply(cp)
+    if factor_mode == "classes" and reason is not None:
+        raise ModelSpecError(f"factor_mode='classes' does not apply to this model: {reason}")
+    if reason is None and (factor_mode == "classes" or classes_pay(cp, B)):
+        t0 = time.perf_counter()
+        sums = class_sums(cp, B)
+        log.info("count classes: %d classes of the first term's %d levels, m = %d, in %.2f s",
+                 sums.n_classes, sums.nlev[0], sums.m, time.perf_counter() - t0)
+        return ClassedObjective(sums, reml=reml, sigma=sigma, B=B)
+    if reason is not None:
+        log.info("no count classes: %s", reason)
+    return LmmObjective(with_first_pairs(cp, B), reml=reml, factor_mode=factor_mode,
+                        sigma=sigma)

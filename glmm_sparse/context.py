@@ -106,11 +106,17 @@ class FitContext:
         """The LMM's cross-products: the objective's when there is one, else one pass over
         the rows, kept for the next call (refits and bootstraps ask again and again)."""
         if self.objective is not None and not self.is_glmm:
-            cp = self.objective.cp  # a classed objective's sums are not CrossProducts:
-            if not isinstance(cp, CrossProducts):  # it keeps the ones it was built from
-                cp = getattr(self.objective, "source_cp", None)
-            if cp is not None:
+            cp = self.objective.cp
+            if isinstance(cp, CrossProducts):
                 return cp
+            from .classed import with_first_pairs
+
+            source = getattr(self.objective, "source_cp", None)  # a classed objective's
+            if source is not None:  # sums are not CrossProducts: they are made from these
+                with self._lock:
+                    if self._cp is None:
+                        self._cp = with_first_pairs(source, self.objective.B)
+                    return self._cp
         with self._lock:
             if self._cp is None:
                 self._cp = accumulate(self.frame)

@@ -133,9 +133,14 @@ class CrossprodPlan:
     pair_levels: tuple[tuple[np.ndarray, np.ndarray], ...]
 
     @classmethod
-    def from_terms(cls, terms: tuple[ReTerm, ...]) -> "CrossprodPlan":
+    def from_terms(cls, terms: tuple[ReTerm, ...], *,
+                   skip_first_pairs: bool = False) -> "CrossprodPlan":
+        """The plan of ``terms``; ``skip_first_pairs``: without the first term's level-pair
+        blocks (the count classes build them as B from the codes, classed.py)."""
         pairs, rows, levels = [], [], []
         for i, t in enumerate(terms):
+            if i == 0 and skip_first_pairs:
+                continue
             for j in range(i + 1, len(terms)):
                 block, lev_t, lev_s = pair_index(t, terms[j])
                 pairs.append((i, j))
@@ -175,13 +180,15 @@ class CrossprodPlan:
             n=int(np.count_nonzero(w > 0)), sum_log_w=sum_log_w)
 
 
-def accumulate(frame: ModelFrame) -> CrossProducts:
-    """All cross-products of an LMM's frame: prior weights, [X, y - offset - X beta0]."""
+def accumulate(frame: ModelFrame, *, skip_first_pairs: bool = False) -> CrossProducts:
+    """All cross-products of an LMM's frame: prior weights, [X, y - offset - X beta0]
+    (without the first term's level pairs if ``skip_first_pairs``)."""
     if frame.weights is None:
         w, sum_log_w = np.ones(frame.n), 0.0
     else:
         w = frame.weights
         sum_log_w = float(np.log(w[w > 0]).sum())
     B, beta0 = response_matrix(frame)
-    cp = CrossprodPlan.from_terms(frame.terms).accumulate(w, B, sum_log_w=sum_log_w)
+    plan = CrossprodPlan.from_terms(frame.terms, skip_first_pairs=skip_first_pairs)
+    cp = plan.accumulate(w, B, sum_log_w=sum_log_w)
     return replace(cp, beta_shift=beta0)

@@ -11,7 +11,7 @@ import numpy as np
 
 from .agq import check_agq_model
 from .crossprod import CrossprodPlan, accumulate
-from .classed import lmm_objective, same_route
+from .classed import frame_objective, same_route
 from .families import get_family
 from .glmm import GlmmObjective, fit_glmm
 from .pirls import GlmmData
@@ -251,8 +251,7 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
     frame = build_frame(parsed, formula, as_pandas(data), weights=weights, offset=offset,
                         na_action=na_action, glmm=sigma is not None)
     check_response_varies(frame.y, parsed.response)
-    obj = lmm_objective(accumulate(frame), reml=bool(reml), factor_mode=factor_mode,
-                        sigma=sigma)
+    obj = frame_objective(frame, reml=bool(reml), factor_mode=factor_mode, sigma=sigma)
     theta0, units = lmm_start_and_units(obj, frame, start)
     opt = optimize_lmm(obj, theta0, units, start=start, check=check_convergence,
                        options=options)

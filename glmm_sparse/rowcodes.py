@@ -12,16 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .classed import MAX_DENSE_COLUMNS, LevelRows, b_from_rows
-from .crossprod import CrossProducts, PairBlocks
+from .classed import MAX_DENSE_COLUMNS, LevelRows, b_from_rows, intercept_only
 from .memory import memory_budget
 
 BUDGET_SHARE = 0.25  # the codes may take this share of the memory budget
-
-
-def intercept_only(term) -> bool:
-    """Whether a term's Z column is all ones, ``(1 | g)``: no values to keep."""
-    return tuple(term.cnames) == ("(Intercept)",)
 
 
 def row_bytes(terms) -> int:
@@ -86,27 +80,3 @@ class RowCodes:
                         [t.nlev for t in self.terms], [t.k for t in self.terms])
         self.codes, self.values = None, None
         return B
-
-
-def with_first_pairs(cp: CrossProducts, B: LevelRows) -> CrossProducts:
-    """cp with its (first term, later term) level-pair blocks taken from B, for the sparse
-    route when the classes were kept but do not pay (the pass skipped those blocks)."""
-    offs = cp.offsets
-    counts = np.diff(B.indptr)
-    rows = np.repeat(np.arange(B.nrows, dtype=np.int64), counts)
-    pairs = []
-    for pb in cp.pairs:
-        if pb.t != 0:
-            pairs.append(pb)
-            continue
-        ks = cp.k[pb.s]
-        lo, hi = offs[pb.s] - offs[1], offs[pb.s + 1] - offs[1]
-        inside = (B.indices >= lo) & (B.indices < hi)
-        cols = B.indices[inside].astype(np.int64) - lo
-        first = cols % ks == 0  # every partner level holds its k_s columns, in order
-        A = B.data[inside].reshape(-1, ks)[:, None, :]
-        pairs.append(PairBlocks(0, pb.s, rows[inside][first], cols[first] // ks,
-                                np.ascontiguousarray(A)))
-    return CrossProducts(k=cp.k, nlev=cp.nlev, diag=cp.diag, pairs=tuple(pairs),
-                         ZtWXy=cp.ZtWXy, XtWXy=cp.XtWXy, n=cp.n, sum_log_w=cp.sum_log_w,
-                         beta_shift=cp.beta_shift)

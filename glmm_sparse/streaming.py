@@ -95,7 +95,7 @@ from .batchframe import (
     check_stateless,
     stream_plan,
 )
-from .classed import ClassedObjective, ClassSums, class_sums, classes_apply, classes_pay
+from .classed import ClassedObjective, ClassSums, objective_with_b
 from .context import FitContext
 from .crossprod import CrossProducts, PairBlocks
 from .errors import DataError, DroppedRowsWarning, ModelSpecError
@@ -104,7 +104,7 @@ from .objective import LmmObjective, fixed_sigma_unit
 from .parallel import run_all
 from .partials import BlockRuns, PartialSums, Sums, merge_partials, qr_update, tree_merge
 from .results import LmerResult, build_lmer_result
-from .rowcodes import RowCodes, structure_refusal, with_first_pairs
+from .rowcodes import RowCodes, structure_refusal
 from .scaling import theta_units_from_sums
 from .start import applies, moment_theta_from_sums
 from .terms import ReTerm, check_identifiable, order_terms
@@ -615,27 +615,16 @@ def fit_sums(spec: StreamSpec, scan: LevelScan, acc: Accumulator, *, source_name
 
 def streamed_objective(acc: Accumulator, cp: CrossProducts, *, reml: bool, factor_mode: str,
                        sigma) -> LmmObjective | ClassedObjective:
-    """The criterion of the streamed sums: through the count classes when the pass kept
-    the row codes and the classes apply and pay (or were asked for), else the sparse
-    factor (with the first term's level pairs made from the codes, if kept)."""
+    """The criterion of the streamed sums: with the row codes kept, B from them and the
+    route classed.objective_with_b picks; else the sparse factor."""
     if acc.row_codes is None:
         return LmmObjective(cp, reml=reml, factor_mode=factor_mode, sigma=sigma)
     t0 = time.perf_counter()
     B = acc.row_codes.level_rows()
     acc.row_codes = None
-    reason = classes_apply(cp)
-    log.info("level pairs of the first term from the kept row codes: %d in %.2f s%s", B.nnz,
-             time.perf_counter() - t0, "" if reason is None else f"; no count classes: {reason}")
-    if factor_mode == "classes" and reason is not None:
-        raise ModelSpecError(f"factor_mode='classes' does not apply to this model: {reason}")
-    if reason is None and (factor_mode == "classes" or classes_pay(cp, B)):
-        t0 = time.perf_counter()
-        sums = class_sums(cp, B)
-        log.info("count classes: %d classes of the first term's %d levels, m = %d, in %.2f s",
-                 sums.n_classes, sums.nlev[0], sums.m, time.perf_counter() - t0)
-        return ClassedObjective(sums, reml=reml, sigma=sigma, B=B)
-    return LmmObjective(with_first_pairs(cp, B), reml=reml, factor_mode=factor_mode,
-                        sigma=sigma)
+    log.info("level pairs of the first term from the kept row codes: %d in %.2f s", B.nnz,
+             time.perf_counter() - t0)
+    return objective_with_b(cp, B, reml=reml, factor_mode=factor_mode, sigma=sigma)
 
 
 def fit_partials(spec: StreamSpec, scan: LevelScan, acc: Accumulator, merged: PartialSums, *,

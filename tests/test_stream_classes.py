@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import glmm_sparse as gs
-from glmm_sparse import streaming
+from glmm_sparse import classed
 from glmm_sparse.classed import ClassedObjective
 from glmm_sparse.errors import ModelSpecError
 from glmm_sparse.objective import LmmObjective
@@ -76,8 +76,8 @@ def test_streamed_classes_equal_the_in_memory_sparse_fit(parquet, formula, reml)
 
 def test_kept_codes_that_do_not_pay_give_the_sparse_fit(parquet, monkeypatch):
     # the pass kept the codes (and skipped the first term's pairs); the sparse route then
-    # needs those pairs, made from the codes (rowcodes.with_first_pairs), slope term included
-    monkeypatch.setattr(streaming, "classes_pay", lambda cp, B=None: False)
+    # needs those pairs, made from the codes (classed.with_first_pairs), slope term included
+    monkeypatch.setattr(classed, "classes_pay", lambda cp, B=None: False)
     ref = fit(SLOPE, crossed(), factor_mode="simplicial")
     got = fit(SLOPE, parquet, streaming=True, batch_rows=1000)
     assert isinstance(got.model.objective, LmmObjective)
