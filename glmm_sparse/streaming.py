@@ -168,8 +168,8 @@ class Accumulator(BatchEncoder):
         for t, F in enumerate(self._level_sums):
             nlev, k = s.diag[t].shape[0], s.diag[t].shape[1]
             kk, km = k * k, k * m
-            s.diag[t] += F[:, :kk].reshape(nlev, k, k)
-            s.cross[t] += F[:, kk:kk + km].reshape(nlev * k, m)
+            s.diag[t].reshape(nlev, kk, copy=False)[...] += F[:, :kk]  # in place, no temporaries
+            s.cross[t].reshape(nlev, km, copy=False)[...] += F[:, kk:kk + km]
             s.level_n[t] += F[:, kk + km]
             s.level_y[t] += F[:, kk + km + 1]
             self._level_sums[t] = None  # free each term's buffer before the next copy
@@ -256,28 +256,36 @@ class Accumulator(BatchEncoder):
         codes = [bf.codes[i] for i in order]
         yc = y - self.layout.centre
         if self._level_sums is None:
-            m = XB.shape[1]
-            self._level_sums = [np.zeros((t.nlev, t.k * t.k + t.k * m + 2))
-                                for t in self.terms]
+            self._level_sums = [_crossprod.level_sums_buffer(
+                t.nlev, t.k * t.k + t.k * XB.shape[1] + 2) for t in self.terms]
         tasks = [lambda c=c, X=X, F=F: _crossprod.add_term_sums(c, X, XB, w, yc, F)
                  for c, X, F in zip(codes, xs, self._level_sums)]
         tasks.append(lambda: _crossprod.add_weighted_gram(XB, w, s.gram))
         tasks.append(lambda: setattr(s, "R", qr_update(s.R, XB)))
         if s.Rw is not None:
             tasks.append(lambda: setattr(s, "Rw", qr_update(s.Rw, XB * np.sqrt(w)[:, None])))
+        tasks.append(lambda: self._row_sums(y, r, w, yc, xs))
         tasks += self._pair_tasks(codes, xs, w)
         run_all(tasks, nb)
-        pos = w > 0
-        s.n_pos += int(pos.sum())
-        s.sum_log_w += float(np.log(w[pos]).sum()) if self.weights is not None else 0.0
-        s.sum_w_pos += float(w[pos].sum())
+
+    def _row_sums(self, y, r, w, yc, xs) -> None:
+        """The batch's counts, sums and extremes of the response and weights, and each
+        term's column sizes (one task: a few quick passes over the batch)."""
+        s = self._sums
+        if self.weights is None:  # w is ones: sums of ones are exact counts
+            s.n_pos += len(w)
+            s.sum_w_pos += float(len(w))
+        else:
+            pos = w > 0
+            s.n_pos += int(pos.sum())
+            s.sum_log_w += float(np.log(w[pos]).sum())
+            s.sum_w_pos += float(w[pos].sum())
         s.y_sum += float(yc.sum())
         s.y_sumsq += float(yc @ yc)
         s.y_min, s.y_max = min(s.y_min, float(y.min())), max(s.y_max, float(y.max()))
         s.r_max = max(s.r_max, float(np.abs(r).max()))
         for t, X in enumerate(xs):
-            s.col_sumsq[t] += np.einsum("ij,ij->j", X, X)
-            s.col_nonzero[t] += np.count_nonzero(X, axis=0)
+            _crossprod.add_column_sums(X, s.col_sumsq[t], s.col_nonzero[t])
 
     def _row_codes(self, p: int) -> RowCodes | None:
         """The per-row codes to keep for the count classes, if this pass may take them:

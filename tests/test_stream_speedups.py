@@ -10,6 +10,8 @@
   dictionaries differ, a level first seen in a later file) against the in-memory fit,
   with the tolerances of ``test_parquet_batches``; and the same sums on 1 and 2 threads.
 """
+import threading
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -18,6 +20,7 @@ import pytest
 from test_parquet_batches import BATCH, assert_same, fit_both, make_data
 
 import glmm_sparse as gs
+from glmm_sparse import parallel, streaming
 from glmm_sparse.batchframe import LevelCoder
 from glmm_sparse.batches import DENSE_SPAN, ColumnLevels, DistinctValues
 
@@ -166,19 +169,43 @@ def test_dictionaries_differing_between_files_fit_equals_in_memory(tmp_path):
     assert "g40" in list(m1.ranef["grp"])
 
 
-@pytest.mark.parametrize("formula", ["y ~ x + (x | g)", "y ~ x + (1 | g) + (1 | h)"])
-def test_sums_do_not_depend_on_the_threads(formula, tmp_path, monkeypatch):
+@pytest.mark.parametrize("formula, weights", [("y ~ x + (x | g)", None),
+                                              ("y ~ x + (x | g)", "w"),
+                                              ("y ~ x + (1 | g) + (1 | h)", None)])
+def test_sums_do_not_depend_on_the_threads(formula, weights, tmp_path, monkeypatch):
+    """The same sums to the last bit on 1 and 2 threads; batches of 128 rows are made to
+    take the threaded path (PARALLEL_MIN_ROWS 0), which the test checks was taken."""
     df = make_data()
     path = tmp_path / "d.parquet"
     pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path, row_group_size=300)
-    fits = []
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_ROWS", 0)
+    threads_seen = set()
+
+    def spying_run_all(tasks, rows):
+        def spied(task):
+            def run():
+                threads_seen.add(threading.current_thread().name)
+                return task()
+            return run
+        return parallel.run_all([spied(t) for t in tasks], rows)
+
+    monkeypatch.setattr(streaming, "run_all", spying_run_all)
+    fits, seen = [], []
     for threads in ("1", "2"):
         monkeypatch.setenv("GLMM_SPARSE_THREADS", threads)
-        fits.append(gs.lmer(formula, str(path), streaming=True, batch_rows=BATCH))
+        threads_seen.clear()
+        fits.append(gs.lmer(formula, str(path), streaming=True, batch_rows=BATCH,
+                            weights=weights))
+        seen.append(set(threads_seen))
+    assert seen[0] == {"MainThread"}
+    assert len(seen[1] - {"MainThread"}) == 2  # both workers of the pool took tasks
     a, b = (f.model.crossproducts() for f in fits)
     for x, y in zip(a.diag, b.diag):
         np.testing.assert_array_equal(x, y)
+    for x, y in zip(a.pairs, b.pairs):
+        np.testing.assert_array_equal(x.A, y.A)
     np.testing.assert_array_equal(a.ZtWXy, b.ZtWXy)
     np.testing.assert_array_equal(a.XtWXy, b.XtWXy)
+    assert (a.n, a.sum_log_w) == (b.n, b.sum_log_w)
     np.testing.assert_array_equal(fits[0].theta, fits[1].theta)
     np.testing.assert_array_equal(fits[0].fixef, fits[1].fixef)

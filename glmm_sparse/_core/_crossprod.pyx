@@ -22,6 +22,7 @@ cdef extern from *:
     void __builtin_prefetch(const void *addr, int rw, int locality) nogil
 
 DEF PREFETCH_ROWS = 32  # rows ahead whose level sums are fetched (misses overlap)
+DEF CACHE_LINE = 64  # bytes (x86-64, ARMv8)
 
 ctypedef fused index_t:
     cnp.int32_t
@@ -115,7 +116,9 @@ def add_term_sums(const index_t[::1] codes, const double[:, :] Xt,
         out[g, k k + k m + 1]     += sum_{i: codes[i] = g} yc_i
 
     with m = B.shape[1]; Xt None: x_i = 1. Each sum adds its rows in order, as the
-    separate kernels (and np.bincount) do.
+    separate kernels (and np.bincount) do. At 10^6 levels nearly every row's level
+    misses the cache: the lines of the level 32 rows ahead are fetched now, and ``out``
+    is best made by ``level_sums_buffer`` (rows on as few lines as can be).
     """
     cdef Py_ssize_t n = codes.shape[0], k = _ncols(Xt), m = B.shape[1], i, r, c
     cdef Py_ssize_t kk = k * k, at_n = k * k + k * m
@@ -128,10 +131,9 @@ def add_term_sums(const index_t[::1] codes, const double[:, :] Xt,
     _check_codes(codes, out.shape[0])
     with nogil:
         for i in range(n):
-            if i + PREFETCH_ROWS < n:  # a level's sums are rarely in cache at 10^6 levels
+            if i + PREFETCH_ROWS < n:
                 g = codes[i + PREFETCH_ROWS]
-                __builtin_prefetch(&out[g, 0], 1, 1)
-                __builtin_prefetch(&out[g, out.shape[1] - 1], 1, 1)
+                _prefetch_lines(&out[g, 0], &out[g, at_n + 1])
             g = codes[i]
             for r in range(k):
                 wr = w[i] if ones else w[i] * Xt[i, r]
@@ -141,6 +143,42 @@ def add_term_sums(const index_t[::1] codes, const double[:, :] Xt,
                     out[g, kk + r * m + c] += wr * B[i, c]
             out[g, at_n] += 1.0
             out[g, at_n + 1] += yc[i]
+    return None
+
+
+cdef inline void _prefetch_lines(const double *first, const double *last) noexcept nogil:
+    """Fetch (for writing) every cache line from first's to last's: a row of the buffer
+    that straddles a line boundary needs up to three."""
+    cdef size_t at = <size_t>first & ~(<size_t>CACHE_LINE - 1)
+    while at <= <size_t>last:
+        __builtin_prefetch(<const void *>at, 1, 1)
+        at += CACHE_LINE
+
+
+def level_sums_buffer(Py_ssize_t nlev, Py_ssize_t width):
+    """Zeros (nlev, width) for add_term_sums, starting on a cache line (64 bytes): from
+    np.zeros (16 bytes past a page) half the rows of 12 floats straddle three lines
+    instead of two, and add_term_sums at 10^6 levels, one cache miss per line, took 2.6x
+    as long."""
+    _require(nlev >= 0 and width >= 1, f"nlev must be >= 0 and width >= 1, not {nlev}, {width}")
+    raw = np.zeros(nlev * width + CACHE_LINE // 8)
+    skip = (-raw.ctypes.data % CACHE_LINE) // 8
+    return raw[skip:skip + nlev * width].reshape(nlev, width)
+
+
+def add_column_sums(const double[:, :] Xt, double[::1] sumsq_out, cnp.int64_t[::1] nonzero_out):
+    """sumsq_out[r] += sum_i Xt[i, r]^2 and nonzero_out[r] += #{i: Xt[i, r] != 0} (a
+    term's column sizes, for the optimizer's units), in one pass over the rows."""
+    cdef Py_ssize_t n = Xt.shape[0], k = Xt.shape[1], i, r
+    cdef double x
+    _require(sumsq_out.shape[0] == k and nonzero_out.shape[0] == k,
+             "sumsq_out and nonzero_out must have one entry per column of Xt")
+    with nogil:
+        for i in range(n):
+            for r in range(k):
+                x = Xt[i, r]
+                sumsq_out[r] += x * x
+                nonzero_out[r] += x != 0
     return None
 
 

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 
 from glmm_sparse._core._crossprod import (
+    add_column_sums,
     add_pair_blocks,
     add_term_cross,
     add_term_diag,
     add_term_sums,
     add_term_times,
     add_weighted_gram,
+    level_sums_buffer,
 )
 from glmm_sparse._core._crossprod import pair_index as compiled_pair_index
 
@@ -327,3 +329,52 @@ def test_add_term_sums_rejects_bad_shapes_and_codes():
         add_term_sums(codes, None, B, w, yc, np.zeros((2, 5)))
     with pytest.raises(ValueError, match="n rows"):
         add_term_sums(codes, None, B, w, np.ones(3), np.zeros((3, 5)))
+
+
+@pytest.mark.parametrize("nlev, width", [(0, 5), (1, 1), (7, 12), (1000, 6)])
+def test_level_sums_buffer_is_zeros_on_a_cache_line(nlev, width):
+    F = level_sums_buffer(nlev, width)
+    assert F.shape == (nlev, width) and F.dtype == np.float64 and F.flags.c_contiguous
+    assert F.flags.writeable and (F.size == 0 or F.ctypes.data % 64 == 0)
+    np.testing.assert_array_equal(F, 0.0)
+    with pytest.raises(ValueError, match="width"):
+        level_sums_buffer(3, 0)
+
+
+@pytest.mark.parametrize("offset", [0, 1, 3, 5])
+def test_add_term_sums_equal_wherever_the_rows_lie_on_cache_lines(offset):
+    """Rows of 12 floats (k = 2, m = 3) starting ``offset`` floats past a cache line: from
+    offset 5 on, some straddle three lines, all of which are prefetched; the sums equal
+    those in level_sums_buffer's buffer to the last bit (prefetching changes no value),
+    at more levels than rows ahead of the prefetch."""
+    rng = np.random.default_rng(offset)
+    n, nlev, k, m = 4000, 3000, 2, 3
+    codes, Xt = term(rng, n, nlev, k)
+    B, w, yc = rng.standard_normal((n, m)), weights(rng, n), rng.standard_normal(n)
+    width = k * k + k * m + 2
+    aligned = level_sums_buffer(nlev, width)
+    raw = level_sums_buffer(nlev * width + 8, 1).ravel()
+    shifted = raw[offset:offset + nlev * width].reshape(nlev, width)
+    assert shifted.ctypes.data % 64 == 8 * offset
+    add_term_sums(codes, Xt, B, w, yc, aligned)
+    add_term_sums(codes, Xt, B, w, yc, shifted)
+    np.testing.assert_array_equal(shifted, aligned)
+    np.testing.assert_array_equal(raw[:offset], 0.0)  # nothing written outside the rows
+    np.testing.assert_array_equal(raw[offset + nlev * width:], 0.0)
+
+
+@pytest.mark.parametrize("strided", [False, True])
+@pytest.mark.parametrize("n, k", [(0, 1), (1, 1), (500, 3)])
+def test_add_column_sums(n, k, strided):
+    """Sums of squares and non-zero counts of each column against NumPy, added to what
+    the outputs held; a strided Xt (columns of a wider matrix) too."""
+    rng = np.random.default_rng(n + k)
+    wide = rng.standard_normal((n, 2 * k))
+    wide[rng.random((n, 2 * k)) < 0.3] = 0.0
+    Xt = wide[:, ::2] if strided else np.ascontiguousarray(wide[:, :k])
+    sumsq, nonzero = np.full(k, 2.0), np.full(k, 5, dtype=np.int64)
+    assert add_column_sums(Xt, sumsq, nonzero) is None
+    assert_close(sumsq, 2.0 + (Xt ** 2).sum(axis=0))
+    np.testing.assert_array_equal(nonzero, 5 + np.count_nonzero(Xt, axis=0))
+    with pytest.raises(ValueError, match="one entry per column"):
+        add_column_sums(Xt, np.zeros(k + 1), np.zeros(k, dtype=np.int64))
