@@ -61,6 +61,7 @@ import scipy.linalg
 import scipy.sparse
 
 from ._core import _classed, _lambda
+from .blas import one_blas_thread
 from .crossprod import CrossProducts, PairBlocks, accumulate
 from .errors import ModelSpecError, NumericalError
 from .memory import format_bytes, memory_budget
@@ -506,9 +507,12 @@ class ClassedObjective:
         return U
 
     def update(self, theta) -> None:
+        """C and U at theta, the BLAS on one thread (blas.py: its threads and the fit's
+        own compete for the cores; measured faster on one)."""
         self.set_theta(theta)
-        self.update_C()
-        self.update_U()
+        with one_blas_thread():
+            self.update_C()
+            self.update_U()
 
     # -- queries (no side effects) ----------------------------------------------------
     pwrss = LmmObjective.pwrss

@@ -8,15 +8,14 @@ weights, drops aliased fixed-effects columns, and materializes the random terms.
 from __future__ import annotations
 
 import difflib
-import threading
 import warnings
 from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits
 
+from .blas import one_blas_thread
 from .design import DesignSpec, design_matrix, expression_variables, model_matrix
 from .errors import (
     DataError,
@@ -169,23 +168,18 @@ def numeric_column(expr: str, data: pd.DataFrame, what: str,
     return values[:, 0].copy()
 
 
-_TSQR_LOCK = threading.Lock()
-
-
 def tsqr_r(A: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
     """R of an unpivoted QR of A, by a row-chunked (TSQR) reduction: the R of each fixed
     chunk of rows (on all threads: LAPACK releases the GIL), then the R of those stacked.
     A is never copied whole, and the chunks, hence the result, do not depend on the
-    thread count. NumPy's BLAS stays on one thread per chunk meanwhile: its own threads on
-    these thin panels cost 8x the work (2.8 s against 0.34 s for 10^7 x 7)."""
+    thread count. NumPy's BLAS stays on one thread per chunk meanwhile (blas.py): its own
+    threads on these thin panels cost 8x the work (2.8 s against 0.34 s for 10^7 x 7)."""
     n = A.shape[0]
     if n <= chunk:
         return np.linalg.qr(A, mode="r")
     tasks = [lambda start=start: np.linalg.qr(A[start:start + chunk], mode="r")
              for start in range(0, n, chunk)]
-    # the BLAS limit is process-wide: one TSQR at a time, so that concurrent calls cannot
-    # interleave their set/restore and leave the BLAS on one thread
-    with _TSQR_LOCK, threadpool_limits(limits=1, user_api="blas"):
+    with one_blas_thread():
         return np.linalg.qr(np.vstack(run_all(tasks, n)), mode="r")
 
 

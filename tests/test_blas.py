@@ -1,0 +1,69 @@
+"""blas.one_blas_thread: every loaded BLAS on one thread inside a block of the main thread,
+the original settings restored by the outermost block, whatever the nesting or exceptions."""
+import threading
+
+import numpy as np
+import pytest
+import scipy.linalg
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from glmm_sparse.blas import one_blas_thread
+
+
+def blas_threads() -> list[int]:
+    return [d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"]
+
+
+@pytest.fixture
+def two_threads():
+    """Every BLAS on two threads (as on the 2-core machines), whatever the host has."""
+    with threadpool_limits(limits=2, user_api="blas"):
+        yield
+
+
+def test_one_thread_inside_and_restored_after(two_threads):
+    assert blas_threads() and set(blas_threads()) == {2}
+    with one_blas_thread():
+        assert set(blas_threads()) == {1}
+        with one_blas_thread():
+            assert set(blas_threads()) == {1}
+        assert set(blas_threads()) == {1}  # the outer block still holds the limit
+    assert set(blas_threads()) == {2}
+
+
+def test_restored_after_an_exception(two_threads):
+    with pytest.raises(ZeroDivisionError), one_blas_thread():
+        raise ZeroDivisionError
+    assert set(blas_threads()) == {2}
+
+
+def test_other_threads_leave_the_libraries_alone(two_threads):
+    """A block entered from a worker thread changes nothing (OpenBLAS ignores a thread
+    count set from there), and one inside the main thread's block keeps its limit."""
+    seen = {}
+
+    def worker(key):
+        with one_blas_thread():
+            seen[key] = set(blas_threads())
+
+    for key in ("alone", "inside main's block"):
+        thread = threading.Thread(target=worker, args=(key,))
+        if key == "alone":
+            thread.start()
+            thread.join(10)
+        else:
+            with one_blas_thread():
+                thread.start()
+                thread.join(10)
+                seen["main after the worker"] = set(blas_threads())
+    assert seen == {"alone": {2}, "inside main's block": {1}, "main after the worker": {1}}
+    assert set(blas_threads()) == {2}
+
+
+def test_results_unchanged():
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((300, 300))
+    S = A @ A.T + 300 * np.eye(300)
+    with one_blas_thread():
+        inside = scipy.linalg.cholesky(S)
+    np.testing.assert_allclose(inside, scipy.linalg.cholesky(S), rtol=1e-12, atol=1e-12)
