@@ -241,7 +241,9 @@ class ClassSums:
     delta: np.ndarray  # (n_classes,) the distinct d_i, increasing
     count: np.ndarray  # int64 (n_classes,) N_c, levels per class
     level_class: np.ndarray  # int32 (nlev0,) class of each level of the first term
-    G: np.ndarray  # (n_classes, m (m + 1) / 2) sum of a_i a_i' over each class, packed
+    # sum of a_i a_i' over each class (m x m), in two parts (_classed.add_class_grams):
+    Gz: np.ndarray  # (n_classes, q2 (q2 + 1) / 2) its Z2 block, packed; gram_dtype
+    Gr: np.ndarray  # (n_classes, q2 (p + 1) + (p + 1) (p + 2) / 2) the rest, float64
     K: np.ndarray  # (m (m + 1) / 2,) [Z2 X r]'W[Z2 X r], packed
     F: np.ndarray  # (nlev0, p + 1) Z0'W[X r]
     XtWXy: np.ndarray
@@ -279,6 +281,18 @@ class ClassSums:
         """d_i of each level of the first term."""
         return self.delta[self.level_class]
 
+    @property
+    def G(self) -> np.ndarray:
+        """(n_classes, m (m + 1) / 2) the class sums as packed float64 triangles (assembled
+        on each call, the size of the float64 stack: for tests and inspection)."""
+        out = np.empty((self.n_classes, self.m * (self.m + 1) // 2))
+        zero = np.zeros_like(self.K)
+        for c in range(self.n_classes):
+            one = np.zeros(self.n_classes)
+            one[c] = 1.0
+            _classed.combine_classes(one, self.Gz, self.Gr, zero, 0, self.m, out[c])
+        return out
+
 
 def level_classes(cp: CrossProducts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(delta, count, level_class): the distinct values d_c of the first term's diagonal
@@ -295,18 +309,41 @@ def class_sums(cp: CrossProducts, B) -> ClassSums:
     B = as_level_rows(B, nlev0, cp.q - nlev0)
     delta, count, level_class = level_classes(cp)
     F = np.ascontiguousarray(cp.ZtWXy[:nlev0])
-    m = B.ncols + p1
-    G = np.zeros((delta.shape[0], m * (m + 1) // 2))
+    q2, n_classes = B.ncols, delta.shape[0]
+    Gz = np.zeros((n_classes, q2 * (q2 + 1) // 2), dtype=gram_dtype(B, level_class, n_classes))
+    Gr = np.zeros((n_classes, q2 * p1 + p1 * (p1 + 1) // 2))
     order = np.argsort(level_class, kind="stable").astype(np.int64)
     class_start = np.concatenate([[0], np.cumsum(count)]).astype(np.int64)
     work = (np.diff(B.indptr) + p1).astype(np.float64) ** 2
-    ranges = _balanced_ranges(np.bincount(level_class, weights=work, minlength=len(delta)))
+    ranges = _balanced_ranges(np.bincount(level_class, weights=work, minlength=n_classes))
     run_all([lambda lo=lo, hi=hi: _classed.add_class_grams(
-        B.indptr, B.indices, B.data, F, order, class_start, m, lo, hi, G) for lo, hi in ranges],
-        B.nnz)
+        B.indptr, B.indices, B.data, F, order, class_start, lo, hi, Gz, Gr)
+        for lo, hi in ranges], B.nnz)
     return ClassSums(k=tuple(cp.k), nlev=tuple(cp.nlev), delta=delta, count=count,
-                     level_class=level_class, G=G, K=packed(rest_crossproducts(cp)), F=F,
+                     level_class=level_class, Gz=Gz, Gr=Gr, K=packed(rest_crossproducts(cp)),
+                     F=F,
                      XtWXy=cp.XtWXy, n=cp.n, sum_log_w=cp.sum_log_w, beta_shift=cp.beta_shift)
+
+
+def gram_dtype(B: LevelRows, level_class: np.ndarray, n_classes: int) -> np.dtype:
+    """The smallest type holding the Z2 block of every class sum exactly. Unweighted
+    intercept terms make B's values counts of rows, so the block's entries are whole
+    numbers, at most sum over the class's levels of (largest value of the level's row)^2:
+    uint8, uint16 or uint32 when that fits, else (or for other values) float64. Each
+    evaluation reads the whole block (combine_classes): a quarter of the float64 bytes
+    for uint16."""
+    data = B.data
+    if data.size and (data.min() < 0 or not np.array_equal(data, np.rint(data))):
+        return np.dtype(np.float64)
+    filled = np.diff(B.indptr) > 0
+    row_max = np.zeros(B.nrows)
+    if data.size:
+        row_max[filled] = np.maximum.reduceat(data, B.indptr[:-1][filled])
+    bound = np.bincount(level_class, weights=row_max ** 2, minlength=n_classes).max(initial=0)
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if bound <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return np.dtype(np.float64)
 
 
 def packed(A: np.ndarray) -> np.ndarray:
@@ -428,6 +465,8 @@ class ClassedObjective:
         self.C = np.zeros((sums.m, sums.m))
         self.U = np.zeros((sums.m, sums.m))
         self._H = np.empty_like(sums.K)  # the packed class sum
+        # rows of the packed triangle per thread for combine_classes (row r: m - r entries)
+        self._rows = _balanced_ranges(np.arange(sums.m, 0, -1, dtype=np.float64))
         self.Ry = np.zeros((sums.p + 1, sums.p + 1))
 
     @classmethod
@@ -450,9 +489,9 @@ class ClassedObjective:
         """C = Lt'(K - theta0^2 sum_c G_c / (theta0^2 delta_c + 1)) Lt + blockdiag(I, 0)."""
         s, H = self.cp, self._H
         t2 = self.theta0 ** 2
-        np.dot(1.0 / (t2 * s.delta + 1.0), s.G, out=H)  # one pass over the G stack
-        H *= -t2
-        H += s.K
+        v = -t2 / (t2 * s.delta + 1.0)
+        run_all([lambda lo=lo, hi=hi: _classed.combine_classes(v, s.Gz, s.Gr, s.K, lo, hi, H)
+                 for lo, hi in self._rows], s.Gz.size)  # one pass over the class sums
         _classed.unpack_symmetric(H, self.C)
         self.C = self._lt_congruence(self.C)
         self.C[np.diag_indices(s.q2)] += 1.0

@@ -204,6 +204,60 @@ def test_b_given_as_scipy_or_triple_gives_the_same_objective():
         np.testing.assert_array_equal(obj.u(), expected.u())
 
 
+@pytest.mark.parametrize("model, dtype", [(0, np.uint8), (1, np.uint16), (2, np.float64),
+                                          (3, np.float64)])
+def test_class_sums_hold_counts_of_rows_in_small_integers(model, dtype):
+    """Unweighted intercept terms: B holds counts of rows, the Z2 block of each class sum
+    whole numbers (about 7 rows per g1 level: uint8 for g2's 30 levels; the bound passes
+    255 with g3's 12, whose entries of B are larger); a slope or weights of 2.5 make them
+    real numbers (float64)."""
+    formula, weights = MODELS[model]
+    cp = crossproducts(formula, weights)
+    sums = class_sums(cp, b_from_pairs(cp))
+    assert sums.Gz.dtype == dtype and sums.Gr.dtype == np.float64
+
+
+def level_rows(values_per_row, ncols=3):
+    """LevelRows with one entry per row, in column 0."""
+    data = np.asarray(values_per_row, dtype=np.float64)
+    return classed.LevelRows(np.arange(len(data) + 1, dtype=np.int64),
+                             np.zeros(len(data), dtype=np.int32), data, ncols)
+
+
+@pytest.mark.parametrize("values, dtype", [
+    ([15.0, 3.0], np.uint8),  # 15^2 + 3^2 = 234
+    ([15.0, 6.0], np.uint16),  # 261
+    ([255.0, 15.0], np.uint16),  # 65,250
+    ([256.0, 15.0], np.uint32),  # 65,761
+    ([65536.0, 1.0], np.float64),  # 2^32: beyond uint32
+    ([1.5, 1.0], np.float64),
+    ([-1.0, 1.0], np.float64),
+])
+def test_gram_dtype_bounds_every_class_sum(values, dtype):
+    """Entry (j, k) of a class's Z2 block is at most the sum over its levels of the
+    largest value of the level's row, squared: the smallest type holding that."""
+    B = level_rows(values + [1.0])
+    level_class = np.array([0, 0, 1], dtype=np.int32)
+    assert classed.gram_dtype(B, level_class, 2) == dtype
+
+
+def test_uint16_class_sums_give_the_sparse_criterion():
+    """60 g1 levels of 6 rows, 3 of them in g2 level 0: one class, whose (0, 0) entry is
+    60 x 3^2 = 540, held in uint16; the criterion equals the sparse factor's."""
+    rng = np.random.default_rng(5)
+    g1 = np.repeat(np.arange(60), 6)
+    g2 = np.where(np.arange(g1.shape[0]) % 6 < 3, 0, 1 + rng.integers(0, 8, g1.shape[0]))
+    data = pd.DataFrame({"g1": g1, "g2": g2, "x1": rng.standard_normal(g1.shape[0])})
+    data["y"] = data.x1 + rng.standard_normal(60)[g1] + rng.standard_normal(9)[g2]
+    cp = accumulate(frame_of("y ~ x1 + (1 | g1) + (1 | g2)", data=data))
+    sums = class_sums(cp, b_from_pairs(cp))
+    assert sums.Gz.dtype == np.uint16 and sums.Gz.max() == 540
+    for reml in (True, False):
+        got, ref = ClassedObjective(sums, reml=reml), LmmObjective(cp, reml=reml)
+        for theta in ([1.0, 1.0], [0.3, 2.0], [0.0, 0.7]):
+            assert got(np.array(theta)) == pytest.approx(ref(np.array(theta)), rel=RTOL)
+
+
 def test_class_sums_do_not_depend_on_the_thread_count(monkeypatch):
     formula, weights = MODELS[4]
     cp = crossproducts(formula, weights)

@@ -6,12 +6,13 @@ first term (scalar), columns are the q2 random effects of the other terms. The r
 the data reach B through a counting sort by the first term's code (one int32 per row)
 and, per level, a dense scatter workspace over one term's columns. Every kernel writes
 into caller-allocated buffers; the thread-split kernels (``add_class_grams``,
-``row_quadratic_forms``) take a range of classes or rows, so each output entry is made
-by one call in a fixed order whatever the number of threads. Symmetric m x m matrices
+``combine_classes``, ``row_quadratic_forms``) take a range of classes or rows, so each
+output entry is made by one call in a fixed order whatever the number of threads. Symmetric m x m matrices
 are stored as their row-major packed upper triangle (np.triu_indices(m) order).
 """
 import numpy as np
 cimport numpy as cnp
+from libc.math cimport sqrt
 from libc.stdlib cimport qsort
 
 cnp.import_array()
@@ -177,30 +178,47 @@ cdef inline Py_ssize_t _packed(Py_ssize_t r, Py_ssize_t s, Py_ssize_t m) noexcep
     return r * (2 * m - r + 1) // 2 + (s - r)
 
 
+ctypedef fused gram_t:
+    # the Z2 block of the class Grams: counts of rows (unsigned integers, as small as the
+    # sums allow) for unweighted intercept terms, else float64
+    cnp.uint8_t
+    cnp.uint16_t
+    cnp.uint32_t
+    double
+
+
 def add_class_grams(const cnp.int64_t[::1] indptr, const cnp.int32_t[::1] indices,
                     const double[::1] data, const double[:, ::1] F,
                     const cnp.int64_t[::1] order, const cnp.int64_t[::1] class_start,
-                    Py_ssize_t m, Py_ssize_t c_lo, Py_ssize_t c_hi, double[:, ::1] G):
-    """G[c] += upper(sum_{g in class c} a_g a_g'), a_g = [B_g, F_g], for c_lo <= c < c_hi.
+                    Py_ssize_t c_lo, Py_ssize_t c_hi, gram_t[:, ::1] Gz,
+                    double[:, ::1] Gr):
+    """G_c += upper(sum_{g in class c} a_g a_g'), a_g = [B_g, F_g], for c_lo <= c < c_hi.
 
-    G[c] is the row-major packed upper triangle of an m x m matrix (m (m + 1) / 2
-    entries, np.triu_indices(m) order). The levels of class c are
-    order[class_start[c]:class_start[c + 1]]; B_g is CSR row g (m - p - 1 columns,
-    strictly increasing), F_g row g of F (p + 1 columns, placed after B's).
+    G_c, m x m with m = q2 + p1, is held in two parts (``combine_classes`` reads them):
+    Gz[c], the row-major packed upper triangle of its leading q2 x q2 block (B_g B_g');
+    Gr[c], the rest: its rows r < q2 beyond column q2 (B_g F_g', p1 entries a row), then
+    the packed upper triangle of its trailing p1 x p1 block (F_g F_g'). The levels of
+    class c are order[class_start[c]:class_start[c + 1]]; B_g is CSR row g (q2 columns,
+    strictly increasing), F_g row g of F. An integer Gz takes the products of B's values
+    as integers: the caller checks they are whole numbers whose sums fit the type.
     """
-    cdef Py_ssize_t p1 = F.shape[1], q2 = m - F.shape[1]
-    cdef Py_ssize_t c, t, g, a, b, ja, lo, hi, r, s, row
+    cdef Py_ssize_t p1 = F.shape[1], n_classes = Gz.shape[0]
+    cdef Py_ssize_t q2, c, t, g, a, b, ja, lo, hi, r, s, zrow, tail
     cdef double va
-    _require(q2 >= 0 and G.shape[1] == m * (m + 1) // 2,
-             "G must be (n_classes, m (m + 1) / 2) with m >= F's columns")
-    _require(0 <= c_lo <= c_hi <= G.shape[0] and class_start.shape[0] == G.shape[0] + 1,
+    _require(Gr.shape[0] == n_classes and Gr.shape[1] >= p1 * (p1 + 1) // 2
+             and p1 > 0 and (Gr.shape[1] - p1 * (p1 + 1) // 2) % p1 == 0,
+             "Gr must be (n_classes, q2 p1 + p1 (p1 + 1) / 2), p1 = F's columns")
+    q2 = (Gr.shape[1] - p1 * (p1 + 1) // 2) // p1
+    _require(Gz.shape[1] == q2 * (q2 + 1) // 2, "Gz must be (n_classes, q2 (q2 + 1) / 2)")
+    _require(0 <= c_lo <= c_hi <= n_classes and class_start.shape[0] == n_classes + 1,
              "class range out of bounds, or class_start not of length n_classes + 1")
     _require(F.shape[0] == indptr.shape[0] - 1, "F must have one row per CSR row")
     _check_csr(indptr, indices, data, q2)
-    _require(class_start[G.shape[0]] <= order.shape[0], "class_start points past order")
+    _require(class_start[n_classes] <= order.shape[0], "class_start points past order")
     if order.shape[0]:
         _require(np.asarray(order).min() >= 0 and np.asarray(order).max() < F.shape[0],
                  "order must hold CSR row numbers")
+    tail = q2 * p1
     with nogil:
         for c in range(c_lo, c_hi):
             for t in range(class_start[c], class_start[c + 1]):
@@ -208,15 +226,81 @@ def add_class_grams(const cnp.int64_t[::1] indptr, const cnp.int32_t[::1] indice
                 lo, hi = indptr[g], indptr[g + 1]
                 for a in range(lo, hi):
                     ja, va = indices[a], data[a]
-                    row = _packed(ja, ja, m) - ja  # G[c, row + s] is entry (ja, s)
+                    zrow = _packed(ja, ja, q2) - ja  # Gz[c, zrow + s] is entry (ja, s)
                     for b in range(a, hi):  # B_g B_g' (columns increasing: upper triangle)
-                        G[c, row + indices[b]] += va * data[b]
+                        Gz[c, zrow + indices[b]] += <gram_t>(va * data[b])
                     for s in range(p1):  # B_g F_g'
-                        G[c, row + q2 + s] += va * F[g, s]
+                        Gr[c, ja * p1 + s] += va * F[g, s]
                 for r in range(p1):  # F_g F_g'
-                    row = _packed(q2 + r, q2 + r, m) - (q2 + r)
                     for s in range(r, p1):
-                        G[c, row + q2 + s] += F[g, r] * F[g, s]
+                        Gr[c, tail + _packed(r, s, p1)] += F[g, r] * F[g, s]
+    return None
+
+
+def combine_classes(const double[::1] v, const gram_t[:, ::1] Gz, const double[:, ::1] Gr,
+                    const double[::1] K, Py_ssize_t r_lo, Py_ssize_t r_hi, double[::1] H):
+    """H = K + sum_c v[c] G_c on the rows r_lo <= r < r_hi of the packed upper triangle
+    of an m x m matrix (K, H: m (m + 1) / 2 entries; G_c in the two parts of
+    ``add_class_grams``). Each entry is K's plus the classes' terms in class order, so
+    any split of the rows between calls gives the same bits."""
+    cdef Py_ssize_t n_classes = v.shape[0], m, q2, p1, r, j, c, at, z, L, rr, tail
+    cdef double vc, v0, v1, v2, v3
+    cdef double *h
+    cdef const gram_t *gz
+    cdef const gram_t *g0
+    cdef const gram_t *g1
+    cdef const gram_t *g2
+    cdef const gram_t *g3
+    cdef const double *gr
+    _require(Gz.shape[0] == n_classes and Gr.shape[0] == n_classes,
+             "v, Gz and Gr must have one entry (row) per class")
+    q2 = <Py_ssize_t>((sqrt(8.0 * Gz.shape[1] + 1.0) - 1.0) / 2.0 + 0.5)
+    _require(q2 * (q2 + 1) // 2 == Gz.shape[1], "Gz's rows must be packed triangles")
+    m = <Py_ssize_t>((sqrt(8.0 * K.shape[0] + 1.0) - 1.0) / 2.0 + 0.5)
+    p1 = m - q2
+    _require(m * (m + 1) // 2 == K.shape[0] and H.shape[0] == K.shape[0] and p1 >= 0
+             and Gr.shape[1] == q2 * p1 + p1 * (p1 + 1) // 2,
+             "K and H must be packed m x m triangles, m = q2 + p1, and Gr (n_classes, "
+             "q2 p1 + p1 (p1 + 1) / 2)")
+    _require(0 <= r_lo <= r_hi <= m, "row range out of bounds")
+    tail = q2 * p1
+    with nogil:
+        for r in range(r_lo, r_hi):
+            at = _packed(r, r, m)
+            L = m - r
+            for j in range(L):
+                H[at + j] = K[at + j]
+            h = &H[at]
+            if r < q2:
+                L = q2 - r
+                z = _packed(r, r, q2)
+                c = 0
+                while c + 4 <= n_classes:  # four classes a sweep: four streams in flight
+                    g0, g1, g2, g3 = &Gz[c, z], &Gz[c + 1, z], &Gz[c + 2, z], &Gz[c + 3, z]
+                    v0, v1, v2, v3 = v[c], v[c + 1], v[c + 2], v[c + 3]
+                    for j in range(L):  # left to right: the bits of one class at a time
+                        h[j] = (h[j] + v0 * <double>g0[j] + v1 * <double>g1[j]
+                                + v2 * <double>g2[j] + v3 * <double>g3[j])
+                    c += 4
+                while c < n_classes:
+                    vc = v[c]
+                    gz = &Gz[c, z]
+                    for j in range(L):
+                        h[j] += vc * <double>gz[j]
+                    c += 1
+                for c in range(n_classes):
+                    vc = v[c]
+                    gr = &Gr[c, r * p1]
+                    for j in range(p1):
+                        h[L + j] += vc * gr[j]
+            else:
+                rr = r - q2
+                z = tail + _packed(rr, rr, p1)
+                for c in range(n_classes):
+                    vc = v[c]
+                    gr = &Gr[c, z]
+                    for j in range(L):
+                        h[j] += vc * gr[j]
     return None
 
 

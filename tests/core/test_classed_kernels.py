@@ -1,8 +1,8 @@
 """Count-class kernels (_classed) against dense NumPy.
 
 B = Z0'WZ_s is formed densely here from one-hot level matrices; the kernels never form
-it. The thread-split kernels (add_class_grams, row_quadratic_forms) must give the same
-bits whatever split of classes or rows they are called with.
+it. The thread-split kernels (add_class_grams, combine_classes, row_quadratic_forms) must
+give the same bits whatever split of classes or rows they are called with.
 """
 import numpy as np
 import pytest
@@ -10,6 +10,7 @@ import pytest
 from glmm_sparse._core._classed import (
     add_class_grams,
     bucket_rows,
+    combine_classes,
     count_level_partners,
     csr_times,
     fill_level_rows,
@@ -143,26 +144,109 @@ def dense_grams(dense_B, F, level_class, n_classes):
     return G
 
 
-@pytest.mark.parametrize("nrow, ncol, p1, n_classes", [(1, 1, 1, 1), (40, 9, 2, 3),
-                                                       (200, 60, 3, 7)])
-def test_add_class_grams_equals_dense_outer_products(nrow, ncol, p1, n_classes):
-    rng = np.random.default_rng(nrow)
+def two_parts(G, q2):
+    """The (Gz, Gr) of add_class_grams from full m x m class Grams G (n_classes, m, m)."""
+    m = G.shape[1]
+    zi = np.triu_indices(q2)
+    ti = np.triu_indices(m - q2)
+    Gz = G[:, zi[0], zi[1]]
+    Gr = np.concatenate([G[:, :q2, q2:].reshape(G.shape[0], -1),
+                         G[:, q2 + ti[0], q2 + ti[1]]], axis=1)
+    return Gz, Gr
+
+
+def class_problem(nrow, ncol, p1, n_classes, counts=False):
+    """A CSR B (counts of rows: small whole numbers, or real values), F and classes."""
+    rng = np.random.default_rng(nrow + 7 * counts)
     indptr, indices, data, dense = random_csr(rng, nrow, ncol, 0.2)
+    if counts:
+        data = rng.integers(1, 4, data.shape[0]).astype(np.float64)
+        dense[dense != 0] = 0.0
+        rows = np.repeat(np.arange(nrow), np.diff(indptr))
+        dense[rows, indices] = data
     F = rng.standard_normal((nrow, p1))
     level_class = rng.integers(0, n_classes, nrow)
     order = np.argsort(level_class, kind="stable").astype(np.int64)
     class_start = np.concatenate([[0], np.cumsum(np.bincount(level_class, minlength=n_classes))])
-    class_start = class_start.astype(np.int64)
-    m = ncol + p1
-    G = np.zeros((n_classes, m * (m + 1) // 2))
-    add_class_grams(indptr, indices, data, F, order, class_start, m, 0, n_classes, G)
-    upper = np.triu_indices(m)
-    assert_close(G, dense_grams(dense, F, level_class, n_classes)[:, upper[0], upper[1]])
+    return indptr, indices, data, dense, F, level_class, order, class_start.astype(np.int64)
+
+
+def empty_parts(n_classes, q2, p1, dtype=np.float64):
+    return (np.zeros((n_classes, q2 * (q2 + 1) // 2), dtype=dtype),
+            np.zeros((n_classes, q2 * p1 + p1 * (p1 + 1) // 2)))
+
+
+GRAM_CASES = [(1, 1, 1, 1), (40, 9, 2, 3), (200, 60, 3, 7)]
+
+
+@pytest.mark.parametrize("nrow, ncol, p1, n_classes", GRAM_CASES)
+def test_add_class_grams_equals_dense_outer_products(nrow, ncol, p1, n_classes):
+    indptr, indices, data, dense, F, level_class, order, class_start = class_problem(
+        nrow, ncol, p1, n_classes)
+    Gz, Gr = empty_parts(n_classes, ncol, p1)
+    add_class_grams(indptr, indices, data, F, order, class_start, 0, n_classes, Gz, Gr)
+    want_z, want_r = two_parts(dense_grams(dense, F, level_class, n_classes), ncol)
+    assert_close(Gz, want_z)
+    assert_close(Gr, want_r)
     for cut in range(n_classes + 1):  # any split between two calls: the same bits
-        G2 = np.zeros_like(G)
-        add_class_grams(indptr, indices, data, F, order, class_start, m, 0, cut, G2)
-        add_class_grams(indptr, indices, data, F, order, class_start, m, cut, n_classes, G2)
-        np.testing.assert_array_equal(G2, G)
+        Gz2, Gr2 = empty_parts(n_classes, ncol, p1)
+        add_class_grams(indptr, indices, data, F, order, class_start, 0, cut, Gz2, Gr2)
+        add_class_grams(indptr, indices, data, F, order, class_start, cut, n_classes, Gz2, Gr2)
+        np.testing.assert_array_equal(Gz2, Gz)
+        np.testing.assert_array_equal(Gr2, Gr)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32])
+@pytest.mark.parametrize("nrow, ncol, p1, n_classes", GRAM_CASES)
+def test_integer_grams_of_counts_are_exact(nrow, ncol, p1, n_classes, dtype):
+    """B of counts of rows: the integer Z2 block holds the float64 one's values exactly."""
+    indptr, indices, data, dense, F, level_class, order, class_start = class_problem(
+        nrow, ncol, p1, n_classes, counts=True)
+    Gz, Gr = empty_parts(n_classes, ncol, p1, dtype)
+    add_class_grams(indptr, indices, data, F, order, class_start, 0, n_classes, Gz, Gr)
+    Gz64, Gr64 = empty_parts(n_classes, ncol, p1)
+    add_class_grams(indptr, indices, data, F, order, class_start, 0, n_classes, Gz64, Gr64)
+    assert Gz.dtype == dtype
+    np.testing.assert_array_equal(Gz.astype(np.float64), Gz64)
+    np.testing.assert_array_equal(Gr, Gr64)
+    want_z, _ = two_parts(dense_grams(dense, F, level_class, n_classes), ncol)
+    np.testing.assert_array_equal(Gz64, want_z)  # whole numbers: exact in float64 too
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float64])
+@pytest.mark.parametrize("nrow, ncol, p1, n_classes", GRAM_CASES)
+def test_combine_classes_equals_the_weighted_dense_sum(nrow, ncol, p1, n_classes, dtype):
+    indptr, indices, data, dense, F, level_class, order, class_start = class_problem(
+        nrow, ncol, p1, n_classes, counts=dtype != np.float64)
+    Gz, Gr = empty_parts(n_classes, ncol, p1, dtype)
+    add_class_grams(indptr, indices, data, F, order, class_start, 0, n_classes, Gz, Gr)
+    m = ncol + p1
+    rng = np.random.default_rng(m)
+    v = rng.standard_normal(n_classes)
+    K = rng.standard_normal((m, m))
+    K = K + K.T
+    upper = np.triu_indices(m)
+    Kp = np.ascontiguousarray(K[upper])
+    want = (K + np.einsum("c,cij->ij", v, dense_grams(dense, F, level_class, n_classes)))[upper]
+    H = np.full(Kp.shape, np.nan)
+    combine_classes(v, Gz, Gr, Kp, 0, m, H)
+    assert_close(H, want)
+    for cut in range(m + 1):  # any split of the rows between two calls: the same bits
+        H2 = np.full(Kp.shape, np.nan)
+        combine_classes(v, Gz, Gr, Kp, 0, cut, H2)
+        combine_classes(v, Gz, Gr, Kp, cut, m, H2)
+        np.testing.assert_array_equal(H2, H)
+
+
+def test_combine_classes_refuses_mismatched_shapes():
+    Gz, Gr = empty_parts(2, 3, 1)
+    K = np.zeros(10)  # m = 4 = q2 + p1
+    with pytest.raises(ValueError, match="one entry"):
+        combine_classes(np.ones(3), Gz, Gr, K, 0, 4, np.zeros(10))
+    with pytest.raises(ValueError, match="packed m x m"):
+        combine_classes(np.ones(2), Gz, Gr, np.zeros(15), 0, 5, np.zeros(15))
+    with pytest.raises(ValueError, match="row range"):
+        combine_classes(np.ones(2), Gz, Gr, K, 0, 5, np.zeros(10))
 
 
 @pytest.mark.parametrize("m", [1, 2, 7])
@@ -176,20 +260,20 @@ def test_unpack_symmetric_inverts_the_packed_upper_triangle(m):
 
 def test_add_class_grams_refuses_a_class_range_past_the_stack():
     indptr, indices, data = np.zeros(2, np.int64), np.zeros(0, np.int32), np.zeros(0)
-    G = np.zeros((1, 3))
+    Gz, Gr = empty_parts(1, 0, 2)
     with pytest.raises(ValueError, match="class range"):
         add_class_grams(indptr, indices, data, np.zeros((1, 2)), np.zeros(1, np.int64),
-                        np.array([0, 1], np.int64), 2, 0, 2, G)
+                        np.array([0, 1], np.int64), 0, 2, Gz, Gr)
 
 
 @pytest.mark.parametrize("indices, where", [([1, 0], "row 0"), ([0, 0], "row 0"),
                                             ([0, 3], "row 0")])
 def test_rows_with_unsorted_repeated_or_outside_columns_are_refused(indices, where):
     indptr, indices = np.array([0, 2], np.int64), np.array(indices, np.int32)
-    G = np.zeros((1, 10))
+    Gz, Gr = empty_parts(1, 3, 1)
     with pytest.raises(ValueError, match=f"strictly increasing .*failed at {where}"):
         add_class_grams(indptr, indices, np.ones(2), np.zeros((1, 1)), np.zeros(1, np.int64),
-                        np.array([0, 1], np.int64), 4, 0, 1, G)
+                        np.array([0, 1], np.int64), 0, 1, Gz, Gr)
     with pytest.raises(ValueError, match="strictly increasing"):
         csr_times(indptr, indices, np.ones(2), np.ones(3), np.zeros(1))
 
