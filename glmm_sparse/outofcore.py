@@ -433,6 +433,5 @@ def spilled_result(formula, parsed, obj: GlmmObjective, stage1, stage2, spiller:
     ctx = result.model
     context = StreamedFitContext(ctx.formula, ctx.parsed, rowless, ctx.options, ctx.params,
                                  None, cp=obj.pls.cp)
-    return replace(result, nobs=n, fitted=None, residuals=None, scaled_residuals=None,
-                   model=context)
+    return replace(result, nobs=n, rows_source=None, model=context)
 

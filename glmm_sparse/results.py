@@ -7,6 +7,7 @@ people moving from R find the same rows in the same order.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -55,9 +56,10 @@ class LmerResult(DdfMethods, TidyMethods, IntervalMethods, SimulateMethods, Pred
     # .ranef, or pickle the result, to compute the table and let them go.
     ranef_source: object = field(repr=False)
     coef: dict[str, pd.DataFrame]
-    fitted: pd.Series
-    residuals: pd.Series
-    scaled_residuals: np.ndarray = field(repr=False)
+    # (fitted, residuals, scaled residuals), None for fits that keep no rows (streamed,
+    # out of core, Dask, Spark), or a callable that makes them: an LMM computes them on
+    # first use (three n-vectors: 229 MiB at 10^7 rows that a fit need not hold)
+    rows_source: object = field(repr=False)
     ngrps: dict[str, int] = field(default_factory=dict)
     is_singular: bool = False
     optimizer: OptSummary | None = field(default=None, repr=False)
@@ -81,10 +83,39 @@ class LmerResult(DdfMethods, TidyMethods, IntervalMethods, SimulateMethods, Pred
         return self.ranef_source
 
     def __getstate__(self) -> dict:
-        """Pickles carry the table, never the factor it is computed from."""
+        """Pickles carry the table and the per-row values, never the factor and the
+        callables they are computed from."""
         state = dict(self.__dict__)
         state["ranef_source"] = self.ranef
+        state["rows_source"] = self._rows()
         return state
+
+    def _rows(self):
+        if callable(self.rows_source):
+            object.__setattr__(self, "rows_source", self.rows_source())
+        return self.rows_source
+
+    @property
+    def fitted(self) -> pd.Series | None:
+        """Fitted values per row of the fit, X beta + Z b (+ offset; for a GLMM the mean,
+        as lme4's fitted(m)); None for fits that keep no rows. An LMM computes them (and
+        the residuals) on first use."""
+        rows = self._rows()
+        return None if rows is None else rows[0]
+
+    @property
+    def residuals(self) -> pd.Series | None:
+        """Response minus fitted values per row (lme4's residuals(m, type="response") for
+        an LMM; see GlmerResult for a GLMM's); None for fits that keep no rows."""
+        rows = self._rows()
+        return None if rows is None else rows[1]
+
+    @property
+    def scaled_residuals(self) -> np.ndarray | None:
+        """Residuals over sigma (times sqrt(weights)), as summary()'s quantiles (Pearson
+        residuals scaled by the dispersion for a GLMM); None for fits that keep no rows."""
+        rows = self._rows()
+        return None if rows is None else rows[2]
 
     @property
     def npar(self) -> int:
@@ -220,6 +251,19 @@ def linear_predictor(frame: ModelFrame, beta: np.ndarray, b: np.ndarray, offsets
     return eta
 
 
+def per_row_values(frame: ModelFrame, beta: np.ndarray, b: np.ndarray, offsets,
+                   sigma: float) -> tuple[pd.Series, pd.Series, np.ndarray]:
+    """An LMM's (fitted, residuals, scaled residuals) from its frame and estimates."""
+    fitted = linear_predictor(frame, beta, b, offsets)
+    resid = frame.y - fitted
+    scaled = resid / sigma
+    if frame.weights is not None:
+        scaled *= np.sqrt(frame.weights)
+    # fitted and resid are these Series' own: pandas (>= 3) would copy them by default
+    return (pd.Series(fitted, index=frame.row_index, name="fitted", copy=False),
+            pd.Series(resid, index=frame.row_index, name="residuals", copy=False), scaled)
+
+
 def _deferred_ranef(terms, b, offsets, context: FitContext, sigma: float):
     """ranef_table with the conditional variances, made when first asked for from the
     context's objective at the optimum, keeping the terms' labels, not their rows."""
@@ -248,14 +292,7 @@ def build_lmer_result(formula: str, frame: ModelFrame, obj: LmmObjective, opt: O
     u = obj.u()
     b = obj.lambda_times(u)
     names = list(frame.xnames)
-    fitted = linear_predictor(frame, beta, b, offsets)
-    resid = frame.y - fitted
-    scaled = resid / sigma
-    if frame.weights is not None:
-        scaled *= np.sqrt(frame.weights)
     terms = frame.terms
-    # fitted and resid are this result's own: pandas (>= 3) would copy them by default,
-    # two more n-vectors at the fit's peak
     return LmerResult(
         formula=formula, reml=obj.reml, nobs=frame.n, n_dropped=frame.n_dropped,
         theta=obj.theta.copy(), theta_names=tuple(theta_names(terms)),
@@ -265,9 +302,7 @@ def build_lmer_result(formula: str, frame: ModelFrame, obj: LmmObjective, opt: O
         varcorr=varcorr_table(terms, obj.T, sigma),
         ranef_source=_deferred_ranef(terms, b, offsets, context, sigma),
         coef=coef_tables(terms, pd.Series(beta, index=names), b, offsets),
-        fitted=pd.Series(fitted, index=frame.row_index, name="fitted", copy=False),
-        residuals=pd.Series(resid, index=frame.row_index, name="residuals", copy=False),
-        scaled_residuals=scaled,
+        rows_source=partial(per_row_values, frame, beta, b, offsets, sigma),
         ngrps={t.group_name: t.nlev for t in terms},
         is_singular=is_singular(obj.theta, obj.theta_map.lower, units=opt.units),
         optimizer=opt,

@@ -699,5 +699,4 @@ def streamed_result(formula, parsed, obj, opt, acc, scan, source_name: str, xnam
     ctx = result.model
     context = StreamedFitContext(ctx.formula, ctx.parsed, rowless, ctx.options, ctx.params,
                                  ctx.objective, cp=obj.cp)
-    return replace(result, nobs=scan.n_complete, fitted=None, residuals=None,
-                   scaled_residuals=None, model=context)
+    return replace(result, nobs=scan.n_complete, rows_source=None, model=context)

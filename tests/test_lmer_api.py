@@ -198,3 +198,25 @@ def test_conditional_sds_are_computed_on_first_use_and_pickle(sleep):
     pd.testing.assert_frame_equal(copy.ranef, fresh.ranef)
     assert fresh.ranef is fresh.ranef  # computed once
     assert (fresh.ranef["condsd"] > 0).all()
+
+
+def test_per_row_values_are_computed_on_first_use_and_pickle(sleep):
+    """fitted, residuals and scaled residuals (three n-vectors) are made when first read,
+    once, as X beta + Z b from the fit's rows; pickles carry them."""
+    import pickle
+
+    fresh = gs.lmer(FORMULA, sleep)
+    assert callable(fresh.rows_source)  # not computed by the fit
+    copy = pickle.loads(pickle.dumps(fresh))
+    assert isinstance(copy.rows_source, tuple)
+    X = np.column_stack([np.ones(len(sleep)), sleep["Days"]])
+    subject = pd.Categorical(sleep["Subject"]).codes
+    b = fresh.coef["Subject"].to_numpy() - fresh.fixef.to_numpy()  # per level: (b0, b1)
+    expected = X @ fresh.fixef.to_numpy() + (X * b[subject]).sum(axis=1)
+    np.testing.assert_allclose(fresh.fitted.to_numpy(), expected, rtol=1e-12)
+    assert fresh.fitted is fresh.fitted  # computed once
+    np.testing.assert_allclose(fresh.residuals.to_numpy(),
+                               sleep["Reaction"].to_numpy() - expected, rtol=1e-10)
+    for name in ("fitted", "residuals"):
+        pd.testing.assert_series_equal(getattr(copy, name), getattr(fresh, name))
+    np.testing.assert_array_equal(copy.scaled_residuals, fresh.scaled_residuals)
