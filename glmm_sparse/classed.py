@@ -434,10 +434,11 @@ def classes_apply(cp: CrossProducts) -> str | None:
                 f"{MIN_LEVELS_PER_CLASS} levels per class (weights that differ per row make "
                 "every level's sum distinct)")
     m = cp.q - cp.nlev[0] + cp.p + 1
+    # float64 class sums: an upper bound (counts of rows take 1-4 bytes, gram_dtype)
     need = 8 * (n_classes * m * (m + 1) // 2 + DENSE_COPIES * m * m)
     budget = memory_budget()
     if need > budget:
-        return (f"the class sums need {format_bytes(need)} ({n_classes:,} classes of "
+        return (f"the class sums need up to {format_bytes(need)} ({n_classes:,} classes of "
                 f"{m:,} x {m:,} dense symmetric matrices), above the memory budget of "
                 f"{format_bytes(budget)}")
     return None
