@@ -622,9 +622,9 @@ class DenseSeen:
         lo, hi = int(values.min()), int(values.max())
         if not self._cover(lo, hi):
             return False
-        at = values.astype(np.int64, copy=False) - self.lo
-        new = ~self.seen[at]
-        if new.any():
+        seen = np.take(self.seen, offsets(values, self.lo, len(self.seen)))
+        if not seen.all():
+            new = ~seen
             fresh = pd.unique(values[new])
             self.seen[fresh.astype(np.int64) - self.lo] = True
             self.parts.append(fresh.astype(self.dtype, copy=False))
@@ -653,6 +653,15 @@ class DenseSeen:
 
     def sorted(self) -> np.ndarray:
         return (np.flatnonzero(self.seen) + self.lo).astype(self.dtype)
+
+
+def offsets(values: np.ndarray, lo: int, size: int) -> np.ndarray:
+    """values - lo for integers known to lie in [lo, lo + size): int32 for int32 values
+    when size < 2^31 (the difference wrapped modulo 2^32 is then the true one; half the
+    memory traffic of int64), int64 otherwise."""
+    if values.dtype == np.int32 and size < 2**31 and -(2**31) <= lo < 2**31:
+        return values - np.int32(lo)
+    return values.astype(np.int64) - lo
 
 
 class DistinctRows(_Distinct):

