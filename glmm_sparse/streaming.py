@@ -103,7 +103,7 @@ from .crossprod import CrossProducts, PairBlocks
 from .errors import DataError, DroppedRowsWarning, ModelSpecError
 from .frame import NOTHING_LEFT, aliased_columns, warn_rank_deficient
 from .objective import LmmObjective, fixed_sigma_unit
-from .parallel import Pending, submit_all
+from .parallel import Pending, one_blas_thread, submit_all
 from .partials import BlockRuns, PartialSums, Sums, merge_partials, qr_update, tree_merge
 from .results import LmerResult, build_lmer_result
 from .rowcodes import RowCodes, structure_refusal
@@ -173,6 +173,10 @@ class Accumulator(BatchEncoder):
         self._finish()  # no task of an earlier batch writes into what is replaced
         self._sums = value
         self._level_sums = None  # per term: (nlev, k k + k m + 2), add_term_sums' layout
+
+    def wait(self) -> None:
+        """Wait for the tasks of the last batch added (their exception is raised here)."""
+        self._finish()
 
     def _finish(self) -> None:
         """Wait for the tasks of the last batch added (their exception is raised here)."""
@@ -542,9 +546,10 @@ def accumulate_partition(acc: Accumulator, data, batch_rows: int = BATCH_ROWS) -
     of RecordBatches) with a fresh copy of ``acc`` (built from the merged first pass): its
     PartialSums."""
     part = acc.fresh()
-    for start, batch, labels in frame_batches(data, list(acc.plan.columns), batch_rows):
-        part.add(start, batch, labels)
-    return part.partial()
+    with one_blas_thread():
+        for start, batch, labels in frame_batches(data, list(acc.plan.columns), batch_rows):
+            part.add(start, batch, labels)
+        return part.partial()
 
 
 def open_stream(formula: str, data, parsed, *, weights, offset, na_action: str,
@@ -571,15 +576,19 @@ def levels_pass(source, spec: StreamSpec, factors, *, response, na_action: str,
 
 def rows_pass(source, spec: StreamSpec, add, *, progress, desc: str) -> float:
     """A second pass over a Parquet source: ``add(first row, batch)`` for each batch, with a
-    progress bar; the seconds it took."""
+    progress bar, batches read ahead and the BLAS on one thread; the seconds it took
+    (when ``add`` is an Accumulator's, until its last batch's sums are done)."""
     t0 = time.perf_counter()
     bar = progress_bar(progress, total=source.num_rows, desc=desc, unit="row")
     try:
-        with ReadAhead(source.batches(spec.columns, spec.batch_rows),
-                       read_ahead_depth()) as batches:
+        with one_blas_thread(), ReadAhead(source.batches(spec.columns, spec.batch_rows),
+                                          read_ahead_depth()) as batches:
             for start_row, batch in batches:
                 add(start_row, batch)
                 bar.update(batch.num_rows)
+            owner = getattr(add, "__self__", None)
+            if isinstance(owner, Accumulator):
+                owner.wait()  # the last batch's tasks, still under one BLAS thread
     finally:
         bar.close()
     return time.perf_counter() - t0

@@ -299,3 +299,28 @@ def test_submit_all_waits_for_every_task_and_raises_the_first_error(monkeypatch)
         pending.wait()
     assert done == ["slow"]  # nothing left running when the error is raised
     assert parallel.submit_all([lambda: 1, lambda: 2], 10**6).wait() == [1, 2]
+
+
+def test_every_batch_runs_under_one_blas_thread(path, threaded, monkeypatch):
+    """The BLAS stays on one thread for every batch's tasks, the last one included (the
+    pass waits for it before the limit is lifted), and its limits are restored after."""
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return sorted({pool["num_threads"] for pool in threadpool_info()
+                       if pool["user_api"] == "blas"})
+
+    before = blas_threads()
+    monkeypatch.setenv("GLMM_SPARSE_THREADS", "2")
+    seen = []
+    row_sums = streaming.Accumulator._row_sums
+
+    def spying(self, *args):
+        time.sleep(0.01)  # the last batch's tasks outlive the loop over the batches
+        seen.append(blas_threads())
+        return row_sums(self, *args)
+
+    monkeypatch.setattr(streaming.Accumulator, "_row_sums", spying)
+    gs.lmer("y ~ x + (x | g)", path, streaming=True, batch_rows=BATCH)
+    assert len(seen) == 30 and all(s in ([], [1]) for s in seen), seen
+    assert blas_threads() == before
