@@ -164,28 +164,24 @@ class Accumulator(BatchEncoder):
     def sums(self) -> Sums | None:
         """The running sums (the last batch's tasks waited for, and the per-level sums of
         the batches so far moved in first)."""
-        self._finish()
+        self.wait()
         self._move_level_sums()
         return self._sums
 
     @sums.setter
     def sums(self, value: Sums | None) -> None:
-        self._finish()  # no task of an earlier batch writes into what is replaced
+        self.wait()  # no task of an earlier batch writes into what is replaced
         self._sums = value
         self._level_sums = None  # per term: (nlev, k k + k m + 2), add_term_sums' layout
 
     def wait(self) -> None:
-        """Wait for the tasks of the last batch added (their exception is raised here)."""
-        self._finish()
-
-    def _finish(self) -> None:
         """Wait for the tasks of the last batch added (their exception is raised here)."""
         pending, self._pending = self._pending, None
         if pending is not None:
             pending.wait()
 
     def __getstate__(self):
-        self._finish()  # a pickled accumulator (Dask, Spark) carries no running tasks
+        self.wait()  # a pickled accumulator (Dask, Spark) carries no running tasks
         return dict(self.__dict__)
 
     def _move_level_sums(self) -> None:
@@ -206,7 +202,7 @@ class Accumulator(BatchEncoder):
 
     def fresh(self) -> Accumulator:
         """A copy that has seen no rows (sharing the levels): one per partition."""
-        self._finish()
+        self.wait()
         acc = copy.copy(self)
         acc.layout, acc.sums, acc.rows = None, None, 0
         acc.classes_mode, acc.row_codes = None, None
@@ -241,7 +237,7 @@ class Accumulator(BatchEncoder):
             else:
                 check_same_columns(bf, self.layout.xnames, self.layout.cnames)
         except BaseException:
-            self._finish()  # an earlier batch's failed task is reported first
+            self.wait()  # an earlier batch's failed task is reported first
             raise
         self.rows += len(bf.y)
         self._accumulate(len(bf.y), bf)
@@ -301,7 +297,7 @@ class Accumulator(BatchEncoder):
             tasks.append(lambda: setattr(s, "Rw", qr_update(s.Rw, XB * np.sqrt(w)[:, None])))
         tasks.append(lambda: self._row_sums(y, r, w, yc, xs))
         tasks += self._pair_tasks(codes, xs, w)
-        self._finish()  # the previous batch's sums first: the order of additions is fixed
+        self.wait()  # the previous batch's sums first: the order of additions is fixed
         self._pending = submit_all(tasks, nb)
 
     def _row_sums(self, y, r, w, yc, xs) -> None:

@@ -58,7 +58,7 @@ def unpipelined(monkeypatch):
 
     def add_and_wait(self, *args, **kwargs):
         add(self, *args, **kwargs)
-        self._finish()
+        self.wait()
 
     monkeypatch.setattr(streaming.Accumulator, "add", add_and_wait)
     monkeypatch.setattr(batches, "READ_AHEAD", 0)
