@@ -192,7 +192,8 @@ class LevelCoder:
     the table, int64 otherwise.
 
     Integer levels of a span up to ``DENSE_SPAN`` (or ``DENSE_RATIO`` times their number)
-    are looked up in a table indexed by value - min (one gather per row); other levels
+    are looked up in a table indexed by value - min (one gather per row; none when the
+    levels are every integer from their min up, in order: the code is value - min); other levels
     through a pandas Index, whose hash table is built once. A dictionary-encoded batch is
     coded through its dictionary, whose codes are kept while the next batches carry an
     equal dictionary (pyarrow gives every batch of a row group the whole dictionary).
@@ -200,7 +201,7 @@ class LevelCoder:
 
     def __init__(self, levels: np.ndarray):
         self.index = pd.Index(levels)
-        self.table, self.lo = None, 0
+        self.table, self.lo, self.identity = None, 0, False
         if levels.dtype.kind in "iu" and len(levels):
             lo, hi = int(levels.min()), int(levels.max())
             span = hi - lo + 1
@@ -209,6 +210,8 @@ class LevelCoder:
                 self.table = np.full(span, -1, dtype=np.int32)
                 self.table[levels.astype(np.int64) - lo] = np.arange(len(levels), dtype=np.int32)
                 self.lo = lo
+                self.identity = span == len(levels) and bool(
+                    (self.table == np.arange(span, dtype=np.int32)).all())
         self._dictionary, self._dictionary_codes = None, None
 
     def __getstate__(self):
@@ -236,7 +239,10 @@ class LevelCoder:
             if not len(values):
                 return np.zeros(0, dtype=np.int32)
             if self.lo <= int(values.min()) and int(values.max()) - self.lo < len(self.table):
-                return np.take(self.table, offsets(values, self.lo, len(self.table)))
+                at = offsets(values, self.lo, len(self.table))
+                if self.identity:  # the table maps every offset to itself
+                    return at.astype(np.int32, copy=False)
+                return np.take(self.table, at)
             at = values.astype(np.int64) - self.lo
             inside = (at >= 0) & (at < len(self.table))
             out = np.full(len(values), -1, dtype=np.int32)

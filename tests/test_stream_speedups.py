@@ -119,6 +119,27 @@ def test_level_coder_int32_offsets_at_the_ends_of_the_range(lo):
         np.testing.assert_array_equal(got, pd.Index(levels).get_indexer(values))
 
 
+@pytest.mark.parametrize("levels, identity", [
+    (np.arange(-3, 40), True),  # every integer from the min up, in order: no gather
+    (np.arange(40)[::-1], False),  # the same values in another order (a dictionary's)
+    (np.delete(np.arange(40), 17), False),
+])
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint16])
+def test_level_coder_without_a_gather_equals_get_indexer(levels, identity, dtype):
+    if dtype == np.uint16:
+        levels = levels - levels.min()
+    levels = levels.astype(dtype)
+    coder = LevelCoder(levels)
+    assert coder.identity == identity
+    rng = np.random.default_rng(5)
+    inside = rng.choice(levels, 300)
+    outside = np.append(inside, [levels.max() + 1, levels.min()]).astype(np.int64)
+    for values in (inside, outside):
+        got = coder.of(values)
+        assert got.dtype == np.int32
+        np.testing.assert_array_equal(got, pd.Index(levels).get_indexer(values))
+
+
 @pytest.mark.parametrize("values, nulls", [
     ([1.0, 2.0, 3.0], [False, False, False]),
     ([1.0, np.nan, 3.0], [False, True, False]),
