@@ -35,7 +35,9 @@ from __future__ import annotations
 
 import glob as globmod
 import logging
+import queue
 import sys
+import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -43,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
+from .parallel import n_threads
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 BATCH_ROWS = 1 << 16  # rows per batch: memory is a few columns of this many rows
@@ -50,6 +53,7 @@ DENSE_SPAN = 1 << 24  # integer levels kept as a presence table up to this span 
 DENSE_RATIO = 8  # ... or this many times their number
 GLOB_CHARS = "*?["
 IGNORE_PREFIXES = ("_", ".")  # pyarrow.dataset's ignore_prefixes
+READ_AHEAD = 1  # batches a reader thread decodes ahead of the one the pass works on
 
 log = logging.getLogger(__name__)
 
@@ -356,6 +360,92 @@ def frame_batches(data, columns: list[str], batch_rows: int = BATCH_ROWS):
             start += batch.num_rows
 
 
+# -- reading ahead -----------------------------------------------------------------------
+class ReadAhead:
+    """The items of an iterable, produced by a thread while the consumer works on the
+    previous ones (Parquet decoding releases the GIL): a context manager to iterate::
+
+        with ReadAhead(source.batches(columns)) as batches:
+            for start, batch in batches: ...
+
+    At most ``depth`` items are read ahead of the one the consumer holds (the reader
+    waits for a free slot before reading the next), so memory stays at ``depth + 1``
+    batches. The reader's exception is raised to the consumer, in order, after the items
+    read before it. Leaving the ``with`` block, normally or by an exception, stops the
+    reader and waits for its thread to end. ``depth=0`` reads in the consumer's thread
+    (nothing ahead).
+    """
+
+    _END = object()
+
+    def __init__(self, items, depth: int = READ_AHEAD):
+        self._items, self.depth = items, int(depth)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._slots = threading.Semaphore(max(self.depth, 1))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> ReadAhead:
+        if self.depth > 0:
+            self._thread = threading.Thread(target=self._read, name="glmm_sparse-read-ahead",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the reader and wait for its thread to end."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def __iter__(self):
+        if self._thread is None and not self._stop.is_set():
+            yield from self._items  # depth 0: read here
+            return
+        while True:
+            item = self._queue.get()
+            self._slots.release()
+            if item is self._END:
+                return
+            if isinstance(item, _Raised):
+                raise item.error
+            yield item
+
+    def _read(self) -> None:
+        """The reader thread: one item per free slot, then the end (or the exception)."""
+        items = iter(self._items)
+        try:
+            while self._free_slot():
+                try:
+                    item = next(items)
+                except StopIteration:
+                    self._queue.put(self._END)
+                    return
+                self._queue.put(item)
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer, in order
+            self._queue.put(_Raised(err))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()  # a generator's files are closed in the thread that reads them
+
+    def _free_slot(self) -> bool:
+        """Wait for a free slot; False once the consumer has stopped."""
+        while not self._stop.is_set():
+            if self._slots.acquire(timeout=0.05):
+                return not self._stop.is_set()
+        return False
+
+
+@dataclass(frozen=True)
+class _Raised:
+    error: BaseException
+
+
 class _Silent:
     """A progress bar that shows nothing."""
 
@@ -386,9 +476,24 @@ def complete_rows(batch, columns: list[str]) -> np.ndarray:
     ok = np.ones(batch.num_rows, dtype=bool)
     for name in columns:
         col = batch.column(name)
+        if not col.null_count and _without_nan(col):
+            continue
         if col.null_count or _is_floating(col.type):
             ok &= ~pc.is_null(col, nan_is_null=True).to_numpy(zero_copy_only=False)
     return ok
+
+
+def _without_nan(col) -> bool:
+    """Whether a column without nulls surely holds no NaN: not floating, or a plain
+    floating column whose sum is not NaN (a NaN makes any sum NaN; one pass, no mask)."""
+    import pyarrow as pa
+
+    if not _is_floating(col.type):
+        return True
+    if not pa.types.is_floating(col.type):
+        return False  # dictionary-encoded floats: the full check
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: NaN, checked in full
+        return not np.isnan(np.add.reduce(col.to_numpy(zero_copy_only=False)))
 
 
 def _is_floating(typ) -> bool:
@@ -517,9 +622,9 @@ class DenseSeen:
         lo, hi = int(values.min()), int(values.max())
         if not self._cover(lo, hi):
             return False
-        at = values.astype(np.int64, copy=False) - self.lo
-        new = ~self.seen[at]
-        if new.any():
+        seen = np.take(self.seen, offsets(values, self.lo, len(self.seen)))
+        if not seen.all():
+            new = ~seen
             fresh = pd.unique(values[new])
             self.seen[fresh.astype(np.int64) - self.lo] = True
             self.parts.append(fresh.astype(self.dtype, copy=False))
@@ -548,6 +653,15 @@ class DenseSeen:
 
     def sorted(self) -> np.ndarray:
         return (np.flatnonzero(self.seen) + self.lo).astype(self.dtype)
+
+
+def offsets(values: np.ndarray, lo: int, size: int) -> np.ndarray:
+    """values - lo for integers known to lie in [lo, lo + size): int32 for int32 values
+    when size < 2^31 (the difference wrapped modulo 2^32 is then the true one; half the
+    memory traffic of int64), int64 otherwise."""
+    if values.dtype == np.int32 and size < 2**31 and -(2**31) <= lo < 2**31:
+        return values - np.int32(lo)
+    return values.astype(np.int64) - lo
 
 
 class DistinctRows(_Distinct):
@@ -714,7 +828,8 @@ class LevelScan:
         self.n_complete += int(complete.sum())
         for name in columns:
             col = batch.column(name)
-            if col.null_count or _is_floating(col.type):
+            if (col.null_count or _is_floating(col.type)) and not (
+                    not col.null_count and _without_nan(col)):
                 self.missing[name] += int(pc.sum(pc.is_null(col, nan_is_null=True)).as_py() or 0)
         for name, levels in self.levels.items():
             levels.add(batch.column(name), complete)
@@ -759,12 +874,19 @@ def scan_levels(source: ParquetSource, columns: list[str], factors: list[str],
     scan = LevelScan.empty(columns, factors, interactions)
     bar = progress_bar(progress, total=source.num_rows, desc="levels pass", unit="row")
     try:
-        for start, batch in source.batches(columns, batch_rows):
-            scan.add(batch, columns, response, start)
-            bar.update(batch.num_rows)
+        with ReadAhead(source.batches(columns, batch_rows), read_ahead_depth()) as batches:
+            for start, batch in batches:
+                scan.add(batch, columns, response, start)
+                bar.update(batch.num_rows)
     finally:
         bar.close()
     return scan
+
+
+def read_ahead_depth() -> int:
+    """Batches to read ahead in a thread: ``READ_AHEAD``, none on one thread
+    (GLMM_SPARSE_THREADS=1)."""
+    return READ_AHEAD if n_threads() > 1 else 0
 
 
 def scan_partition(data, columns: list[str], factors: list[str],

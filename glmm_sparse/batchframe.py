@@ -27,6 +27,7 @@ from .batches import (
     column_values,
     complete_rows,
     normal_schema,
+    offsets,
     partition_column_error,
 )
 from .design import level_labels, model_matrix
@@ -114,6 +115,9 @@ class ResponseShift:
     def __call__(self, batch, complete: np.ndarray, start: int, labels=None) -> np.ndarray:
         import pyarrow as pa
 
+        y = self._plain(batch)
+        if y is not None:
+            return y if complete.all() else y[complete]
         batch = batch.select(list(self.columns)).filter(pa.array(complete))
         rows = pd.Index(np.flatnonzero(complete) + start if labels is None
                         else labels[complete])
@@ -123,6 +127,19 @@ class ResponseShift:
                                 partial(numeric_column, formula=self.formula))
         off = total_offset(self.parsed, df, self.offset, len(df), self.formula)
         return y if off is None else y - off
+
+    def _plain(self, batch) -> np.ndarray | None:
+        """The response as float64 when it is one plain numeric column without offsets
+        (what numeric_column gives it through pandas), else None."""
+        import pyarrow as pa
+
+        name = self.parsed.response
+        if self.parsed.offsets or self.offset is not None or self.columns != (name,):
+            return None
+        typ = batch.column(name).type
+        if not (pa.types.is_integer(typ) or pa.types.is_floating(typ)):
+            return None
+        return np.asarray(column_values(batch.column(name)), dtype=np.float64)
 
 
 # -- levels -------------------------------------------------------------------------------
@@ -158,17 +175,25 @@ def term_levels(group: tuple[str, ...], column_levels: dict, combos) -> TermLeve
 
 def labels_of(values: list) -> list[str]:
     """design.level_labels of a column's levels, temporal ones through a pandas Index as
-    the in-memory frame holds them ('2024-01-01 00:00:00', not NumPy's ISO text)."""
+    the in-memory frame holds them ('2024-01-01 00:00:00', not NumPy's ISO text), and
+    integers through Arrow's cast to text (the same decimal digits as ``str``; half the
+    time of a ``str`` per level: 0.08 s against 0.15 s for 10^6 levels)."""
     if len(values) and isinstance(values[0], (np.datetime64, np.timedelta64)):
         return level_labels(pd.Index(values))
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iu":
+        import pyarrow as pa
+
+        return pa.array(values).cast(pa.string()).to_pylist()
     return level_labels(values)
 
 
 class LevelCoder:
-    """Codes of a column's values among fixed levels (-1 for other values), int64.
+    """Codes of a column's values among fixed levels (-1 for other values): int32 from
+    the table, int64 otherwise.
 
     Integer levels of a span up to ``DENSE_SPAN`` (or ``DENSE_RATIO`` times their number)
-    are looked up in a table indexed by value - min (one gather per row); other levels
+    are looked up in a table indexed by value - min (one gather per row; none when the
+    levels are every integer from their min up, in order: the code is value - min); other levels
     through a pandas Index, whose hash table is built once. A dictionary-encoded batch is
     coded through its dictionary, whose codes are kept while the next batches carry an
     equal dictionary (pyarrow gives every batch of a row group the whole dictionary).
@@ -176,7 +201,7 @@ class LevelCoder:
 
     def __init__(self, levels: np.ndarray):
         self.index = pd.Index(levels)
-        self.table, self.lo = None, 0
+        self.table, self.lo, self.identity = None, 0, False
         if levels.dtype.kind in "iu" and len(levels):
             lo, hi = int(levels.min()), int(levels.max())
             span = hi - lo + 1
@@ -185,6 +210,8 @@ class LevelCoder:
                 self.table = np.full(span, -1, dtype=np.int32)
                 self.table[levels.astype(np.int64) - lo] = np.arange(len(levels), dtype=np.int32)
                 self.lo = lo
+                self.identity = span == len(levels) and bool(
+                    (self.table == np.arange(span, dtype=np.int32)).all())
         self._dictionary, self._dictionary_codes = None, None
 
     def __getstate__(self):
@@ -206,15 +233,19 @@ class LevelCoder:
         return self.of(column_values(col))
 
     def of(self, values: np.ndarray) -> np.ndarray:
-        """Codes of NumPy values."""
+        """Codes of NumPy values: int32 from the table (the kernels take them), int64
+        through the Index."""
         if self.table is not None and values.dtype.kind in "iu":
             if not len(values):
-                return np.zeros(0, dtype=np.int64)
+                return np.zeros(0, dtype=np.int32)
+            if self.lo <= int(values.min()) and int(values.max()) - self.lo < len(self.table):
+                at = offsets(values, self.lo, len(self.table))
+                if self.identity:  # the table maps every offset to itself
+                    return at.astype(np.int32, copy=False)
+                return np.take(self.table, at)
             at = values.astype(np.int64) - self.lo
             inside = (at >= 0) & (at < len(self.table))
-            if inside.all():
-                return self.table[at].astype(np.int64)
-            out = np.full(len(values), -1, dtype=np.int64)
+            out = np.full(len(values), -1, dtype=np.int32)
             out[inside] = self.table[at[inside]]
             return out
         return self.index.get_indexer(values).astype(np.int64)
@@ -255,10 +286,14 @@ class BatchEncoder:
         self.categories = {c: scan.levels[c].levels(keep_unused=True) for c in plan.factors}
         self.cat_coder = {c: LevelCoder(v) for c, v in self.categories.items()}
         self.n = scan.n_complete
+        self.lean: LeanPlan | None = None  # set by the first non-empty batch, if it may
+        self._lean_decided = False
 
     def encode_batch(self, start: int, batch, labels=None):
         """(pandas frame, BatchFrame) of a batch's complete rows, or None if it has none.
-        Its rows are numbered from ``start`` (or labelled by ``labels``)."""
+        Its rows are numbered from ``start`` (or labelled by ``labels``). The first
+        non-empty batch goes through pandas and formulaic, and decides whether the next
+        ones may take the lean path (``LeanPlan``), whose frame is None."""
         import pyarrow as pa
 
         complete = complete_rows(batch, list(self.plan.columns))
@@ -268,8 +303,15 @@ class BatchEncoder:
             batch = batch.filter(pa.array(complete))
         rows = pd.Index(np.flatnonzero(complete) + start if labels is None
                         else labels[complete])
+        if self.lean is not None:
+            with in_this_batch():
+                return None, self.lean.frame(self, batch, rows)
         df = self._frame(batch, rows)
-        return df, self._model_frame(df, batch)
+        bf = self._model_frame(df, batch)
+        if not self._lean_decided:
+            self._lean_decided = True
+            self.lean = LeanPlan.of(self, batch, bf)
+        return df, bf
 
     def _frame(self, batch, rows: pd.Index) -> pd.DataFrame:
         """The batch's used columns as the in-memory frame has them (factors: Categoricals
@@ -329,14 +371,112 @@ class BatchEncoder:
     def _weights(self, df: pd.DataFrame) -> np.ndarray:
         from .validate import numeric_argument
 
-        w = numeric_argument(self.weights, df, len(df), "weights")
-        bad = ~np.isfinite(w) | (w < 0)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise DataError(f"weights must be finite and >= 0; row {row_label(df.index, i)} "
-                            f"has {w[i]} ({int(bad.sum())} row(s) in this batch)")
-        check_size(w, ["weights"], "the prior {}")
-        return w
+        return checked_weights(numeric_argument(self.weights, df, len(df), "weights"),
+                               df.index)
+
+
+def checked_weights(w: np.ndarray, rows: pd.Index) -> np.ndarray:
+    """A batch's prior weights, refused (naming the row) unless finite and >= 0."""
+    bad = ~np.isfinite(w) | (w < 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(f"weights must be finite and >= 0; row {row_label(rows, i)} "
+                        f"has {w[i]} ({int(bad.sum())} row(s) in this batch)")
+    check_size(w, ["weights"], "the prior {}")
+    return w
+
+
+@dataclass(frozen=True)
+class LeanPlan:
+    """The model frame of a batch made with NumPy alone, for the common case: the
+    response, the weights and every column of X and of each term's Z are plain numeric
+    columns (or the intercept: None), without offsets. Same arrays, same checks and
+    messages as the pandas and formulaic path (``BatchEncoder._checked_frame``), at a
+    fraction of its cost per batch; the level codes are made as there.
+    """
+
+    response: str
+    weights: str | None
+    fixed: tuple  # per column of X: a column name, or None for the intercept
+    terms: tuple  # per parsed term, per column of its Z: a column name or None
+
+    @classmethod
+    def of(cls, enc: BatchEncoder, batch, bf: BatchFrame) -> LeanPlan | None:
+        """The plan that reproduces ``bf`` (the first batch's frame, made through
+        pandas and formulaic) from ``batch``, or None if this model does not allow one
+        or it does not give exactly ``bf``'s arrays."""
+        import pyarrow as pa
+
+        numeric = {name for name in enc.plan.columns if name not in enc.cat_coder and (
+            pa.types.is_integer(batch.column(name).type)
+            or pa.types.is_floating(batch.column(name).type))}
+
+        def column_of(name):
+            return None if name == "(Intercept)" else name if name in numeric else False
+
+        parsed = enc.parsed
+        if (enc.response is not numeric_response or parsed.response not in numeric
+                or parsed.offsets or enc.offset is not None or bf.trials is not None
+                or not (enc.weights is None or enc.weights in numeric)):
+            return None
+        fixed = tuple(column_of(n) for n in bf.xnames)
+        terms = tuple(tuple(column_of(n) for n in names) for names in bf.cnames)
+        if False in fixed or any(False in t for t in terms):
+            return None
+        plan = cls(parsed.response, enc.weights, fixed, terms)
+        return plan if _same_frame(plan.frame(enc, batch, bf.rows), bf) else None
+
+    def frame(self, enc: BatchEncoder, batch, rows: pd.Index) -> BatchFrame:
+        """The BatchFrame of a batch of complete rows."""
+        parsed = enc.parsed
+        values = {}
+
+        def col(name):
+            if name not in values:
+                values[name] = column_values(batch.column(name))
+            return values[name]
+
+        y = np.asarray(col(self.response), dtype=np.float64)
+        check_values(y, [parsed.response], rows, "the response {}")
+        n = len(y)
+        XB = _columns([None if c is None else col(c) for c in self.fixed], n, 1)
+        xnames = tuple("(Intercept)" if c is None else c for c in self.fixed)
+        check_values(XB[:, :-1], xnames, rows, "the fixed-effects column {}")
+        w = None if self.weights is None else checked_weights(
+            np.asarray(col(self.weights), dtype=np.float64), rows)
+        xs, cnames, codes = [], [], []
+        for t, cols, tl, ki in zip(parsed.random, self.terms, enc.term_levels, enc.key_index):
+            X = _columns([None if c is None else col(c) for c in cols], n, 0)
+            names = tuple("(Intercept)" if c is None else c for c in cols)
+            check_values(X, names, rows, f"the column {{}} of the random-effects term "
+                                         f"({t.lhs} | {t.group_name})")
+            xs.append(X)
+            cnames.append(names)
+            codes.append(enc._codes(t.group, tl, ki, batch))
+        return BatchFrame(y, XB, xnames, None, w, xs, cnames, codes, None, rows)
+
+
+def _columns(columns: list, n: int, extra: int) -> np.ndarray:
+    """The columns (None: ones) as a C-ordered float64 (n, k + extra) array."""
+    X = np.empty((n, len(columns) + extra), dtype=np.float64)
+    for j, values in enumerate(columns):
+        X[:, j] = 1.0 if values is None else values
+    return X
+
+
+def _same_frame(a: BatchFrame, b: BatchFrame) -> bool:
+    """Whether two frames hold the same arrays (values, dtypes, shapes) and names."""
+    def same(x, y):
+        if x is None or y is None:
+            return x is None and y is None
+        x, y = np.asarray(x), np.asarray(y)
+        return x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y)
+
+    return (same(a.y, b.y) and same(a.XB[:, :-1], b.XB[:, :-1]) and a.xnames == b.xnames
+            and same(a.w, b.w) and a.offset is None and b.offset is None
+            and len(a.xs) == len(b.xs) and all(same(x, y) for x, y in zip(a.xs, b.xs))
+            and [tuple(c) for c in a.cnames] == [tuple(c) for c in b.cnames]
+            and all(same(x, y) for x, y in zip(a.codes, b.codes)))
 
 
 def check_same_columns(bf: BatchFrame, xnames, cnames) -> None:

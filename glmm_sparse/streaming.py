@@ -80,9 +80,11 @@ from ._core import _crossprod
 from .batches import (
     BATCH_ROWS,
     LevelScan,
+    ReadAhead,
     frame_batches,
     open_source,
     progress_bar,
+    read_ahead_depth,
     scan_levels,
     scan_partition,
 )
@@ -101,7 +103,7 @@ from .crossprod import CrossProducts, PairBlocks
 from .errors import DataError, DroppedRowsWarning, ModelSpecError
 from .frame import NOTHING_LEFT, aliased_columns, warn_rank_deficient
 from .objective import LmmObjective, fixed_sigma_unit
-from .parallel import run_all
+from .parallel import Pending, one_blas_thread, submit_all
 from .partials import BlockRuns, PartialSums, Sums, merge_partials, qr_update, tree_merge
 from .results import LmerResult, build_lmer_result
 from .rowcodes import RowCodes, structure_refusal
@@ -133,7 +135,17 @@ class Layout:
 
 
 class Accumulator(BatchEncoder):
-    """Pass 2: one batch at a time, the frame of its complete rows and the running sums."""
+    """Pass 2: one batch at a time, the frame of its complete rows and the running sums.
+
+    Pipelined: ``add`` encodes its batch while the kernels of the previous batch run on
+    the pool, then waits for them and starts its own, and returns. A batch's tasks start
+    only after the previous batch's have finished, so every sum adds the batches in the
+    same order whatever the threads; ``sums`` (and ``partial``) wait for the last batch.
+    An exception of a task is raised by the next ``add`` (before that batch's own errors:
+    the batches' order) or by ``sums``.
+    """
+
+    _pending: Pending | None = None  # the tasks of the last batch added
 
     def __init__(self, parsed, formula: str, plan: StreamPlan, scan, *, weights, offset,
                  allow_n: bool = False):
@@ -150,14 +162,27 @@ class Accumulator(BatchEncoder):
 
     @property
     def sums(self) -> Sums | None:
-        """The running sums (the per-level sums of the batches so far moved in first)."""
+        """The running sums (the last batch's tasks waited for, and the per-level sums of
+        the batches so far moved in first)."""
+        self.wait()
         self._move_level_sums()
         return self._sums
 
     @sums.setter
     def sums(self, value: Sums | None) -> None:
+        self.wait()  # no task of an earlier batch writes into what is replaced
         self._sums = value
         self._level_sums = None  # per term: (nlev, k k + k m + 2), add_term_sums' layout
+
+    def wait(self) -> None:
+        """Wait for the tasks of the last batch added (their exception is raised here)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.wait()
+
+    def __getstate__(self):
+        self.wait()  # a pickled accumulator (Dask, Spark) carries no running tasks
+        return dict(self.__dict__)
 
     def _move_level_sums(self) -> None:
         """Add the per-level sums of add_term_sums into the Sums' diag, cross, level_n and
@@ -177,6 +202,7 @@ class Accumulator(BatchEncoder):
 
     def fresh(self) -> Accumulator:
         """A copy that has seen no rows (sharing the levels): one per partition."""
+        self.wait()
         acc = copy.copy(self)
         acc.layout, acc.sums, acc.rows = None, None, 0
         acc.classes_mode, acc.row_codes = None, None
@@ -199,16 +225,21 @@ class Accumulator(BatchEncoder):
 
     # -- one batch ---------------------------------------------------------------------
     def add(self, start: int, batch, labels=None) -> None:
-        """One batch; its rows are numbered from ``start`` (or labelled by ``labels``)."""
-        encoded = self.encode_batch(start, batch, labels)
-        if encoded is None:
-            return
-        df, bf = encoded
+        """One batch; its rows are numbered from ``start`` (or labelled by ``labels``).
+        Its sums are started, not finished (class docstring)."""
+        try:
+            encoded = self.encode_batch(start, batch, labels)
+            if encoded is None:
+                return
+            df, bf = encoded
+            if self.layout is None:
+                self._start(df, bf)
+            else:
+                check_same_columns(bf, self.layout.xnames, self.layout.cnames)
+        except BaseException:
+            self.wait()  # an earlier batch's failed task is reported first
+            raise
         self.rows += len(bf.y)
-        if self.layout is None:
-            self._start(df, bf)
-        else:
-            check_same_columns(bf, self.layout.xnames, self.layout.cnames)
         self._accumulate(len(bf.y), bf)
         if self.row_codes is not None:
             order = self.layout.order
@@ -266,7 +297,8 @@ class Accumulator(BatchEncoder):
             tasks.append(lambda: setattr(s, "Rw", qr_update(s.Rw, XB * np.sqrt(w)[:, None])))
         tasks.append(lambda: self._row_sums(y, r, w, yc, xs))
         tasks += self._pair_tasks(codes, xs, w)
-        run_all(tasks, nb)
+        self.wait()  # the previous batch's sums first: the order of additions is fixed
+        self._pending = submit_all(tasks, nb)
 
     def _row_sums(self, y, r, w, yc, xs) -> None:
         """The batch's counts, sums and extremes of the response and weights, and each
@@ -510,9 +542,10 @@ def accumulate_partition(acc: Accumulator, data, batch_rows: int = BATCH_ROWS) -
     of RecordBatches) with a fresh copy of ``acc`` (built from the merged first pass): its
     PartialSums."""
     part = acc.fresh()
-    for start, batch, labels in frame_batches(data, list(acc.plan.columns), batch_rows):
-        part.add(start, batch, labels)
-    return part.partial()
+    with one_blas_thread():
+        for start, batch, labels in frame_batches(data, list(acc.plan.columns), batch_rows):
+            part.add(start, batch, labels)
+        return part.partial()
 
 
 def open_stream(formula: str, data, parsed, *, weights, offset, na_action: str,
@@ -539,13 +572,19 @@ def levels_pass(source, spec: StreamSpec, factors, *, response, na_action: str,
 
 def rows_pass(source, spec: StreamSpec, add, *, progress, desc: str) -> float:
     """A second pass over a Parquet source: ``add(first row, batch)`` for each batch, with a
-    progress bar; the seconds it took."""
+    progress bar, batches read ahead and the BLAS on one thread; the seconds it took
+    (when ``add`` is an Accumulator's, until its last batch's sums are done)."""
     t0 = time.perf_counter()
     bar = progress_bar(progress, total=source.num_rows, desc=desc, unit="row")
     try:
-        for start_row, batch in source.batches(spec.columns, spec.batch_rows):
-            add(start_row, batch)
-            bar.update(batch.num_rows)
+        with one_blas_thread(), ReadAhead(source.batches(spec.columns, spec.batch_rows),
+                                          read_ahead_depth()) as batches:
+            for start_row, batch in batches:
+                add(start_row, batch)
+                bar.update(batch.num_rows)
+            owner = getattr(add, "__self__", None)
+            if isinstance(owner, Accumulator):
+                owner.wait()  # the last batch's tasks, still under one BLAS thread
     finally:
         bar.close()
     return time.perf_counter() - t0

@@ -2,9 +2,11 @@
 
 - ``batches.DistinctValues`` (levels kept in the column's dtype, integers as a presence
   table, ``DenseSeen``) against ``pd.unique`` and sorting of all values at once;
-- ``batchframe.LevelCoder`` (a dense table for integer levels, an Index otherwise, a
-  dictionary's codes reused while the dictionaries are equal) against
-  ``pd.Index.get_indexer`` of the decoded values;
+- ``batchframe.LevelCoder`` (a dense table for integer levels, int32 offsets for int32
+  values, an Index otherwise, a dictionary's codes reused while the dictionaries are
+  equal) against ``pd.Index.get_indexer`` of the decoded values;
+- ``batches.complete_rows`` and the missing counts (no mask for a floating column
+  without nulls whose sum is not NaN) against pandas' ``isna``;
 - streamed fits whose factors take those paths (integer codes with gaps, negative
   integers, int64 IDs too far apart for a table, dictionary-encoded files whose
   dictionaries differ, a level first seen in a later file) against the in-memory fit,
@@ -21,8 +23,15 @@ from test_parquet_batches import BATCH, assert_same, fit_both, make_data
 
 import glmm_sparse as gs
 from glmm_sparse import parallel, streaming
+from glmm_sparse.errors import DataError
 from glmm_sparse.batchframe import LevelCoder
-from glmm_sparse.batches import DENSE_SPAN, ColumnLevels, DistinctValues
+from glmm_sparse.batches import (
+    DENSE_SPAN,
+    ColumnLevels,
+    DistinctValues,
+    LevelScan,
+    complete_rows,
+)
 
 INT_CASES = {
     "codes_with_gaps": lambda c: 3 * c + 10,
@@ -90,6 +99,64 @@ def test_level_coder_integers_equal_get_indexer(name):
     np.testing.assert_array_equal(coder.codes(pa.array(values)), expected)
     np.testing.assert_array_equal(coder.codes(pa.array(values.astype(np.int32)))
                                   if name != "huge_range" else expected, expected)
+
+
+@pytest.mark.parametrize("lo", [-2**31, -7, 0, 2**31 - 40])
+def test_level_coder_int32_offsets_at_the_ends_of_the_range(lo):
+    """int32 values coded through int32 offsets (values - lo, wrapped modulo 2^32): equal
+    to get_indexer at the ends of int32's range, for values all inside the table (the
+    fast path) and with some outside it; int32 codes from the table."""
+    levels = np.array([lo, lo + 3, lo + 10, lo + 39], dtype=np.int32)
+    coder = LevelCoder(levels)
+    assert coder.table is not None
+    inside = levels[[3, 0, 0, 2, 1, 3]]
+    outside = np.array([lo + 1, lo, max(lo - 1, -2**31), min(lo + 40, 2**31 - 1),
+                        2**31 - 1, -2**31], dtype=np.int32)
+    for values in (inside, outside, inside.astype(np.int64), outside.astype(np.uint64)
+                   if lo >= 0 else outside.astype(np.int64)):
+        got = coder.of(values)
+        assert got.dtype == np.int32
+        np.testing.assert_array_equal(got, pd.Index(levels).get_indexer(values))
+
+
+@pytest.mark.parametrize("levels, identity", [
+    (np.arange(-3, 40), True),  # every integer from the min up, in order: no gather
+    (np.arange(40)[::-1], False),  # the same values in another order (a dictionary's)
+    (np.delete(np.arange(40), 17), False),
+])
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint16])
+def test_level_coder_without_a_gather_equals_get_indexer(levels, identity, dtype):
+    if dtype == np.uint16:
+        levels = levels - levels.min()
+    levels = levels.astype(dtype)
+    coder = LevelCoder(levels)
+    assert coder.identity == identity
+    rng = np.random.default_rng(5)
+    inside = rng.choice(levels, 300)
+    outside = np.append(inside, [levels.max() + 1, levels.min()]).astype(np.int64)
+    for values in (inside, outside):
+        got = coder.of(values)
+        assert got.dtype == np.int32
+        np.testing.assert_array_equal(got, pd.Index(levels).get_indexer(values))
+
+
+@pytest.mark.parametrize("values, nulls", [
+    ([1.0, 2.0, 3.0], [False, False, False]),
+    ([1.0, np.nan, 3.0], [False, True, False]),
+    ([np.inf, -np.inf, 1.0], [False, False, False]),  # a NaN sum without a NaN
+    ([np.inf, -np.inf, np.nan], [False, False, True]),
+    ([1.0, None, 2.0], [False, True, False]),
+])
+@pytest.mark.parametrize("typ", ["float64", "float32", "dictionary"])
+def test_complete_rows_equal_pandas_isna(values, nulls, typ):
+    col = pa.array(values, type=pa.float32() if typ == "float32" else pa.float64())
+    if typ == "dictionary":
+        col = col.dictionary_encode()
+    batch = pa.record_batch({"v": col, "i": pa.array([1, 2, 3])})
+    np.testing.assert_array_equal(complete_rows(batch, ["v", "i"]), ~np.array(nulls))
+    scan = LevelScan.empty(["v", "i"], [], [])
+    scan.add(batch, ["v", "i"])
+    assert scan.missing == {"v": sum(nulls), "i": 0}
 
 
 def test_level_coder_strings_and_changing_dictionaries():
@@ -181,15 +248,15 @@ def test_sums_do_not_depend_on_the_threads(formula, weights, tmp_path, monkeypat
     monkeypatch.setattr(parallel, "PARALLEL_MIN_ROWS", 0)
     threads_seen = set()
 
-    def spying_run_all(tasks, rows):
+    def spying_submit_all(tasks, rows):
         def spied(task):
             def run():
                 threads_seen.add(threading.current_thread().name)
                 return task()
             return run
-        return parallel.run_all([spied(t) for t in tasks], rows)
+        return parallel.submit_all([spied(t) for t in tasks], rows)
 
-    monkeypatch.setattr(streaming, "run_all", spying_run_all)
+    monkeypatch.setattr(streaming, "submit_all", spying_submit_all)
     fits, seen = [], []
     for threads in ("1", "2"):
         monkeypatch.setenv("GLMM_SPARSE_THREADS", threads)
@@ -209,3 +276,119 @@ def test_sums_do_not_depend_on_the_threads(formula, weights, tmp_path, monkeypat
     assert (a.n, a.sum_log_w) == (b.n, b.sum_log_w)
     np.testing.assert_array_equal(fits[0].theta, fits[1].theta)
     np.testing.assert_array_equal(fits[0].fixef, fits[1].fixef)
+
+
+# -- the lean model frame (batchframe.LeanPlan) -----------------------------------------
+LEAN = {  # formula, weights -> whether the batches after the first take the lean path
+    ("y ~ x + (x | g)", "w"): True,
+    ("y ~ x + (1 | g) + (1 | h)", None): True,
+    ("y ~ 0 + x + (0 + x | g) + (1 | a:b)", None): True,
+    ("y ~ x + f + (1 | g)", None): False,  # a factor in X
+    ("log(y) ~ x + (1 | g)", None): False,  # a transformed response
+    ("y ~ x + offset(o) + (1 | g)", None): False,
+    ("y ~ I(2 * x) + (1 | g)", None): False,
+}
+
+
+def pass_sums(monkeypatch, path, formula, weights, *, lean: bool):
+    """The Sums of the cross-products pass, and whether the lean path was taken."""
+    from glmm_sparse import batchframe
+
+    if not lean:
+        monkeypatch.setattr(batchframe.LeanPlan, "of", classmethod(lambda *a: None))
+    got = {}
+
+    class Stop(Exception):
+        pass
+
+    def stop(spec, scan, acc, **kwargs):
+        got["sums"], got["lean"] = acc.sums, acc.lean is not None
+        raise Stop
+
+    monkeypatch.setattr(streaming, "fit_sums", stop)
+    with pytest.raises(Stop):
+        gs.lmer(formula, path, streaming=True, batch_rows=BATCH, weights=weights)
+    monkeypatch.undo()
+    return got["sums"], got["lean"]
+
+
+@pytest.mark.parametrize("formula, weights", list(LEAN))
+def test_lean_frames_give_the_same_sums_bit_for_bit(formula, weights, tmp_path, monkeypatch):
+    from test_stream_pipeline import assert_sums_identical
+
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.Table.from_pandas(make_data(), preserve_index=False), path,
+                   row_group_size=300)
+    full, took = pass_sums(monkeypatch, str(path), formula, weights, lean=False)
+    assert not took
+    lean, took = pass_sums(monkeypatch, str(path), formula, weights, lean=True)
+    assert took == LEAN[formula, weights]
+    assert_sums_identical(full, lean)
+
+
+@pytest.mark.parametrize("column, value, message", [
+    ("x", np.inf, r"the fixed-effects column 'x' is inf at row 1234 \(1 row\(s\) in this "
+                  r"batch\)"),
+    ("y", -np.inf, r"the response 'y' is -inf at row 1234 \(1 row\(s\) in this batch\)"),
+    ("w", -1.0, r"weights must be finite and >= 0; row 1234 has -1.0 \(1 row\(s\) in "
+                r"this batch\)"),
+    ("x2", 1e300, r"x2"),
+])
+def test_lean_frames_refuse_bad_values_as_the_full_path(column, value, message, tmp_path,
+                                                        monkeypatch):
+    from glmm_sparse import batchframe
+
+    df = make_data()
+    df.loc[1234, column] = value
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path, row_group_size=300)
+    errors = []
+    for lean in (False, True):
+        with monkeypatch.context() as m:
+            if not lean:
+                m.setattr(batchframe.LeanPlan, "of", classmethod(lambda *a: None))
+            with pytest.raises(DataError, match=message) as err:
+                gs.lmer("y ~ x + (x2 | g)", str(path), streaming=True, batch_rows=BATCH,
+                        weights="w")
+            errors.append(str(err.value))
+    assert errors[0] == errors[1]
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.int64, np.uint8,
+                                   np.uint32, np.uint64])
+def test_integer_labels_equal_level_labels(dtype):
+    from glmm_sparse.batchframe import labels_of
+    from glmm_sparse.design import level_labels
+
+    info = np.iinfo(dtype)
+    values = np.unique(np.array([info.min, info.min + 1, 0, 7, 10, 99, 100, info.max - 1,
+                                 info.max], dtype=dtype))
+    assert labels_of(values) == level_labels(values)
+    assert labels_of(values[:0]) == []
+
+
+@pytest.mark.parametrize("formula, offset, plain", [
+    ("y ~ x + (1 | g)", None, True),
+    ("yi ~ x + (1 | g)", None, True),  # integers, as float64
+    ("y ~ x + (1 | g)", "o", False),
+    ("y ~ x + offset(o) + (1 | g)", None, False),
+    ("log(y) ~ x + (1 | g)", None, False),
+])
+def test_response_shift_of_a_plain_column_equals_pandas(formula, offset, plain, monkeypatch):
+    """The levels pass's y - offset of complete rows without pandas, against the frame
+    path (forced by a column tuple that is not the response alone)."""
+    from glmm_sparse.batchframe import ResponseShift, stream_plan
+    from glmm_sparse.formula import parse_formula
+
+    df = make_data(600).assign(yi=lambda d: np.arange(len(d)) - 50)
+    batch = pa.RecordBatch.from_pandas(df, preserve_index=False)
+    parsed = parse_formula(formula)
+    plan = stream_plan(parsed, formula, batch.schema, None, offset)
+    shift = ResponseShift.of(parsed, formula, plan, offset)
+    complete = np.arange(len(df)) % 7 != 3
+    assert (shift._plain(batch) is not None) == plain
+    got = shift(batch, complete, 0)
+    monkeypatch.setattr(ResponseShift, "_plain", lambda self, batch: None)
+    expected = shift(batch, complete, 0)
+    assert got.dtype == expected.dtype == np.float64
+    np.testing.assert_array_equal(got, expected)
