@@ -7,14 +7,13 @@ Set GLMM_SPARSE_THREADS=1 to stay on one thread.
 
 ``submit_all`` starts a batch's tasks and returns at once (``Pending``), so that the caller
 can prepare the next batch while they run (the streamed passes do); ``run_all`` waits.
-``one_blas_thread`` keeps the BLAS on one thread meanwhile: the passes' BLAS calls are
-small (a QR of one batch), and OpenBLAS's own threads, spinning between them, took the
+The passes keep the BLAS on one thread meanwhile (blas.one_blas_thread): their BLAS calls
+are small (a QR of one batch), and OpenBLAS's own threads, spinning between them, took the
 core the kernels needed (measured: the 10^7-row cross-products pass 1.1 s -> 0.7 s).
 """
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from functools import lru_cache
@@ -80,17 +79,6 @@ class Pending:
                     raise err
             self._results = [future.result() for future in self._futures]
         return self._results
-
-
-@contextmanager
-def one_blas_thread():
-    """The BLAS (OpenBLAS, MKL, ...) on one thread inside the block; the previous limits
-    after it. The limit is process-wide: for passes of many small BLAS calls, whose
-    threads would compete with ours, not for large factorizations."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
 
 
 def row_chunks(n: int) -> list[slice]:

@@ -97,13 +97,14 @@ from .batchframe import (
     check_stateless,
     stream_plan,
 )
+from .blas import one_blas_thread
 from .classed import ClassedObjective, ClassSums, objective_with_b
 from .context import FitContext
 from .crossprod import CrossProducts, PairBlocks
 from .errors import DataError, DroppedRowsWarning, ModelSpecError
 from .frame import NOTHING_LEFT, aliased_columns, warn_rank_deficient
 from .objective import LmmObjective, fixed_sigma_unit
-from .parallel import Pending, one_blas_thread, submit_all
+from .parallel import Pending, submit_all
 from .partials import BlockRuns, PartialSums, Sums, merge_partials, qr_update, tree_merge
 from .results import LmerResult, build_lmer_result
 from .rowcodes import RowCodes, structure_refusal
