@@ -66,9 +66,14 @@ def glmm_vcov(obj: GlmmObjective, stage2: OptSummary | None, sigma: float) -> np
         H = stage2.hessian * np.outer(scale, scale)
         if np.all(np.isfinite(H)) and np.all(np.linalg.eigvalsh(H) > 0):
             fixed = slice(H.shape[0] - p, None)  # not [-p:]: p may be 0
-            return (np.linalg.inv(H / 2.0) * np.outer(scale, scale))[fixed, fixed]
-        warnings.warn("the Hessian of the deviance is not positive definite; vcov(beta) from "
-                      "the PIRLS information instead", ConvergenceWarning, stacklevel=4)
+            try:
+                return (np.linalg.inv(H / 2.0) * np.outer(scale, scale))[fixed, fixed]
+            except np.linalg.LinAlgError:
+                pass  # singular, its eigenvalues positive by rounding only (e.g. a zero row
+                # for a random slope on a column of zeros): the fallback below
+        warnings.warn("the Hessian of the deviance is singular or not positive definite; "
+                      "vcov(beta) from the PIRLS information instead", ConvergenceWarning,
+                      stacklevel=4)
     factor_at_mode(obj.pls, obj.data, obj.state, obj.pls.theta, joint=True)
     V = sigma**2 * obj.pls.vcov_unscaled()
     return V

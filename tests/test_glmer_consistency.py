@@ -196,3 +196,23 @@ def test_poisson_slopes_where_a_theta_grows_from_near_zero_during_the_search():
                                rtol=1e-5)
     np.testing.assert_allclose(fit.fixef.to_numpy(), [0.4557905000, 0.2982770369,
                                                       -0.3033619002], atol=1e-5)
+
+
+def test_a_singular_hessian_falls_back_to_the_pirls_information():
+    """A random slope on a column of zeros leaves theta's row of the deviance's Hessian at
+    zero: eigenvalues positive by rounding, the inversion singular. The fit warns and
+    takes vcov from R_X at the mode instead of raising numpy's LinAlgError (found by
+    test_fuzz.py: seed 14 below is one of its cases)."""
+    rng = np.random.default_rng(14)
+    n = 15
+    df = pd.DataFrame({"g1": rng.integers(0, 3, n), "g2": rng.integers(0, 3, n),
+                       "x1": np.where(rng.random(n) < 0.5, 0.0, -0.0),
+                       "x2": rng.standard_normal(n), "w": rng.uniform(0.5, 2, n)})
+    df["y"] = rng.poisson(np.exp(0.2 + 0.3 * df.x2))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        m = gs.glmer("y ~ x1 + x2 + (x1 || g2) + (x2 || g1:g2)", df, family="poisson",
+                     weights="w")
+    assert any("singular or not positive definite" in str(w.message) for w in caught)
+    V = m.vcov.to_numpy()
+    assert np.all(np.isfinite(V)) and np.all(np.linalg.eigvalsh(V) > 0)
