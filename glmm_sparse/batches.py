@@ -384,6 +384,7 @@ class ReadAhead:
         self._slots = threading.Semaphore(max(self.depth, 1))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._iterated = False
 
     def __enter__(self) -> ReadAhead:
         if self.depth > 0:
@@ -406,6 +407,9 @@ class ReadAhead:
         if self._thread is None and not self._stop.is_set():
             yield from self._items  # depth 0: read here
             return
+        if self._iterated or self._stop.is_set():
+            raise RuntimeError("a ReadAhead is iterated once, before it is closed")
+        self._iterated = True
         while True:
             item = self._queue.get()
             self._slots.release()
@@ -417,8 +421,9 @@ class ReadAhead:
 
     def _read(self) -> None:
         """The reader thread: one item per free slot, then the end (or the exception)."""
-        items = iter(self._items)
+        items = None
         try:
+            items = iter(self._items)
             while self._free_slot():
                 try:
                     item = next(items)

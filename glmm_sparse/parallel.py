@@ -80,6 +80,10 @@ class Pending:
             self._results = [future.result() for future in self._futures]
         return self._results
 
+    def done(self) -> bool:
+        """Whether every task has finished (with or without an exception)."""
+        return self._results is not None or all(f.done() for f in self._futures)
+
 
 def row_chunks(n: int) -> list[slice]:
     """Fixed chunks of rows: the same for any thread count."""

@@ -176,10 +176,26 @@ class Accumulator(BatchEncoder):
         self._level_sums = None  # per term: (nlev, k k + k m + 2), add_term_sums' layout
 
     def wait(self) -> None:
-        """Wait for the tasks of the last batch added (their exception is raised here)."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
+        """Wait for the tasks of the last batch added (their exception is raised here).
+        They are forgotten only once all have finished: a wait cut short (an interrupt)
+        leaves them to the next one."""
+        pending = self._pending
+        if pending is None:
+            return
+        try:
             pending.wait()
+        finally:
+            if pending.done():
+                self._pending = None
+
+    def settle(self, err: BaseException) -> None:
+        """After ``err`` stopped a pass: wait for the last batch's tasks, so that none is
+        left writing into the sums; a task's own exception (the earlier failure) is
+        raised instead, with ``err`` as its cause."""
+        try:
+            self.wait()
+        except BaseException as task_err:
+            raise task_err from err
 
     def __getstate__(self):
         self.wait()  # a pickled accumulator (Dask, Spark) carries no running tasks
@@ -207,6 +223,7 @@ class Accumulator(BatchEncoder):
         acc = copy.copy(self)
         acc.layout, acc.sums, acc.rows = None, None, 0
         acc.classes_mode, acc.row_codes = None, None
+        acc.lean, acc._lean_decided = None, False  # its first batch takes the full frame
         return acc
 
     def partial(self) -> PartialSums:
@@ -544,8 +561,13 @@ def accumulate_partition(acc: Accumulator, data, batch_rows: int = BATCH_ROWS) -
     PartialSums."""
     part = acc.fresh()
     with one_blas_thread():
-        for start, batch, labels in frame_batches(data, list(acc.plan.columns), batch_rows):
-            part.add(start, batch, labels)
+        try:
+            for start, batch, labels in frame_batches(data, list(acc.plan.columns),
+                                                      batch_rows):
+                part.add(start, batch, labels)
+        except BaseException as err:
+            part.settle(err)
+            raise
         return part.partial()
 
 
@@ -577,15 +599,21 @@ def rows_pass(source, spec: StreamSpec, add, *, progress, desc: str) -> float:
     (when ``add`` is an Accumulator's, until its last batch's sums are done)."""
     t0 = time.perf_counter()
     bar = progress_bar(progress, total=source.num_rows, desc=desc, unit="row")
+    owner = getattr(add, "__self__", None)
+    acc = owner if isinstance(owner, Accumulator) else None
     try:
         with one_blas_thread(), ReadAhead(source.batches(spec.columns, spec.batch_rows),
                                           read_ahead_depth()) as batches:
-            for start_row, batch in batches:
-                add(start_row, batch)
-                bar.update(batch.num_rows)
-            owner = getattr(add, "__self__", None)
-            if isinstance(owner, Accumulator):
-                owner.wait()  # the last batch's tasks, still under one BLAS thread
+            try:
+                for start_row, batch in batches:
+                    add(start_row, batch)
+                    bar.update(batch.num_rows)
+            except BaseException as err:
+                if acc is not None:
+                    acc.settle(err)  # no task left running after the pass has raised
+                raise
+            if acc is not None:
+                acc.wait()  # the last batch's tasks, still under one BLAS thread
     finally:
         bar.close()
     return time.perf_counter() - t0

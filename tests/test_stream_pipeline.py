@@ -214,6 +214,86 @@ def test_an_earlier_task_error_comes_before_a_later_bad_value(tmp_path, threaded
         gs.lmer("y ~ x + (x | g)", bad, streaming=True, batch_rows=BATCH, weights="w")
 
 
+@pytest.mark.parametrize("task_fails", [False, True])
+def test_a_failing_source_waits_for_the_last_batchs_tasks(path, threaded, monkeypatch,
+                                                         task_fails):
+    """The source fails while the tasks of the batch before are still running: the pass
+    waits for them before raising (none writes into the sums after lmer has raised), and
+    a failure of those tasks, the earlier one, is what is raised, the source's error as
+    its cause."""
+    monkeypatch.setenv("GLMM_SPARSE_THREADS", "2")
+    finished = []
+    gram = streaming._crossprod.add_weighted_gram
+
+    class SlowKernels:
+        def __getattr__(self, name):
+            return getattr(kernels, name)
+
+        def add_weighted_gram(self, XB, w, G):
+            time.sleep(0.3)
+            gram(XB, w, G)
+            finished.append(time.perf_counter())
+            if task_fails:
+                raise MemoryError("the task of the batch before failed")
+
+    kernels = streaming._crossprod
+    monkeypatch.setattr(streaming, "_crossprod", SlowKernels())
+    read = batches.ParquetSource.batches
+    passes = []
+
+    def failing_second_pass(self, columns, batch_rows=batches.BATCH_ROWS):
+        passes.append(1)
+        for i, item in enumerate(read(self, columns, batch_rows)):
+            if len(passes) == 2 and i == 1:
+                raise DataError("cannot read the Parquet file 'part-2.parquet': corrupt")
+            yield item
+
+    monkeypatch.setattr(batches.ParquetSource, "batches", failing_second_pass)
+    expected = (MemoryError, "failed") if task_fails else (DataError, "corrupt")
+    with pytest.raises(expected[0], match=expected[1]) as raised:
+        gs.lmer("y ~ x + (1 | g)", path, streaming=True, batch_rows=BATCH, progress=False)
+    raised_at = time.perf_counter()
+    assert len(finished) == 1 and finished[0] < raised_at  # waited for, not left running
+    if task_fails:
+        assert isinstance(raised.value.__cause__, DataError)
+    assert not reader_threads()
+
+
+def test_an_interrupted_wait_keeps_the_tasks_to_wait_for():
+    """Accumulator.wait forgets the last batch's tasks only once they have finished."""
+    acc = streaming.Accumulator.__new__(streaming.Accumulator)
+    release = threading.Event()
+    future_pool = parallel.submit_all([release.wait, release.wait], 10**6)
+
+    class Interrupted:
+        def wait(self):
+            raise KeyboardInterrupt
+
+        def done(self):
+            return future_pool.done()
+
+    acc._pending = Interrupted()
+    with pytest.raises(KeyboardInterrupt):
+        acc.wait()
+    assert acc._pending is not None  # still running: kept for the next wait
+    release.set()
+    acc._pending = future_pool
+    acc.wait()
+    assert acc._pending is None and future_pool.done()
+
+
+def test_a_fresh_copy_frames_its_first_batch_in_full(path):
+    """fresh() (one per Dask/Spark partition) forgets the lean plan of the batches its
+    original has seen: a copy's first batch is checked through formulaic again."""
+    acc = streaming.Accumulator.__new__(streaming.Accumulator)
+    acc._pending, acc._sums, acc._level_sums = None, None, None
+    acc.lean, acc._lean_decided = object(), True
+    acc.layout, acc.rows, acc.classes_mode, acc.row_codes = None, 0, None, None
+    copy = acc.fresh()
+    assert copy.lean is None and copy._lean_decided is False
+    assert acc._lean_decided  # the original keeps its own
+
+
 # -- ReadAhead ----------------------------------------------------------------------------
 def counted(n, produced, fail_at=None):
     for i in range(n):
@@ -244,6 +324,26 @@ def test_read_ahead_raises_the_readers_error_after_the_items_before_it():
             for i in items:
                 got.append(i)
     assert got == [0, 1, 2, 3, 4]
+    assert not reader_threads()
+
+
+def test_read_ahead_raises_when_the_items_cannot_be_iterated():
+    """The iterable's own iter() fails in the reader thread: the consumer gets the error
+    (it used to wait forever), and no thread is left."""
+    class Unlistable:
+        def __iter__(self):
+            raise OSError("cannot list the files")
+
+    with pytest.raises(OSError, match="cannot list"), ReadAhead(Unlistable(), 1) as items:
+        list(items)
+    assert not reader_threads()
+
+
+def test_read_ahead_is_iterated_once():
+    with ReadAhead(iter([1, 2]), 1) as items:
+        assert list(items) == [1, 2]
+        with pytest.raises(RuntimeError, match="iterated once"):
+            list(items)
     assert not reader_threads()
 
 
