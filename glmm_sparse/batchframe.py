@@ -212,11 +212,14 @@ class LevelCoder:
                 self.lo = lo
                 self.identity = span == len(levels) and bool(
                     (self.table == np.arange(span, dtype=np.int32)).all())
-        self._dictionary, self._dictionary_codes = None, None
+        # (dictionary, codes of its values + [-1]) of the last dictionary seen: one
+        # attribute, replaced whole, so that threads sharing this coder (Dask's threaded
+        # partitions, through Accumulator.fresh) never pair one's codes with another's
+        self._dictionary_map = None
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_dictionary"], state["_dictionary_codes"] = None, None
+        state["_dictionary_map"] = None
         return state
 
     def codes(self, col) -> np.ndarray:
@@ -225,11 +228,12 @@ class LevelCoder:
 
         if pa.types.is_dictionary(col.type):
             d = col.dictionary
-            if self._dictionary is None or not (d is self._dictionary or d.equals(self._dictionary)):
-                self._dictionary_codes = np.append(self.of(column_values(d)), -1)
-                self._dictionary = d
+            known = self._dictionary_map
+            if known is None or not (d is known[0] or d.equals(known[0])):
+                known = (d, np.append(self.of(column_values(d)), -1))
+                self._dictionary_map = known
             at = col.indices.fill_null(-1) if col.null_count else col.indices
-            return self._dictionary_codes[at.to_numpy(zero_copy_only=False)]
+            return known[1][at.to_numpy(zero_copy_only=False)]
         return self.of(column_values(col))
 
     def of(self, values: np.ndarray) -> np.ndarray:

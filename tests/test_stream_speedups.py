@@ -392,3 +392,30 @@ def test_response_shift_of_a_plain_column_equals_pandas(formula, offset, plain, 
     expected = shift(batch, complete, 0)
     assert got.dtype == expected.dtype == np.float64
     np.testing.assert_array_equal(got, expected)
+
+
+def test_level_coder_shared_by_threads_never_mixes_two_dictionaries():
+    """Dask's threaded partitions share one LevelCoder (Accumulator.fresh copies
+    shallowly). Another thread coding a batch of the previous dictionary right when this
+    one stores a new dictionary's codes must get its own dictionary's codes (the cache
+    used to be two attributes, set one after the other)."""
+    import pyarrow as pa
+
+    class Interleaved(LevelCoder):
+        hook = None
+
+        def __setattr__(self, name, value):
+            object.__setattr__(self, name, value)
+            if name.startswith("_dictionary") and self.hook is not None:
+                hook, self.hook = self.hook, None
+                hook()
+
+    coder = Interleaved(np.array(["a", "b", "c", "d"], dtype=object))
+    first = pa.array(["c", "a", "c"]).dictionary_encode()
+    second = pa.array(["d", "b", "b"]).dictionary_encode()
+    np.testing.assert_array_equal(coder.codes(second), [3, 1, 1])  # cached
+    seen = []
+    coder.hook = lambda: seen.append(coder.codes(second))  # "the other thread"
+    np.testing.assert_array_equal(coder.codes(first), [2, 0, 2])
+    assert len(seen) == 1
+    np.testing.assert_array_equal(seen[0], [3, 1, 1])
