@@ -321,8 +321,8 @@ def class_sums(cp: CrossProducts, B) -> ClassSums:
         for lo, hi in ranges], B.nnz)
     return ClassSums(k=tuple(cp.k), nlev=tuple(cp.nlev), delta=delta, count=count,
                      level_class=level_class, Gz=Gz, Gr=Gr, K=packed(rest_crossproducts(cp)),
-                     F=F,
-                     XtWXy=cp.XtWXy, n=cp.n, sum_log_w=cp.sum_log_w, beta_shift=cp.beta_shift)
+                     F=F, XtWXy=cp.XtWXy, n=cp.n, sum_log_w=cp.sum_log_w,
+                     beta_shift=cp.beta_shift)
 
 
 def gram_dtype(B: LevelRows, level_class: np.ndarray, n_classes: int) -> np.dtype:
