@@ -476,16 +476,23 @@ def progress_bar(progress: bool | None, *, total: int | None, desc: str, unit: s
 # -- the first pass: missing rows and levels ----------------------------------------------
 def complete_rows(batch, columns: list[str]) -> np.ndarray:
     """Bool mask of the batch's rows with a value in every column (null and NaN missing)."""
+    ok = np.ones(batch.num_rows, dtype=bool)
+    for missing in missing_rows(batch, columns).values():
+        ok &= ~missing
+    return ok
+
+
+def missing_rows(batch, columns: list[str]) -> dict[str, np.ndarray]:
+    """Per column that may lack values (nulls, or NaN in a floating column), the bool
+    mask of its missing rows (as pandas' isna); columns surely complete are left out."""
     import pyarrow.compute as pc
 
-    ok = np.ones(batch.num_rows, dtype=bool)
+    out = {}
     for name in columns:
         col = batch.column(name)
-        if not col.null_count and _without_nan(col):
-            continue
-        if col.null_count or _is_floating(col.type):
-            ok &= ~pc.is_null(col, nan_is_null=True).to_numpy(zero_copy_only=False)
-    return ok
+        if col.null_count or not _without_nan(col):
+            out[name] = pc.is_null(col, nan_is_null=True).to_numpy(zero_copy_only=False)
+    return out
 
 
 def _without_nan(col) -> bool:
@@ -826,16 +833,12 @@ class LevelScan:
             labels=None) -> None:
         """One batch of rows; ``response(batch, complete, start, labels)`` gives y - offset
         of its complete rows (for the centre)."""
-        import pyarrow.compute as pc
-
-        complete = complete_rows(batch, columns)
+        complete = np.ones(batch.num_rows, dtype=bool)
+        for name, missing in missing_rows(batch, columns).items():
+            self.missing[name] += int(missing.sum())
+            complete &= ~missing
         self.n_rows += batch.num_rows
         self.n_complete += int(complete.sum())
-        for name in columns:
-            col = batch.column(name)
-            if (col.null_count or _is_floating(col.type)) and not (
-                    not col.null_count and _without_nan(col)):
-                self.missing[name] += int(pc.sum(pc.is_null(col, nan_is_null=True)).as_py() or 0)
         for name, levels in self.levels.items():
             levels.add(batch.column(name), complete)
         for group, rows in self.combos.items():
