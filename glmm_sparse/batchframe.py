@@ -21,18 +21,11 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
-from .batches import (
-    DENSE_RATIO,
-    DENSE_SPAN,
-    column_values,
-    complete_rows,
-    normal_schema,
-    offsets,
-    partition_column_error,
-)
+from .batches import column_values, complete_rows, normal_schema, partition_column_error
 from .design import level_labels, model_matrix
 from .errors import DataError, ModelSpecError
 from .frame import check_columns, numeric_column, total_offset, used_columns
+from .levelscan import DENSE_RATIO, DENSE_SPAN, offsets
 from .responses import numeric_response
 from .validate import check_column_types, check_size, check_values, row_label
 

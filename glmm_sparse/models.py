@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 
 from .agq import check_agq_model
-from .crossprod import CrossprodPlan, accumulate
+from .crossprod import CrossprodPlan
 from .classed import frame_objective, same_route
 from .families import get_family
 from .glmm import GlmmObjective, fit_glmm

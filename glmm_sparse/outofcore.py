@@ -10,7 +10,7 @@ model frame, ``batchframe.BatchEncoder``, written to disk) -> the unchanged GLMM
 
 A GLMM cannot be reduced to sums once: every PIRLS iteration reweights every row. So:
 
-1. The levels pass (``batches.scan_levels``, as for the streamed LMM): complete rows,
+1. The levels pass (``levelscan.scan_levels``, as for the streamed LMM): complete rows,
    missing values, the levels of every factor (and of a text response).
 2. The encoding pass: each batch's complete rows become the model frame an in-memory fit
    makes of them (global levels), appended to ``.npy`` files opened as memory maps

@@ -32,8 +32,9 @@ except ImportError as err:  # pragma: no cover - exercised without the extra onl
                       f"{err}") from None
 
 
-from .batches import BATCH_ROWS, LevelScan
+from .batches import BATCH_ROWS
 from .errors import GlmmSparseError
+from .levelscan import LevelScan
 from .models import check_lmer_arguments, warn_if_singular
 from .partials import merge_partials, tree_merge
 from .results import LmerResult

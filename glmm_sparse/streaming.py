@@ -9,7 +9,7 @@ comes here for a Parquet file, directory, glob or ``pyarrow.dataset.Dataset``
 
 Two passes over the files, reading only the used columns:
 
-1. ``batches.scan_levels``: complete rows, missing values, the levels of every factor.
+1. ``levelscan.scan_levels``: complete rows, missing values, the levels of every factor.
    Then the missing-row warning (or refusal), the levels of each random term in lme4's
    order, and the terms sorted as lme4 sorts them.
 2. Per batch: the model frame of its complete rows exactly as ``frame.build_frame`` would
@@ -54,7 +54,7 @@ methods that need only the criterion work; its frame (``RowlessFrame``) raises
 ``RowsNotKeptError`` naming the remedy when a method asks for the rows.
 
 Partitions anywhere (``dask.py``, ``spark.py``): the first pass is a ``LevelScan`` per
-partition, merged (``batches.LevelScan.merge``); an ``Accumulator`` built from the merged
+partition, merged (``levelscan.LevelScan.merge``); an ``Accumulator`` built from the merged
 scan is shipped to each partition, whose ``accumulate_partition`` returns its
 ``partials.PartialSums`` (n-free, picklable); ``merge_partials`` adds two of them (R's by a QR of
 the stacked R's, level-pair blocks by key, the rest by sum, min and max), and
@@ -79,14 +79,11 @@ import pandas as pd
 from ._core import _crossprod
 from .batches import (
     BATCH_ROWS,
-    LevelScan,
     ReadAhead,
     frame_batches,
     open_source,
     progress_bar,
     read_ahead_depth,
-    scan_levels,
-    scan_partition,
 )
 from .batchframe import (
     BatchEncoder,
@@ -103,6 +100,7 @@ from .context import FitContext
 from .crossprod import CrossProducts, PairBlocks
 from .errors import DataError, DroppedRowsWarning, ModelSpecError
 from .frame import NOTHING_LEFT, aliased_columns, warn_rank_deficient
+from .levelscan import LevelScan, scan_levels, scan_partition
 from .objective import LmmObjective, fixed_sigma_unit
 from .parallel import Pending, submit_all
 from .partials import BlockRuns, PartialSums, Sums, merge_partials, qr_update, tree_merge

@@ -1,6 +1,6 @@
 """The fast paths of the streamed passes against what they replace.
 
-- ``batches.DistinctValues`` (levels kept in the column's dtype, integers as a presence
+- ``levelscan.DistinctValues`` (levels kept in the column's dtype, integers as a presence
   table, ``DenseSeen``) against ``pd.unique`` and sorting of all values at once;
 - ``batchframe.LevelCoder`` (a dense table for integer levels, int32 offsets for int32
   values, an Index otherwise, a dictionary's codes reused while the dictionaries are
@@ -25,13 +25,8 @@ import glmm_sparse as gs
 from glmm_sparse import parallel, streaming
 from glmm_sparse.errors import DataError
 from glmm_sparse.batchframe import LevelCoder
-from glmm_sparse.batches import (
-    DENSE_SPAN,
-    ColumnLevels,
-    DistinctValues,
-    LevelScan,
-    complete_rows,
-)
+from glmm_sparse.batches import complete_rows
+from glmm_sparse.levelscan import DENSE_SPAN, ColumnLevels, DistinctValues, LevelScan
 
 INT_CASES = {
     "codes_with_gaps": lambda c: 3 * c + 10,
