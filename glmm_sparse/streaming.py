@@ -591,14 +591,14 @@ def levels_pass(source, spec: StreamSpec, factors, *, response, na_action: str,
     return scan
 
 
-def rows_pass(source, spec: StreamSpec, add, *, progress, desc: str) -> float:
+def rows_pass(source, spec: StreamSpec, add, *, progress, desc: str,
+              acc: Accumulator | None = None) -> float:
     """A second pass over a Parquet source: ``add(first row, batch)`` for each batch, with a
-    progress bar, batches read ahead and the BLAS on one thread; the seconds it took
-    (when ``add`` is an Accumulator's, until its last batch's sums are done)."""
+    progress bar, batches read ahead and the BLAS on one thread; the seconds it took.
+    ``acc``: the Accumulator whose tasks ``add`` starts; the pass ends when its last
+    batch's sums are done, and, if it raises, only once none of its tasks runs."""
     t0 = time.perf_counter()
     bar = progress_bar(progress, total=source.num_rows, desc=desc, unit="row")
-    owner = getattr(add, "__self__", None)
-    acc = owner if isinstance(owner, Accumulator) else None
     try:
         with one_blas_thread(), ReadAhead(source.batches(spec.columns, spec.batch_rows),
                                           read_ahead_depth()) as batches:
@@ -634,7 +634,8 @@ def lmer_parquet(formula: str, data, parsed, *, reml: bool, weights, offset, sig
                        na_action=na_action, progress=progress, stacklevel=stacklevel + 1)
     acc = spec.accumulator(scan)
     acc.classes_mode = factor_mode  # this pass may keep row codes for the count classes
-    seconds = rows_pass(source, spec, acc.add, progress=progress, desc="cross-products pass")
+    seconds = rows_pass(source, spec, acc.add, progress=progress, desc="cross-products pass",
+                        acc=acc)
     log.info("cross-products pass: %d rows in %.2f s", acc.rows, seconds)
     if acc.sums is None:
         raise DataError(NOTHING_LEFT)
