@@ -650,6 +650,11 @@ def classes_pay(cp: CrossProducts, B: LevelRows | None = None) -> bool:
     return n_classes * m * (m + 1) / 2 < float(partners @ partners)
 
 
+def classes_refused(reason: str) -> ModelSpecError:
+    """The error of ``factor_mode="classes"`` where the route does not apply."""
+    return ModelSpecError(f"factor_mode='classes' does not apply to this model: {reason}")
+
+
 def takes_classes(cp: CrossProducts, factor_mode: str) -> bool:
     """Whether an LMM on cp is fitted through the count classes: always with
     ``factor_mode="classes"`` (refused, with the reason, where the route does not apply),
@@ -657,7 +662,7 @@ def takes_classes(cp: CrossProducts, factor_mode: str) -> bool:
     if factor_mode == "classes":
         reason = classes_apply(cp)
         if reason is not None:
-            raise ModelSpecError(f"factor_mode='classes' does not apply to this model: {reason}")
+            raise classes_refused(reason)
         return True
     return factor_mode == "measure" and classes_apply(cp) is None and classes_pay(cp)
 
@@ -727,7 +732,7 @@ def objective_with_b(cp: CrossProducts, B: LevelRows, *, reml: bool, factor_mode
     do not apply), else the sparse factor with the pairs made from B."""
     reason = classes_apply(cp)
     if factor_mode == "classes" and reason is not None:
-        raise ModelSpecError(f"factor_mode='classes' does not apply to this model: {reason}")
+        raise classes_refused(reason)
     if reason is None and (factor_mode == "classes" or classes_pay(cp, B)):
         t0 = time.perf_counter()
         sums = class_sums(cp, B)

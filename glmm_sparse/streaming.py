@@ -95,7 +95,7 @@ from .batchframe import (
     stream_plan,
 )
 from .blas import one_blas_thread
-from .classed import ClassedObjective, ClassSums, objective_with_b
+from .classed import ClassedObjective, ClassSums, classes_refused, objective_with_b
 from .context import FitContext
 from .crossprod import CrossProducts, PairBlocks
 from .errors import DataError, DroppedRowsWarning, ModelSpecError
@@ -345,8 +345,7 @@ class Accumulator(BatchEncoder):
         reason = structure_refusal(self.terms, p, self.weights is not None)
         if self.classes_mode == "classes":
             if reason is not None:
-                raise ModelSpecError(f"factor_mode='classes' does not apply to this model: "
-                                     f"{reason}")
+                raise classes_refused(reason)
             return RowCodes(self.n, self.terms)
         if reason is None and RowCodes.fits(self.n, self.terms):
             return RowCodes(self.n, self.terms)
