@@ -396,13 +396,25 @@ def rest_crossproducts(cp: CrossProducts) -> np.ndarray:
 
 # -- when the route applies ---------------------------------------------------------------
 def _structure_refusal(cp) -> str | None:
-    if len(cp.k) < 2:
+    return (terms_refusal(cp.k, cp.nlev[0])
+            or size_refusal(cp.q - cp.nlev[0] + cp.p + 1))
+
+
+def terms_refusal(ks, nlev0: int, first: str | None = None) -> str | None:
+    """Why terms with these columns per level (lme4's order; the first, ``first``, has
+    nlev0 levels) leave nothing to eliminate through the classes, or None."""
+    if len(ks) < 2:
         return ("a single random-effects term: M is block diagonal already (objective.py "
                 "factors it block by block), there is nothing to eliminate")
-    if cp.k[0] != 1:
-        return (f"the first term (lme4's order: most levels, {cp.nlev[0]:,}) has {cp.k[0]} "
+    if ks[0] != 1:
+        name = "" if first is None else f"{first}, "
+        return (f"the first term (lme4's order: most levels, {name}{nlev0:,}) has {ks[0]} "
                 "columns per level; the count classes eliminate a scalar term (1 | g) only")
-    m = cp.q - cp.nlev[0] + cp.p + 1
+    return None
+
+
+def size_refusal(m: int) -> str | None:
+    """Why m columns left after the first term are too many for a dense C, or None."""
     if m > MAX_DENSE_COLUMNS:
         return (f"the terms after the first and the fixed effects make m = {m:,} columns: "
                 f"above {MAX_DENSE_COLUMNS:,}, a dense m x m Cholesky per evaluation costs "

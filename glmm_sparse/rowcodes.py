@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .classed import MAX_DENSE_COLUMNS, LevelRows, b_from_rows, intercept_only
+from .classed import LevelRows, b_from_rows, intercept_only, size_refusal, terms_refusal
 from .memory import memory_budget
 
 BUDGET_SHARE = 0.25  # the codes may take this share of the memory budget
@@ -25,21 +25,14 @@ def row_bytes(terms) -> int:
 
 
 def structure_refusal(terms, p: int, weighted: bool) -> str | None:
-    """Why a streamed fit of these terms (lme4's order) cannot take the classes, or None."""
-    if len(terms) < 2:
-        return "a single random-effects term: there is nothing to eliminate"
-    if terms[0].k != 1:
-        return (f"the first term (most levels: {terms[0].group_name}) has {terms[0].k} "
-                "columns; the count classes eliminate a scalar term (1 | g) only")
-    if weighted:
-        return ("prior weights: a streamed fit keeps no per-row weights for the classes "
-                "(weights that differ per row make every level's sum its own class)")
-    m = sum(t.q for t in terms[1:]) + p + 1
-    if m > MAX_DENSE_COLUMNS:
-        return (f"the later terms and the fixed effects make {m:,} columns: above "
-                f"{MAX_DENSE_COLUMNS:,} a dense Cholesky per evaluation costs more than the "
-                "sparse factor")
-    return None
+    """Why a streamed fit of these terms (lme4's order) cannot take the classes, or None:
+    the in-memory route's reasons (classed.py), and prior weights."""
+    reason = terms_refusal([t.k for t in terms], terms[0].nlev if terms else 0,
+                           terms[0].group_name if terms else None)
+    if reason is None and weighted:
+        reason = ("prior weights: a streamed fit keeps no per-row weights for the classes "
+                  "(weights that differ per row make every level's sum its own class)")
+    return reason or size_refusal(sum(t.q for t in terms[1:]) + p + 1)
 
 
 class RowCodes:
