@@ -86,19 +86,23 @@ def start_theta(start, theta_map, units: np.ndarray) -> np.ndarray:
     return theta0
 
 
-def lmm_start_and_units(obj: LmmObjective, frame, start) -> tuple[np.ndarray, np.ndarray]:
+def lmm_start_and_units(obj: LmmObjective, frame, start,
+                        moment: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The starting theta and the optimizer's units of theta (scaling.py).
 
     A profiled fit starts as lme4 does (moment_theta for scalar intercepts, else
     identity factors). With sigma fixed, theta is relative to that sigma: the moment
     start (relative to an estimated residual variance) does not apply, and the units
     also carry the ratio of the data's residual scale to sigma (fixed_sigma_unit).
+    ``moment`` is moment_theta(frame.terms, frame.y) if the caller has it already.
     """
     units = theta_units(frame.terms, obj.theta_map, frame.weights)
     if obj.fixed_sigma is not None:
         units = units * fixed_sigma_unit(obj.cp, obj.fixed_sigma)
         return start_theta(start, obj.theta_map, units), units
-    theta0 = moment_theta(frame.terms, frame.y) if start is None else None
+    theta0 = None
+    if start is None:
+        theta0 = moment_theta(frame.terms, frame.y) if moment is None else moment
     if theta0 is None:
         theta0 = start_theta(start, obj.theta_map, units)
     return theta0, units
@@ -251,8 +255,11 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
     frame = build_frame(parsed, formula, as_pandas(data), weights=weights, offset=offset,
                         na_action=na_action, glmm=sigma is not None)
     check_response_varies(frame.y, parsed.response)
+    # the moment start before the objective exists: its n-long temporaries (y centred,
+    # the codes widened by np.bincount) then do not stack on the objective's memory
+    moment = moment_theta(frame.terms, frame.y) if start is None and sigma is None else None
     obj = frame_objective(frame, reml=bool(reml), factor_mode=factor_mode, sigma=sigma)
-    theta0, units = lmm_start_and_units(obj, frame, start)
+    theta0, units = lmm_start_and_units(obj, frame, start, moment)
     opt = optimize_lmm(obj, theta0, units, start=start, check=check_convergence,
                        options=options)
     obj.update(opt.theta)
