@@ -85,7 +85,7 @@ class LevelRows:
 
     indptr: np.ndarray  # int64 (nrows + 1,)
     indices: np.ndarray  # int32 (nnz,)
-    data: np.ndarray  # float64 (nnz,)
+    data: np.ndarray  # (nnz,) float64, or uint8 / uint16 counts of rows (count_dtype)
     ncols: int
 
     @property
@@ -172,7 +172,9 @@ def b_from_rows(codes0, rest_codes, rest_values, nlev, k, weights=None) -> Level
         Prior weights (None: all 1).
 
     Peak memory beyond the inputs: one int32 per row (rows sorted by codes0, a counting
-    sort), a workspace of one term's columns, and the CSR itself.
+    sort), a workspace of one term's columns, and the CSR itself, whose values are
+    counts of rows in the smallest type that holds them where they are counts
+    (``count_dtype``).
     """
     nlev, k = tuple(int(v) for v in nlev), tuple(int(v) for v in k)
     if (len(nlev) != len(k) or len(rest_codes) != len(nlev) - 1
@@ -195,12 +197,24 @@ def b_from_rows(codes0, rest_codes, rest_values, nlev, k, weights=None) -> Level
     indptr = np.zeros(nlev[0] + 1, dtype=np.int64)
     np.cumsum(np.sum(counts, axis=0), out=indptr[1:])
     indices = np.empty(indptr[-1], dtype=np.int32)
-    data = np.empty(indptr[-1], dtype=np.float64)
+    counts_only = w is None and all(values is None for _, values in rest)
+    data = np.empty(indptr[-1], dtype=count_dtype(np.diff(start), counts_only))
     pos, col = indptr[:-1].copy(), 0
     for t, (codes, values) in enumerate(rest, start=1):
         _classed.fill_level_rows(start, rows, codes, values, w, nlev[t], col, pos, indices, data)
         col += nlev[t] * k[t]
     return LevelRows(indptr, indices, data, col)
+
+
+def count_dtype(rows_per_level: np.ndarray, counts_only: bool) -> np.dtype:
+    """The type of B's values: where they are counts of rows (unweighted intercept terms),
+    uint8 or uint16 when a level's rows, the largest count, fit; else float64."""
+    if counts_only:
+        largest = int(rows_per_level.max(initial=0))
+        for dtype in (np.uint8, np.uint16):
+            if largest <= np.iinfo(dtype).max:
+                return np.dtype(dtype)
+    return np.dtype(np.float64)
 
 
 def _rest_terms(rest_codes, rest_values, k, n: int) -> list[tuple[np.ndarray, np.ndarray | None]]:
@@ -704,7 +718,7 @@ def with_first_pairs(cp: CrossProducts, B: LevelRows) -> CrossProducts:
         inside = (B.indices >= lo) & (B.indices < hi)
         cols = B.indices[inside].astype(np.int64) - lo
         lead = cols % ks == 0  # every partner level holds its k_s columns, in order
-        A = np.ascontiguousarray(B.data[inside].reshape(-1, ks)[:, None, :])
+        A = np.ascontiguousarray(B.data[inside].reshape(-1, ks)[:, None, :], dtype=np.float64)
         first.append(PairBlocks(0, s, rows[inside][lead], cols[lead] // ks, A))
     pairs = tuple(first) + tuple(pb for pb in cp.pairs if pb.t != 0)
     return CrossProducts(k=cp.k, nlev=cp.nlev, diag=cp.diag, pairs=pairs, ZtWXy=cp.ZtWXy,

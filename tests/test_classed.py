@@ -376,3 +376,59 @@ def test_b_from_rows_refuses_mismatched_terms():
         b_from_rows(codes0, codes, values, nlev, (2, 2))
     with pytest.raises(ModelSpecError, match="codes0: level codes must be non-negative"):
         b_from_rows(np.full(3000, -1), codes, values, nlev, k)
+
+
+@pytest.mark.parametrize("model, rows_per_level, dtype", [
+    (0, 7, np.uint8),  # unweighted intercepts: counts of rows, at most a level's rows
+    (0, 300, np.uint16),  # a level's 300 rows could all meet one g2 level: beyond uint8
+    (2, 7, np.float64),  # a slope: B holds sums of x
+    (3, 7, np.float64),  # prior weights: sums of weights
+])
+def test_b_from_rows_holds_counts_in_the_smallest_type(model, rows_per_level, dtype):
+    formula, weights = MODELS[model]
+    frame = frame_of(formula, weights)
+    B = b_from_rows(*rows_of(frame), weights=frame.weights)
+    per_level = np.full(frame.terms[0].nlev, rows_per_level)
+    counts_only = weights is None and all(t.z_values is None for t in frame.terms[1:])
+    assert classed.count_dtype(per_level, counts_only) == dtype
+    assert B.data.dtype == classed.count_dtype(np.bincount(frame.terms[0].codes), counts_only)
+    np.testing.assert_array_equal(B.data, b_from_pairs(accumulate(frame)).data)
+
+
+def test_kernels_read_integer_counts_as_float64():
+    """B's values as uint8, uint16 or float64 give the kernels' results bit for bit (whole
+    numbers are exact in float64), and those equal dense NumPy's."""
+    from glmm_sparse._core import _classed
+
+    rng = np.random.default_rng(3)
+    nrows, ncols, p1 = 40, 12, 2
+    dense = rng.integers(0, 4, (nrows, ncols)) * (rng.random((nrows, ncols)) < 0.4)
+    indptr = np.concatenate([[0], np.cumsum((dense != 0).sum(1))]).astype(np.int64)
+    indices = np.nonzero(dense)[1].astype(np.int32)
+    values = dense[dense != 0]
+    F, x = rng.standard_normal((nrows, p1)), rng.standard_normal(ncols)
+    Q = rng.standard_normal((ncols, ncols))
+    Q = Q + Q.T
+    order = np.arange(nrows, dtype=np.int64)
+    class_start = np.array([0, 15, nrows], dtype=np.int64)
+    results = {}
+    for dtype in (np.uint8, np.uint16, np.float64):
+        data = values.astype(dtype)
+        Gz = np.zeros((2, ncols * (ncols + 1) // 2))
+        Gr = np.zeros((2, ncols * p1 + p1 * (p1 + 1) // 2))
+        _classed.add_class_grams(indptr, indices, data, F, order, class_start, 0, 2, Gz, Gr)
+        Bx, quad = np.empty(nrows), np.empty(nrows)
+        _classed.csr_times(indptr, indices, data, x, Bx)
+        _classed.row_quadratic_forms(indptr, indices, data, Q, 0, nrows, quad)
+        results[dtype] = (Gz, Gr, Bx, quad)
+    for dtype in (np.uint8, np.uint16):
+        for got, expected in zip(results[dtype], results[np.float64]):
+            np.testing.assert_array_equal(got, expected)
+    Gz, Gr, Bx, quad = results[np.float64]
+    A = np.hstack([dense, F])
+    for c, rows in enumerate((slice(0, 15), slice(15, nrows))):
+        G = A[rows].T @ A[rows]
+        np.testing.assert_allclose(Gz[c], classed.packed(G[:ncols, :ncols]), rtol=1e-12)
+    np.testing.assert_allclose(Bx, dense @ x, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(quad, np.einsum("ij,jk,ik->i", dense, Q, dense), rtol=1e-12,
+                               atol=1e-12)

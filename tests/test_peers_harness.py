@@ -86,6 +86,17 @@ def test_memory_bound_counts_the_factor_when_known():
     assert targets.MemoryBound(2).judge({"glmm_sparse": with_factor}).status == MET
 
 
+def test_memory_bound_of_a_count_class_fit_counts_the_sparse_routes_factor():
+    """A fit through the count classes holds no L: the bound allows for the factor a sparse
+    Cholesky fit needs (its symbolic nnz(L)), and says so."""
+    ours = fit(100.0, peak_increment=250 * MiB)
+    classes = dict(ours, sparse_factor_nnz=10 * MiB)
+    verdict = targets.MemoryBound(2).judge({"glmm_sparse": classes})
+    assert verdict.status == MET and "the sparse route's factor, 120 MiB" in verdict.detail
+    too_much = dict(classes, peak_increment=330 * MiB)  # above 200 + 120 MiB
+    assert targets.MemoryBound(2).judge({"glmm_sparse": too_much}).status == NOT_MET
+
+
 def test_agreement_only_cases_have_no_verdict():
     assert targets.NoTarget().judge({"glmm_sparse": fit(1.0)}).status == NONE
 

@@ -218,6 +218,9 @@ def peer_detail(name: str, record: dict) -> str:
         parts.append(f"{record['threads']} threads")
     if record.get("factor_nnz"):
         parts.append(f"nnz(L) {record['factor_nnz']:,}")
+    if record.get("sparse_factor_nnz"):
+        parts.append(f"count classes (no L; the sparse route's symbolic nnz(L) "
+                     f"{record['sparse_factor_nnz']:,})")
     if record.get("loglik") is not None:
         parts.append(f"logLik {record['loglik']:.6f}")
     if record.get("peak_rss") is not None:

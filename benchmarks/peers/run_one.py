@@ -80,6 +80,20 @@ def watch_factor_nnz() -> list[int]:
     return seen
 
 
+def sparse_route_factor_nnz(model) -> int | None:
+    """nnz(L) of M from CHOLMOD's symbolic analysis (natural order, simplicial: the
+    smaller count), for an LMM fitted through the count classes, which hold B = Z1'Z2 and
+    the class sums instead of a factor L: the factor a fit by the sparse Cholesky needs,
+    what the memory bound's "plus the factor" allows for. Made after the measured fit."""
+    try:
+        from glmm_sparse.objective import best_ordering
+        from glmm_sparse.pattern import build_pattern
+        _, probe = best_ordering(build_pattern(model.model.crossproducts()))
+    except (ImportError, AttributeError):
+        return None
+    return int(probe.factor_nnz())
+
+
 def run_glmm_sparse(case: Case, frame: pd.DataFrame) -> dict:
     import glmm_sparse as gs
     from glmm_sparse.parallel import n_threads
@@ -101,6 +115,8 @@ def run_glmm_sparse(case: Case, frame: pd.DataFrame) -> dict:
         "threads": n_threads(),
         "factor_nnz": max(nnz) if nnz else None,
     })
+    if not nnz and case.family == "gaussian":
+        record["sparse_factor_nnz"] = sparse_route_factor_nnz(m)
     return record
 
 

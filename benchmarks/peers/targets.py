@@ -126,10 +126,16 @@ class MemoryBound:
         if missing:
             return missing
         nnz = ours.get("factor_nnz")
+        factor = "factor"
+        if not nnz and ours.get("sparse_factor_nnz"):
+            # the count classes hold no L: the factor a sparse Cholesky fit needs
+            nnz = ours["sparse_factor_nnz"]
+            factor = f"the sparse route's factor, {_mib(FACTOR_ENTRY_BYTES * nnz)}"
+        elif not nnz:
+            factor = "factor size unknown, bound without it"
         factor_bytes = FACTOR_ENTRY_BYTES * nnz if nnz else 0
         bound = self.memory_ratio * ours["input_bytes"] + factor_bytes
         used = ours["peak_increment"]
-        factor = "factor" if nnz else "factor size unknown, bound without it"
         sign = "<" if used < bound else ">="
         return Verdict(MET if used < bound else NOT_MET,
                        f"adds {_mib(used)} {sign} {_mib(bound)} "
