@@ -10,10 +10,15 @@ the supernodal storage (``_core/_supinv.pyx``, BLAS on one thread); and the look
 M^-1 at every stored entry of M (``SelectedInverse.on_pattern``, what the gradient asks
 for). The last column is the largest difference between the two selected inverses on
 M's pattern, relative to the largest entry. The load average is printed first.
+
+A second table gives the memory each path allocates beyond the factor (peak, traced by
+tracemalloc, which sees NumPy's arrays, not CHOLMOD's own allocations): the old path
+also holds CHOLMOD's simplicial copy of L (not traced: 12 bytes per entry of L).
 """
 from __future__ import annotations
 
 import time
+import tracemalloc
 
 import numpy as np
 from factorization import SHAPES, objective_at_start
@@ -41,6 +46,17 @@ def old_selected_inverse(factor):
     return selected_inverse(*factor.sparse_L())
 
 
+def traced_peak(fn):
+    """Peak bytes NumPy allocated while fn ran (tracemalloc)."""
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    out = fn()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    del out
+    return peak
+
+
 def measure(shape):
     obj = objective_at_start(*SHAPES[shape])
     pat = obj.pattern
@@ -59,7 +75,10 @@ def measure(shape):
     i, j = pinv[pat.indices], pinv[cols]
     old = old_values[np.searchsorted(keys, np.minimum(i, j) * pat.q + np.maximum(i, j))]
     diff = float(np.abs(new - old).max() / np.abs(old).max())
-    return (shape, pat.q, pat.nnz, factor.factor_nnz(), t_factor, t_old, t_new, t_lookup, diff)
+    memory = (traced_peak(lambda: old_selected_inverse(factor)),
+              traced_peak(lambda: SelectedInverse(obj)))
+    return (shape, pat.q, pat.nnz, factor.factor_nnz(), t_factor, t_old, t_new, t_lookup, diff,
+            memory)
 
 
 def main() -> None:
@@ -68,10 +87,15 @@ def main() -> None:
     print("| shape | q | nnz(M) | entries of L | factorization (s) | old selected inverse (s) "
           "| new selected inverse (s) | lookup on M's pattern (s) | old / new | max rel. diff |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    memory = {}
     for shape in SHAPES:
-        s, q, nnz, nnz_l, tf, to, tn, tl, diff = measure(shape)
+        s, q, nnz, nnz_l, tf, to, tn, tl, diff, memory[shape] = measure(shape)
         print(f"| {s} | {q:,} | {nnz:,} | {nnz_l:,.0f} | {tf:.3f} | {to:.3f} | {tn:.3f} "
               f"| {tl:.3f} | {to / tn:.1f} | {diff:.1e} |", flush=True)
+    print("\n| shape | old: NumPy peak (MiB) | new: NumPy peak (MiB) |")
+    print("|---|---:|---:|")
+    for shape, (old, new) in memory.items():
+        print(f"| {shape} | {old / 2**20:.1f} | {new / 2**20:.1f} |")
     with open("/proc/loadavg") as f:
         print(f"\nload average after: {f.read().strip()}")
 

@@ -109,7 +109,7 @@ cdef void _gather_ZRR(const int *R, int nr, const int *super_, const int *pi,
             mapped[0] = K
         col = &Z[px[K] + (rb - super_[K]) * nsrowK]   # column rb of Z in K's block
         for a in range(b, nr):
-            Zrr[b * nr + a] = col[kmap[R[a]]]
+            Zrr[<Py_ssize_t> b * nr + a] = col[kmap[R[a]]]
 
 
 cdef void _mirror_lower(double *Z, int nscol, int ld) noexcept nogil:
