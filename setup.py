@@ -10,7 +10,8 @@ import numpy
 from setuptools import Extension, setup
 
 HERE = Path(__file__).parent.resolve()
-CORE = ["_blockdiag", "_classed", "_cholmod", "_crossprod", "_glm", "_lambda", "_pattern", "_selinv"]
+CORE = ["_blockdiag", "_classed", "_cholmod", "_crossprod", "_glm", "_lambda", "_pattern", "_selinv",
+        "_supinv"]
 NEEDS_CHOLMOD = {"_cholmod"}
 
 

@@ -43,6 +43,12 @@ cdef extern from "glmm_cholmod.h":
         int is_super
         int is_ll
         size_t maxcsize
+        size_t nsuper
+        void *super_ "super"
+        void *pi
+        void *px
+        void *s
+        void *x
 
     ctypedef struct cholmod_dense:
         size_t nrow
@@ -257,6 +263,29 @@ cdef class SymbolicFactor:
     def cholmod_memory(self):
         """(bytes CHOLMOD holds now, most it has held) for this factor since construction."""
         return int(self.c.memory_inuse), int(self.c.memory_usage)
+
+    def supernodal_L(self):
+        """(super, pi, px, s, x): copies of the numeric supernodal factor's arrays (CHOLMOD's).
+
+        Supernode J holds columns super[J] .. super[J+1]-1 (permuted order); its rows are
+        s[pi[J] .. pi[J+1]], its own columns first, then the rows below them, sorted; its
+        values are the nsrow x nscol column-major block x[px[J] .. px[J+1]] (L_JJ lower
+        triangular on top). The four index arrays are int32 (CHOLMOD's int version).
+        """
+        self._require_numeric()
+        if not self.L.is_super:
+            raise CholmodError("supernodal_L needs a supernodal factor; this one is "
+                               "simplicial (use sparse_L, or mode='supernodal')")
+        cdef Py_ssize_t ns = self.L.nsuper
+        cdef int *pi = <int *> self.L.pi
+        cdef int *px = <int *> self.L.px
+        super_ = np.array(<int[:ns + 1]> (<int *> self.L.super_), dtype=np.int32)
+        pi_ = np.array(<int[:ns + 1]> pi, dtype=np.int32)
+        px_ = np.array(<int[:ns + 1]> px, dtype=np.int32)
+        s = np.array(<int[:pi[ns]]> (<int *> self.L.s), dtype=np.int32) if pi[ns] else \
+            np.zeros(0, np.int32)
+        x = np.array(<double[:px[ns]]> (<double *> self.L.x)) if px[ns] else np.zeros(0)
+        return super_, pi_, px_, s, x
 
     def sparse_L(self):
         """(indptr, indices, data) of L in CSC, permuted order, rows sorted, diagonal first."""
