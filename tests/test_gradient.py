@@ -167,6 +167,20 @@ def test_lbfgsb_singular_fit_stays_at_the_bound():
     assert fits["lbfgsb"].objective <= fits["bobyqa"].objective + 1e-7
 
 
+def test_lbfgsb_first_step_does_not_jump_to_a_boundary_minimum():
+    """Weights x 4 (theta halves): L-BFGS-B's unit first step on theta / units had jumped
+    from (1, 0, 1) to a local minimum at theta_1 = theta_3 = 0, 11 log-likelihood units
+    down; its first step is now BOBYQA's initial radius (optimize.FIRST_STEP)."""
+    rng = np.random.default_rng(0)
+    sleep = load_data("sleepstudy")
+    data = sleep.assign(w=rng.uniform(0.5, 2.0, len(sleep)))
+    formula = "Reaction ~ Days + (Days | Subject)"
+    m1 = gs.lmer(formula, data, weights="w", optimizer="lbfgsb")
+    m4 = gs.lmer(formula, data.assign(w=4.0 * data["w"]), weights="w", optimizer="lbfgsb")
+    assert m4.loglik == pytest.approx(m1.loglik, rel=1e-10)
+    assert np.allclose(m4.theta, m1.theta / 2.0, rtol=1e-5, atol=1e-7)
+
+
 def test_lmer_option_and_refit_keep_the_optimizer():
     data = load_data("sleepstudy")
     formula = "Reaction ~ Days + (Days | Subject)"
