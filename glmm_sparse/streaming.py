@@ -705,17 +705,20 @@ def streamed_objective(acc: Accumulator, cp: CrossProducts, *, reml: bool, facto
 
 def fit_partials(spec: StreamSpec, scan: LevelScan, acc: Accumulator, merged: PartialSums, *,
                  source_name: str, reml: bool, sigma, start, check_convergence: bool,
-                 options: dict, factor_mode: str, stacklevel: int) -> LmerResult:
+                 options: dict, factor_mode: str, stacklevel: int,
+                 optimizer: str = "bobyqa") -> LmerResult:
     """The fit from the merged partial sums of every partition (Dask, Spark)."""
     acc.absorb(merged)
     return fit_sums(spec, scan, acc, source_name=source_name, data_name=None, reml=reml,
                     sigma=sigma, start=start, check_convergence=check_convergence,
-                    options=options, factor_mode=factor_mode, stacklevel=stacklevel + 1)
+                    options=options, factor_mode=factor_mode, stacklevel=stacklevel + 1,
+                    optimizer=optimizer)
 
 
 def partitioned_fit(spec: StreamSpec, scan_pass, sums_pass, *, source_name: str,
                     na_action: str, reml: bool, sigma, start, check_convergence: bool,
-                    options: dict, factor_mode: str, stacklevel: int = 4) -> LmerResult:
+                    options: dict, factor_mode: str, stacklevel: int = 4,
+                    optimizer: str = "bobyqa") -> LmerResult:
     """An LMM fitted from partitions anywhere (Dask, Spark): ``scan_pass()`` gives the
     merged LevelScan of every partition, ``sums_pass(acc)`` the merged PartialSums of
     every partition accumulated by copies of ``acc``; logged, checked and fitted here.
@@ -730,7 +733,8 @@ def partitioned_fit(spec: StreamSpec, scan_pass, sums_pass, *, source_name: str,
     log.info("cross-products pass: %d rows in %.2f s", merged.rows, time.perf_counter() - t0)
     return fit_partials(spec, scan, acc, merged, source_name=source_name, reml=reml,
                         sigma=sigma, start=start, check_convergence=check_convergence,
-                        options=options, factor_mode=factor_mode, stacklevel=stacklevel + 1)
+                        options=options, factor_mode=factor_mode, stacklevel=stacklevel + 1,
+                        optimizer=optimizer)
 
 
 def check_missing(scan, plan: StreamPlan, na_action: str, stacklevel: int) -> None:
