@@ -1,6 +1,7 @@
 """Objective evaluations per fit: BOBYQA (what lmer uses) against a gradient-based optimizer.
 
-    python benchmarks/evaluations.py            # prints a markdown table
+    python benchmarks/evaluations.py            # prints the two markdown tables
+    python benchmarks/evaluations.py --fits slopes_1e6 insteval   # the second one only
 
 Issue 5 asks for an analytic gradient if a derivative-free optimizer needs more than 3x the
 evaluations of a gradient-based one. This measures that ratio on the benchmark structures
@@ -12,11 +13,19 @@ gradient here comes from central differences, but only L-BFGS-B's requests for
 (criterion, gradient) pairs are counted: that is the count it would need with an
 analytic gradient, each of which costs about one evaluation (one factorization and its
 solves; the gradient's trace terms reuse the factor).
+
+The second table fits each case twice with lmer, ``optimizer="bobyqa"`` and
+``optimizer="lbfgsb"`` (the analytic gradient, gradient.py): evaluations, optimizer and
+fit times, and what one gradient costs against one criterion evaluation at the optimum
+(of which the selected inverse of M). It adds slopes_1e6 (benchmarks/peers/cases.py).
+One run each; the load average is printed with it.
 """
 from __future__ import annotations
 
 import sys
+import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import scipy.optimize
@@ -25,6 +34,7 @@ import glmm_sparse as gs
 from glmm_sparse.crossprod import accumulate
 from glmm_sparse.formula import parse_formula
 from glmm_sparse.frame import build_frame
+from glmm_sparse.gradient import minv_on_pattern
 from glmm_sparse.objective import LmmObjective
 from glmm_sparse.scaling import theta_units
 from glmm_sparse.start import moment_theta
@@ -39,9 +49,16 @@ CASES = {
     "insteval": (None, 73_421),
 }
 FD_STEP = 1e-6
+PEER_CASES = ("slopes_1e6",)  # benchmarks/peers/cases.py, for the second table only
+REPEATS = 3  # timings of one evaluation: the minimum of these
 
 
 def case_data(name):
+    if name in PEER_CASES:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from peers.cases import CASES as PEERS
+
+        return PEERS[name].formula, PEERS[name].frame()
     design, rows = CASES[name]
     if design is None:
         return INSTEVAL_FORMULA, insteval_like(rows, seed=1)[0]
@@ -104,5 +121,69 @@ def table(rows) -> str:
     return "\n".join(out)
 
 
+def least_seconds(fun, repeats: int = REPEATS) -> float:
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fun()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def evaluation_costs(fit) -> dict:
+    """Seconds of one criterion evaluation, one (criterion, gradient) and one selected
+    inverse of M, at the fit's theta (the fit's own objective: the sparse route)."""
+    obj = fit.model.objective
+    theta = np.asarray(fit.theta)
+    criterion = least_seconds(lambda: obj(theta))
+    both = least_seconds(lambda: obj.value_and_gradient(theta))
+    obj.update(theta)
+    selinv = least_seconds(lambda: minv_on_pattern(obj))
+    return {"criterion": criterion, "with_gradient": both, "selinv": selinv}
+
+
+def timed_fit(formula, data, optimizer):
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = gs.lmer(formula, data, optimizer=optimizer)
+    return fit, time.perf_counter() - t0
+
+
+def run_fits(names) -> list[dict]:
+    rows = []
+    for name in names:
+        formula, data = case_data(name)
+        bobyqa, t_b = timed_fit(formula, data, "bobyqa")
+        lbfgsb, t_l = timed_fit(formula, data, "lbfgsb")
+        rows.append({"case": name, "bobyqa": bobyqa.optimizer, "lbfgsb": lbfgsb.optimizer,
+                     "fit_bobyqa": t_b, "fit_lbfgsb": t_l,
+                     "df": bobyqa.objective - lbfgsb.objective, **evaluation_costs(lbfgsb)})
+    return rows
+
+
+def fits_table(rows) -> str:
+    header = ("| structure | BOBYQA evals (total) | optimizer s | fit s | L-BFGS-B requests "
+              "(total) | optimizer s | fit s | one criterion ms | criterion + gradient ms "
+              "(selected inverse) | criterion: BOBYQA - L-BFGS-B |")
+    out = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        b, g = r["bobyqa"], r["lbfgsb"]
+        out.append(f"| {r['case']} | {b.n_evals} ({b.n_total_evals}) | {b.seconds:.2f} | "
+                   f"{r['fit_bobyqa']:.2f} | {g.n_evals} ({g.n_total_evals}) | "
+                   f"{g.seconds:.2f} | {r['fit_lbfgsb']:.2f} | {1e3 * r['criterion']:.1f} | "
+                   f"{1e3 * r['with_gradient']:.1f} ({1e3 * r['selinv']:.1f}) | "
+                   f"{r['df']:.2e} |")
+    return "\n".join(out)
+
+
 if __name__ == "__main__":
-    print(table(run(sys.argv[1:] or list(CASES))))
+    args = sys.argv[1:]
+    fits_only = "--fits" in args
+    names = [a for a in args if a != "--fits"]
+    print("load average:", Path("/proc/loadavg").read_text().strip())
+    if not fits_only:
+        print(table(run(names or list(CASES))))
+        print()
+    print(fits_table(run_fits(names or list(CASES) + list(PEER_CASES))))
+    print("load average:", Path("/proc/loadavg").read_text().strip())

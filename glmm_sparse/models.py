@@ -11,7 +11,7 @@ import numpy as np
 
 from .agq import check_agq_model
 from .crossprod import CrossprodPlan
-from .classed import frame_objective, same_route
+from .classed import frame_objective, same_route, with_first_pairs
 from .families import get_family
 from .glmm import GlmmObjective, fit_glmm
 from .pirls import GlmmData
@@ -24,7 +24,7 @@ from .formula import parse_formula
 from .frame import build_frame
 from .io import as_pandas
 from .objective import LmmObjective, check_fixed_sigma, fixed_sigma_unit
-from .optimize import is_singular, minimize_theta
+from .optimize import check_optimizer, has_gradient, is_singular, minimize_theta
 from .results import LmerResult, build_lmer_result
 from .validate import check_glmm_response_varies, check_response_varies
 
@@ -108,7 +108,8 @@ def lmm_start_and_units(obj: LmmObjective, frame, start,
     return theta0, units
 
 
-def escape_fixed_sigma_boundary(obj: LmmObjective, opt, units, check: bool, options: dict):
+def escape_fixed_sigma_boundary(obj: LmmObjective, opt, units, check: bool, options: dict,
+                                optimizer: str = "bobyqa"):
     """With sigma fixed, a fit from the identity start that ends on the boundary is tried
     again from the REML optimum (for an ML fit) or from the start scaled by 1/2 and 2
     (REML), keeping the lowest criterion.
@@ -124,26 +125,51 @@ def escape_fixed_sigma_boundary(obj: LmmObjective, opt, units, check: bool, opti
     if not obj.reml:
         reml = same_route(obj, reml=True)
         starts.append(minimize_theta(reml, opt.theta0, lower, check=False, units=units,
-                                     **options).theta)
+                                     optimizer=optimizer, **options).theta)
     starts += [0.5 * opt.theta0, 2.0 * opt.theta0]
     best = opt
     for theta0 in starts:
         if is_singular(theta0, lower, units=units):
             continue
-        again = minimize_theta(obj, theta0, lower, check=check, units=units, **options)
+        again = minimize_theta(obj, theta0, lower, check=check, units=units,
+                               optimizer=optimizer, **options)
         if again.fmin < best.fmin:
             best = again
     return best
 
 
-def optimize_lmm(obj: LmmObjective, theta0, units, *, start, check: bool, options: dict):
+def optimize_lmm(obj: LmmObjective, theta0, units, *, start, check: bool, options: dict,
+                 optimizer: str = "bobyqa"):
     """The optimum of an LMM's criterion from ``theta0``: one run of the optimizer and, with
     sigma fixed and no user start, ``escape_fixed_sigma_boundary``. The one place in-memory,
     streamed, Dask and Spark fits optimize theta, so they cannot drift apart."""
-    opt = minimize_theta(obj, theta0, obj.theta_map.lower, check=check, units=units, **options)
+    opt = minimize_theta(obj, theta0, obj.theta_map.lower, check=check, units=units,
+                         optimizer=optimizer, **options)
     if obj.fixed_sigma is not None and start is None:
-        opt = escape_fixed_sigma_boundary(obj, opt, units, check, options)
+        opt = escape_fixed_sigma_boundary(obj, opt, units, check, options, optimizer)
     return opt
+
+
+def check_optimizer_route(optimizer: str, factor_mode: str) -> None:
+    """Refuse ``optimizer="lbfgsb"`` with ``factor_mode="classes"`` (before any pass)."""
+    if check_optimizer(optimizer) == "lbfgsb" and factor_mode == "classes":
+        raise ValueError("optimizer='lbfgsb' needs the analytic gradient of the criterion, "
+                         "which the count-class route (factor_mode='classes') does not have; "
+                         "use factor_mode='measure' (the sparse route then) or "
+                         "optimizer='bobyqa'")
+
+
+def objective_for_optimizer(obj, optimizer: str, factor_mode: str, *, source_cp=None):
+    """obj, or for ``optimizer="lbfgsb"`` on the count classes (classed.py, no analytic
+    gradient) with ``factor_mode="measure"``, the sparse route on the same sums; with
+    ``factor_mode="classes"`` that combination is refused. ``source_cp``: the sums the
+    classes were made from, when obj does not hold them (a streamed fit)."""
+    if optimizer != "lbfgsb" or has_gradient(obj):
+        return obj
+    check_optimizer_route(optimizer, factor_mode)
+    cp = obj.source_cp if source_cp is None else source_cp
+    return LmmObjective(with_first_pairs(cp, obj.B), reml=obj.reml, factor_mode=factor_mode,
+                        sigma=obj.fixed_sigma)
 
 
 def check_lmer_arguments(formula: str, *, reml, sigma, optimizer_options):
@@ -178,7 +204,8 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
          sigma: float | None = None, na_action: str = "omit", start=None,
          check_convergence: bool = True, optimizer_options: dict | None = None,
          factor_mode: str = "measure", streaming: bool | None = None,
-         batch_rows: int | None = None, progress: bool | None = None) -> LmerResult:
+         batch_rows: int | None = None, progress: bool | None = None,
+         optimizer: str = "bobyqa") -> LmerResult:
     """Fit a linear mixed-effects model by REML (default) or maximum likelihood.
 
     Parameters
@@ -210,7 +237,9 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
     check_convergence : bool
         Compute the finite-difference gradient at the optimum and warn when it is not small.
     optimizer_options : dict, optional
-        ``ftol_abs``, ``xtol_abs``, ``maxeval`` for NLopt's BOBYQA.
+        ``ftol_abs``, ``xtol_abs``, ``ftol_rel``, ``xtol_rel``, ``maxeval`` for NLopt's
+        BOBYQA; for L-BFGS-B ``ftol_abs``, ``ftol_rel`` (its stopping rule on the
+        criterion's decrease) and ``maxeval``.
     factor_mode : {"measure", "simplicial", "supernodal", "auto", "classes"}
         The factorization of M: "measure" factors a single term's block-diagonal M
         block by block, and otherwise uses CHOLMOD, simplicial for small factors or
@@ -231,6 +260,13 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
     progress : bool, optional
         When streaming: a progress bar over each pass (tqdm, on stderr). Default: shown
         when stderr is a terminal, so pipeline jobs' logs stay clean.
+    optimizer : {"bobyqa", "lbfgsb"}
+        "bobyqa": NLopt's derivative-free BOBYQA (lme4's default). "lbfgsb": scipy's
+        L-BFGS-B with the analytic gradient of the criterion (gradient.py), which needs
+        fewer evaluations, each with a selected inverse of M; the convergence check then
+        differentiates the gradient. The count-class route has no gradient: with
+        "lbfgsb", factor_mode "measure" keeps to the sparse factor, and "classes" is
+        refused. Refits, the bootstrap and profiles use the fit's optimizer.
 
     Returns
     -------
@@ -240,13 +276,14 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
     """
     sigma, parsed, options = check_lmer_arguments(formula, reml=reml, sigma=sigma,
                                                   optimizer_options=optimizer_options)
+    check_optimizer_route(optimizer, factor_mode)
     if streams(data, streaming):
         from .streaming import lmer_parquet
 
         result = lmer_parquet(formula, data, parsed, reml=reml, weights=weights, offset=offset,
                               sigma=sigma, na_action=na_action, start=start,
                               check_convergence=check_convergence, options=options,
-                              factor_mode=factor_mode, progress=progress,
+                              factor_mode=factor_mode, progress=progress, optimizer=optimizer,
                               **({} if batch_rows is None else {"batch_rows": batch_rows}))
         warn_if_singular(result)
         return result
@@ -259,9 +296,10 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
     # the codes widened by np.bincount) then do not stack on the objective's memory
     moment = moment_theta(frame.terms, frame.y) if start is None and sigma is None else None
     obj = frame_objective(frame, reml=bool(reml), factor_mode=factor_mode, sigma=sigma)
+    obj = objective_for_optimizer(obj, optimizer, factor_mode)
     theta0, units = lmm_start_and_units(obj, frame, start, moment)
     opt = optimize_lmm(obj, theta0, units, start=start, check=check_convergence,
-                       options=options)
+                       options=options, optimizer=optimizer)
     obj.update(opt.theta)
     obj.check_residual_left()
     result = build_lmer_result(formula, frame, obj, opt,
@@ -270,7 +308,7 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
                                offset_name=offset if isinstance(offset, str) else None,
                                parsed=parsed, options=dict(
                                    factor_mode=factor_mode, check_convergence=check_convergence,
-                                   optimizer_options=options))
+                                   optimizer_options=options, optimizer=optimizer))
     warn_if_singular(result)
     return result
 
@@ -280,7 +318,7 @@ def glmer(formula: str, data, *, family="binomial", link: str | None = None, nag
           check_convergence: bool = True, optimizer_options: dict | None = None,
           factor_mode: str = "measure", sigma=None, streaming: bool | None = None,
           batch_rows: int | None = None, progress: bool | None = None,
-          spill_dir=None) -> GlmerResult | LmerResult:
+          spill_dir=None, optimizer: str = "bobyqa") -> GlmerResult | LmerResult:
     """Fit a generalized linear mixed-effects model by Laplace or adaptive Gauss-Hermite.
 
     Parameters
@@ -321,6 +359,9 @@ def glmer(formula: str, data, *, family="binomial", link: str | None = None, nag
         ``tempfile.gettempdir()``); use a local disk with room for about
         8 x (p + 3 + the columns of all terms + the terms + the pairs of terms) bytes
         per row (56 for ``y ~ x + (1 | g)``).
+    optimizer : {"bobyqa"}
+        BOBYQA: the Laplace and AGQ criteria have no analytic gradient here, so "lbfgsb"
+        is refused, except for the gaussian family with the identity link (an ``lmer``).
 
     Returns
     -------
@@ -343,7 +384,12 @@ def glmer(formula: str, data, *, family="binomial", link: str | None = None, nag
         return lmer(formula, data, reml=False, weights=weights, offset=offset,
                     na_action=na_action, start=start, check_convergence=check_convergence,
                     optimizer_options=optimizer_options, factor_mode=factor_mode,
-                    streaming=streaming, batch_rows=batch_rows, progress=progress)
+                    streaming=streaming, batch_rows=batch_rows, progress=progress,
+                    optimizer=optimizer)
+    if check_optimizer(optimizer) != "bobyqa":
+        raise ValueError(f"optimizer={optimizer!r} needs the analytic gradient of the "
+                         f"criterion, which a GLMM ({fam.name} family, Laplace or AGQ) does "
+                         "not have; use optimizer='bobyqa'")
     parsed = parse_mixed_formula(formula, "a GLM (e.g. statsmodels GLM)")
     options = check_optimizer_options(optimizer_options)
     if streams(data, streaming):

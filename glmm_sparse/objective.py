@@ -340,6 +340,17 @@ class LmmObjective:
         self.update(theta)
         return self.objective()
 
+    def gradient(self) -> np.ndarray:
+        """d objective() / d theta at the current theta (gradient.py), n-free."""
+        from .gradient import criterion_gradient
+
+        return criterion_gradient(self)
+
+    def value_and_gradient(self, theta) -> tuple[float, np.ndarray]:
+        """The criterion at theta and its gradient (one update)."""
+        self.update(theta)
+        return self.objective(), self.gradient()
+
     def check_residual_left(self) -> None:
         """Refuse an optimum whose pwrss is below what the downdate of y'Wy resolves.
 

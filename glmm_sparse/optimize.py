@@ -5,6 +5,11 @@ Fifth stage (... -> factor -> optimize -> results). BOBYQA (NLopt, as lme4's def
 tighter than lme4's. The report follows lme4's checks: a finite-difference gradient and
 Hessian at the optimum, the gradient scaled by the Hessian on the free parameters, and a
 singular fit when a diagonal element of some T_t is (nearly) 0.
+
+``optimizer="lbfgsb"`` uses the analytic gradient instead (gradient.py; objectives with
+a ``value_and_gradient`` method): scipy's L-BFGS-B on (criterion, gradient) pairs, and a
+convergence check whose Hessian is the forward difference of the analytic gradient
+(P gradient calls instead of P^2 + P + 1 criterion calls).
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from dataclasses import dataclass, field
 
 import nlopt
 import numpy as np
+import scipy.optimize
 
 from .errors import ConvergenceWarning, NumericalError
 
@@ -24,6 +30,22 @@ F_NOISE = 1e-12  # relative rounding noise of the criterion (a sum of logs of O(
 # the "+ I" of Lambda'Z'WZ Lambda + I and the residual are below rounding: the criterion
 # no longer tells such thetas apart. Reached when the random effects fit the data exactly.
 THETA_LIMIT = 1e5
+OPTIMIZERS = ("bobyqa", "lbfgsb")
+# L-BFGS-B: the largest projected gradient (optimizer's units) at which it stops, and the
+# step of the forward differences of the analytic gradient that make the check's Hessian
+LBFGSB_GTOL = 1e-6
+GRADIENT_FD_STEP = 1e-5
+# A diagonal theta at 0 is a stationary point of the criterion (it depends on T_t T_t'),
+# so a gradient method that reaches the bound stays there: the criterion is probed at
+# these distances from it (optimizer's units) before the bound is accepted.
+BOUNDARY_PROBES = (1e-1, 1e-2, 1e-3, 1e-4)
+MAX_RESTARTS = 5
+# L-BFGS-B's first step has length 1 in the variables it is given; on x (theta / units,
+# O(1)) that jumped from theta = (1, 0, 1) to a local minimum on the bound (theta_1 =
+# theta_3 = 0, 11 log-likelihood units below the optimum; sleepstudy, weights x 4). It
+# is given x / FIRST_STEP instead: a first step of BOBYQA's initial radius; after it,
+# L-BFGS-B's own curvature estimate (s'y / y'y) sets the step, whatever the scale.
+FIRST_STEP = 0.25
 
 
 @dataclass(frozen=True)
@@ -129,6 +151,140 @@ def _result_name(opt) -> str:
     return names.get(opt.last_optimize_result(), str(opt.last_optimize_result()))
 
 
+def check_optimizer(name) -> str:
+    """The optimizer's name, one of OPTIMIZERS."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; the choices are "
+                         f"{', '.join(repr(o) for o in OPTIMIZERS)}")
+    return name
+
+
+def has_gradient(fun) -> bool:
+    """Whether the objective gives its analytic gradient (``value_and_gradient``)."""
+    return callable(getattr(fun, "value_and_gradient", None))
+
+
+class _WithGradient:
+    """fun and its gradient in x = theta / units, counting every request of either.
+
+    ``value(x)`` is the criterion alone, ``value_and_gradient(x)`` both (one update);
+    a NaN becomes an error that names theta.
+    """
+
+    def __init__(self, obj, units: np.ndarray):
+        self.obj = obj
+        self.units = units
+        self.count = 0
+
+    def value(self, x) -> float:
+        self.count += 1
+        theta = np.asarray(x, dtype=np.float64) * self.units
+        value = self.obj(theta)
+        if np.isnan(value):
+            raise NumericalError("the objective evaluated to NaN", theta=theta)
+        return value
+
+    __call__ = value
+
+    def value_and_gradient(self, x) -> tuple[float, np.ndarray]:
+        self.count += 1
+        theta = np.asarray(x, dtype=np.float64) * self.units
+        value, g = self.obj.value_and_gradient(theta)
+        if np.isnan(value) or not np.all(np.isfinite(g)):
+            raise NumericalError("the objective or its gradient evaluated to NaN", theta=theta)
+        return value, g * self.units
+
+
+class _Best:
+    """value_and_gradient in z = x / scale, remembering the lowest x it was asked for."""
+
+    def __init__(self, fg, scale: float):
+        self.fg = fg
+        self.scale = scale
+        self.best_x = None
+        self.best_f = np.inf
+
+    def __call__(self, z):
+        x = np.array(z, dtype=np.float64) * self.scale
+        value, g = self.fg(x)
+        if value < self.best_f:
+            self.best_x, self.best_f = x, value
+        return value, g * self.scale
+
+
+def lbfgsb_options(f0: float, *, ftol_abs=1e-8, ftol_rel=0.0, maxeval=100_000,
+                   **others) -> dict:
+    """scipy's L-BFGS-B options from optimizer_options (lmer's names, BOBYQA's meaning).
+
+    L-BFGS-B stops on the relative decrease of f per iteration (ftol) and on the projected
+    gradient: ftol_abs becomes a relative decrease at the start's criterion f0, ftol_rel
+    is one already. It has no step tolerance: xtol_abs and xtol_rel are refused.
+    """
+    if others:
+        raise TypeError(f"optimizer option(s) {', '.join(sorted(others))} do not apply to "
+                        "optimizer='lbfgsb' (it stops on the decrease of the criterion and "
+                        "its projected gradient): use ftol_abs, ftol_rel or maxeval")
+    ftol = max(ftol_abs / max(1.0, abs(f0)), ftol_rel)
+    return {"ftol": ftol, "gtol": LBFGSB_GTOL * FIRST_STEP, "maxfun": int(maxeval),
+            "maxiter": int(maxeval), "maxls": 40}
+
+
+def lbfgsb(fun: _WithGradient, x0: np.ndarray, lower: np.ndarray,
+           **options) -> tuple[np.ndarray, float, int, str]:
+    """Minimize over x >= lower from x0 with the gradient; (x, f, requests, result).
+
+    L-BFGS-B works on x / FIRST_STEP. After each run, a bounded parameter left at its
+    bound is probed off it (``off_boundary``); a lower criterion there starts the run
+    again from that point.
+    """
+    start = fun.count
+    best = _Best(fun.value_and_gradient, FIRST_STEP)
+    x = np.maximum(x0, lower)
+    opts = lbfgsb_options(fun.value(x), **options)
+    bounds = scipy.optimize.Bounds(lower / FIRST_STEP, np.full_like(lower, np.inf))
+    code = "MAXEVAL_REACHED"
+    for _ in range(MAX_RESTARTS):
+        left = opts["maxfun"] - (fun.count - start)
+        if left <= 0:
+            code = "MAXEVAL_REACHED"
+            break
+        res = scipy.optimize.minimize(best, x / FIRST_STEP, jac=True, method="L-BFGS-B",
+                                      bounds=bounds, options=dict(opts, maxfun=left))
+        code = _lbfgsb_result(res)
+        x = np.maximum(best.best_x, lower)
+        probe = off_boundary(fun.value, x, best.best_f, lower)
+        if probe is None:
+            break
+        x = probe
+    return best.best_x, best.best_f, fun.count - start, code
+
+
+def _lbfgsb_result(res) -> str:
+    if res.status == 1:
+        return "MAXEVAL_REACHED"
+    if res.status == 2:
+        return "ABNORMAL_TERMINATION_IN_LNSRCH"
+    return "SUCCESS"
+
+
+def off_boundary(value, x: np.ndarray, f: float, lower: np.ndarray):
+    """A point off the bound with a lower criterion than f at x, or None.
+
+    Each bounded parameter at its bound is moved by BOUNDARY_PROBES in turn; the best
+    probe wins if it beats f by more than rounding.
+    """
+    at_bound = np.flatnonzero(np.isfinite(lower) & (x <= lower))
+    best_x, best_f = None, f - F_NOISE * max(1.0, abs(f))
+    for i in at_bound:
+        for step in BOUNDARY_PROBES:
+            y = x.copy()
+            y[i] += step
+            fy = value(y)
+            if fy < best_f:
+                best_x, best_f = y, fy
+    return best_x
+
+
 def _axis_values(fun, x, i, h, one_sided):
     """f at the two points along axis i: x + h e_i, x - h e_i (or x + h, x + 2h at a bound)."""
     ei = np.zeros_like(x)
@@ -179,6 +335,22 @@ def fd_derivatives(fun, x: np.ndarray, lower: np.ndarray, h: float = 1e-4):
     return g, H, at_bound
 
 
+def gradient_derivatives(fun: _WithGradient, x: np.ndarray, lower: np.ndarray,
+                         h: float = GRADIENT_FD_STEP):
+    """f, the analytic gradient and a Hessian from its forward differences (P + 1 calls).
+
+    Steps go up (into the feasible set, also at a lower bound); the Hessian is symmetrized.
+    ``at_bound`` as in fd_derivatives: within the central-difference step of the bound.
+    """
+    f0, g = fun.value_and_gradient(x)
+    H = np.empty((x.shape[0], x.shape[0]))
+    for j in range(x.shape[0]):
+        xj = x.copy()
+        xj[j] += h
+        H[:, j] = (fun.value_and_gradient(xj)[1] - g) / h
+    return f0, g, 0.5 * (H + H.T), x - 1e-4 < lower
+
+
 def scaled_gradient(g: np.ndarray, H: np.ndarray, free: np.ndarray) -> float:
     """max |H^-1 g| over the free parameters (lme4's scaled gradient), inf if H is singular."""
     if not free.any():
@@ -211,14 +383,18 @@ def check_derivatives(fun, theta, lower):
 
 
 def minimize_theta(fun, theta0: np.ndarray, lower: np.ndarray, *, check: bool = True,
-                   units: np.ndarray | None = None, **options) -> OptSummary:
+                   units: np.ndarray | None = None, optimizer: str = "bobyqa",
+                   **options) -> OptSummary:
     """Optimize, polish and check convergence; warns (ConvergenceWarning) only when it is real.
 
     The optimizer and the derivative checks work on theta / units (scaling.py; default 1);
     theta, the gradient and the Hessian are reported in theta's own units, the scaled
     gradient in the optimizer's. ``initial_step`` is in theta's units, the tolerances in
-    the optimizer's.
+    the optimizer's. ``optimizer``: "bobyqa" (derivative-free) or "lbfgsb" (for an
+    objective with ``value_and_gradient``: ``minimize_with_gradient``).
     """
+    if check_optimizer(optimizer) == "lbfgsb":
+        return minimize_with_gradient(fun, theta0, lower, check=check, units=units, **options)
     t0 = time.perf_counter()
     units = np.ones_like(theta0, dtype=np.float64) if units is None else units
     if options.get("initial_step") is not None:
@@ -240,12 +416,56 @@ def minimize_theta(fun, theta0: np.ndarray, lower: np.ndarray, *, check: bool = 
                             f"{GRAD_TOL}); the scaled gradient at the optimum is not small")
     if code == "MAXEVAL_REACHED":
         messages.append(f"the optimizer stopped at its evaluation limit ({n_evals})")
+    return _summary(theta0, x, fmin, n_evals, t0, "NLopt BOBYQA", code, g, H, sg, messages,
+                    units, fun.count, stacklevel=4)
+
+
+def _summary(theta0, x, fmin, n_evals, t0, method, code, g, H, sg, messages, units,
+             total, *, stacklevel: int) -> OptSummary:
+    """Warn the messages (stacklevel: minimize_theta's caller's caller, as seen from here)
+    and report in theta's units."""
     for msg in messages:
-        warnings.warn(msg, ConvergenceWarning, stacklevel=3)
+        warnings.warn(msg, ConvergenceWarning, stacklevel=stacklevel)
     return OptSummary(np.asarray(theta0), x * units, float(fmin), n_evals,
-                      time.perf_counter() - t0, "NLopt BOBYQA", code, g / units, sg,
+                      time.perf_counter() - t0, method, code, g / units, sg,
                       not messages, tuple(messages),
-                      None if H is None else H / np.outer(units, units), units, fun.count)
+                      None if H is None else H / np.outer(units, units), units, total)
+
+
+def minimize_with_gradient(obj, theta0: np.ndarray, lower: np.ndarray, *, check: bool = True,
+                           units: np.ndarray | None = None, **options) -> OptSummary:
+    """minimize_theta with L-BFGS-B and the analytic gradient of ``obj``.
+
+    The same steps as with BOBYQA (optimize in the optimizer's units, snap to the bound,
+    check and polish), with the check's derivatives from the analytic gradient
+    (gradient_derivatives). ``n_evals`` counts (criterion, gradient) requests.
+    """
+    if not has_gradient(obj):
+        raise ValueError(f"optimizer='lbfgsb' needs the analytic gradient, which "
+                         f"{type(obj).__name__} does not have; use optimizer='bobyqa'")
+    options.pop("initial_step", None)  # BOBYQA's; L-BFGS-B takes no initial step
+    t0 = time.perf_counter()
+    units = np.ones_like(theta0, dtype=np.float64) if units is None else units
+    fun = _WithGradient(obj, units)
+    x0, lower = theta0 / units, lower / units
+    x, fmin, n_evals, code = lbfgsb(fun, x0, lower, **options)
+    x = np.where(np.abs(x - lower) < 1e-10, lower, x)  # snap to the boundary
+    check_theta_limit(x, lower, units)
+    messages: list[str] = []
+    g = np.zeros_like(x)
+    H = None
+    sg = 0.0
+    if check:
+        x, fmin, g, H, sg = _polish_with_gradient(fun, x, lower)
+        if sg > GRAD_TOL:
+            messages.append(f"Model failed to converge with max|grad| = {sg:.3g} (tol = "
+                            f"{GRAD_TOL}); the scaled gradient at the optimum is not small")
+    else:
+        fmin = fun.value(x)
+    if code == "MAXEVAL_REACHED":
+        messages.append(f"the optimizer stopped at its evaluation limit ({n_evals})")
+    return _summary(theta0, x, fmin, n_evals, t0, "scipy L-BFGS-B", code, g, H, sg, messages,
+                    units, fun.count, stacklevel=5)
 
 
 def check_theta_limit(x: np.ndarray, lower: np.ndarray, units: np.ndarray) -> None:
@@ -278,6 +498,21 @@ def _polish(fun, x, fmin, lower):
         sg2 = scaled_gradient(g2, H, free2)
         if step[1] < fmin or sg2 < sg:
             x, fmin, g, sg = step[0], step[1], g2, sg2
+    return x, fmin, g, H, sg
+
+
+def _polish_with_gradient(fun: _WithGradient, x, lower):
+    """_polish with the analytic gradient and its differences for the Hessian."""
+    fmin, g, H, at_bound = gradient_derivatives(fun, x, lower)
+    free = ~(at_bound & (g >= 0))
+    sg = scaled_gradient(g, H, free)
+    step = newton_step(fun.value, x, g, H, free, lower)
+    if step is not None and step[1] <= fmin + F_NOISE * max(1.0, abs(fmin)):
+        f2, g2 = fun.value_and_gradient(step[0])
+        free2 = ~((step[0] - 1e-4 < lower) & (g2 >= 0))
+        sg2 = scaled_gradient(g2, H, free2)
+        if f2 < fmin or sg2 < sg:
+            x, fmin, g, sg = step[0], f2, g2, sg2
     return x, fmin, g, H, sg
 
 

@@ -113,6 +113,7 @@ class Refitter:
             units = units * fixed_sigma_unit(cp, obj.fixed_sigma)
         theta0 = ctx.theta.copy() if start is None else np.asarray(start, dtype=np.float64)
         opt = minimize_theta(obj, theta0, obj.theta_map.lower, check=self.check, units=units,
+                             optimizer=ctx.options.get("optimizer", "bobyqa"),
                              **(ctx.options.get("optimizer_options") or {}))
         obj.update(opt.theta)
         obj.check_residual_left()

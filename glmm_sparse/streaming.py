@@ -619,7 +619,7 @@ def rows_pass(source, spec: StreamSpec, add, *, progress, desc: str,
 def lmer_parquet(formula: str, data, parsed, *, reml: bool, weights, offset, sigma,
                  na_action: str, start, check_convergence: bool, options: dict,
                  factor_mode: str, batch_rows: int = BATCH_ROWS, stacklevel: int = 3,
-                 progress: bool | None = None) -> LmerResult:
+                 progress: bool | None = None, optimizer: str = "bobyqa") -> LmerResult:
     """``lmer`` on a Parquet source, in two passes of bounded memory (module docstring).
 
     ``stacklevel`` is the user's call site as seen from here, for the warnings;
@@ -641,7 +641,8 @@ def lmer_parquet(formula: str, data, parsed, *, reml: bool, weights, offset, sig
     return fit_sums(spec, scan, acc, source_name=source.name,
                     data_name=data if isinstance(data, str) else None, reml=reml,
                     sigma=sigma, start=start, check_convergence=check_convergence,
-                    options=options, factor_mode=factor_mode, stacklevel=stacklevel + 1)
+                    options=options, factor_mode=factor_mode, stacklevel=stacklevel + 1,
+                    optimizer=optimizer)
 
 
 def log_scan(scan: LevelScan, seconds: float) -> None:
@@ -652,9 +653,9 @@ def log_scan(scan: LevelScan, seconds: float) -> None:
 
 def fit_sums(spec: StreamSpec, scan: LevelScan, acc: Accumulator, *, source_name: str,
              data_name, reml: bool, sigma, start, check_convergence: bool, options: dict,
-             factor_mode: str, stacklevel: int) -> LmerResult:
+             factor_mode: str, stacklevel: int, optimizer: str = "bobyqa") -> LmerResult:
     """The fit from an accumulator holding the sums of every row (n-free from here on)."""
-    from .models import optimize_lmm, start_theta
+    from .models import objective_for_optimizer, optimize_lmm, start_theta
 
     t0 = time.perf_counter()
     s = acc.sums
@@ -664,6 +665,7 @@ def fit_sums(spec: StreamSpec, scan: LevelScan, acc: Accumulator, *, source_name
                         "weights column")
     cp, xnames, dropped = crossproducts(acc, stacklevel + 1)
     obj = streamed_objective(acc, cp, reml=bool(reml), factor_mode=factor_mode, sigma=sigma)
+    obj = objective_for_optimizer(obj, optimizer, factor_mode, source_cp=cp)
     units = theta_units_sums(acc.terms, obj.theta_map, s, spec.weights is not None)
     theta0 = None
     if obj.fixed_sigma is not None:
@@ -673,7 +675,7 @@ def fit_sums(spec: StreamSpec, scan: LevelScan, acc: Accumulator, *, source_name
     if theta0 is None:
         theta0 = start_theta(start, obj.theta_map, units)
     opt = optimize_lmm(obj, theta0, units, start=start, check=check_convergence,
-                       options=options)
+                       options=options, optimizer=optimizer)
     obj.update(opt.theta)
     obj.check_residual_left()
     log.info("fit: q = %d random effects, p = %d fixed effects, %d evaluations in %.2f s",
@@ -684,7 +686,7 @@ def fit_sums(spec: StreamSpec, scan: LevelScan, acc: Accumulator, *, source_name
                            offset=spec.offset,
                            options=dict(factor_mode=factor_mode,
                                         check_convergence=check_convergence,
-                                        optimizer_options=options))
+                                        optimizer_options=options, optimizer=optimizer))
 
 
 def streamed_objective(acc: Accumulator, cp: CrossProducts, *, reml: bool, factor_mode: str,
@@ -703,17 +705,20 @@ def streamed_objective(acc: Accumulator, cp: CrossProducts, *, reml: bool, facto
 
 def fit_partials(spec: StreamSpec, scan: LevelScan, acc: Accumulator, merged: PartialSums, *,
                  source_name: str, reml: bool, sigma, start, check_convergence: bool,
-                 options: dict, factor_mode: str, stacklevel: int) -> LmerResult:
+                 options: dict, factor_mode: str, stacklevel: int,
+                 optimizer: str = "bobyqa") -> LmerResult:
     """The fit from the merged partial sums of every partition (Dask, Spark)."""
     acc.absorb(merged)
     return fit_sums(spec, scan, acc, source_name=source_name, data_name=None, reml=reml,
                     sigma=sigma, start=start, check_convergence=check_convergence,
-                    options=options, factor_mode=factor_mode, stacklevel=stacklevel + 1)
+                    options=options, factor_mode=factor_mode, stacklevel=stacklevel + 1,
+                    optimizer=optimizer)
 
 
 def partitioned_fit(spec: StreamSpec, scan_pass, sums_pass, *, source_name: str,
                     na_action: str, reml: bool, sigma, start, check_convergence: bool,
-                    options: dict, factor_mode: str, stacklevel: int = 4) -> LmerResult:
+                    options: dict, factor_mode: str, stacklevel: int = 4,
+                    optimizer: str = "bobyqa") -> LmerResult:
     """An LMM fitted from partitions anywhere (Dask, Spark): ``scan_pass()`` gives the
     merged LevelScan of every partition, ``sums_pass(acc)`` the merged PartialSums of
     every partition accumulated by copies of ``acc``; logged, checked and fitted here.
@@ -728,7 +733,8 @@ def partitioned_fit(spec: StreamSpec, scan_pass, sums_pass, *, source_name: str,
     log.info("cross-products pass: %d rows in %.2f s", merged.rows, time.perf_counter() - t0)
     return fit_partials(spec, scan, acc, merged, source_name=source_name, reml=reml,
                         sigma=sigma, start=start, check_convergence=check_convergence,
-                        options=options, factor_mode=factor_mode, stacklevel=stacklevel + 1)
+                        options=options, factor_mode=factor_mode, stacklevel=stacklevel + 1,
+                        optimizer=optimizer)
 
 
 def check_missing(scan, plan: StreamPlan, na_action: str, stacklevel: int) -> None:
