@@ -46,7 +46,7 @@ def lmer(formula: str, ddf, *, reml: bool = True, weights: str | None = None,
          offset: str | None = None, sigma: float | None = None, na_action: str = "omit",
          start=None, check_convergence: bool = True, optimizer_options: dict | None = None,
          factor_mode: str = "measure", batch_rows: int = BATCH_ROWS,
-         progress: bool | None = None) -> LmerResult:
+         progress: bool | None = None, optimizer: str = "bobyqa") -> LmerResult:
     """Fit a linear mixed model to a Dask DataFrame on the current Dask scheduler.
 
     Runs on the ``distributed.Client`` in use (``distributed.get_client()``), or else on
@@ -62,7 +62,7 @@ def lmer(formula: str, ddf, *, reml: bool = True, weights: str | None = None,
     ddf : dask.dataframe.DataFrame
         The rows. Text columns give sorted levels; Categorical columns keep their
         categories' order (known categories, the same in every partition).
-    reml, sigma, na_action, start, check_convergence, optimizer_options, factor_mode
+    reml, sigma, na_action, start, check_convergence, optimizer_options, factor_mode, optimizer
         As for ``glmm_sparse.lmer``.
     weights, offset : str, optional
         Names of the prior-weights and offset columns (arrays are not accepted: the rows
@@ -104,7 +104,7 @@ def lmer(formula: str, ddf, *, reml: bool = True, weights: str | None = None,
                              source_name=f"a Dask DataFrame of {len(parts)} partition(s)",
                              na_action=na_action, reml=reml, sigma=sigma, start=start,
                              check_convergence=check_convergence, options=options,
-                             factor_mode=factor_mode)
+                             factor_mode=factor_mode, optimizer=optimizer)
     warn_if_singular(result)
     return result
 

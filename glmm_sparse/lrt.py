@@ -383,7 +383,8 @@ def _common_options(ctx) -> dict:
     o = ctx.options
     return {"factor_mode": o.get("factor_mode", "measure"),
             "check_convergence": o.get("check_convergence", True),
-            "optimizer_options": dict(o.get("optimizer_options") or {})}
+            "optimizer_options": dict(o.get("optimizer_options") or {}),
+            "optimizer": o.get("optimizer", "bobyqa")}
 
 
 def _fit_lmm_frame(result, frame, formula, parsed, *, reml: bool):
@@ -401,7 +402,7 @@ def _fit_lmm_frame(result, frame, formula, parsed, *, reml: bool):
     if theta0 is None:
         theta0 = obj.theta_map.start * units
     opt = minimize_theta(obj, theta0, obj.theta_map.lower, check=opts["check_convergence"],
-                         units=units, **opts["optimizer_options"])
+                         units=units, optimizer=opts["optimizer"], **opts["optimizer_options"])
     obj.update(opt.theta)
     obj.check_residual_left()
     return build_lmer_result(formula, frame, obj, opt, data_name=result.data_name,

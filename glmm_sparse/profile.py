@@ -193,7 +193,8 @@ def ml_optimum(result) -> MlOptimum:
         units = theta_units(ctx.frame.terms, obj.theta_map, ctx.frame.weights)
         if fixed is not None:
             units = units * fixed_sigma_unit(obj.cp, obj.fixed_sigma)
-        theta = minimize_theta(obj, theta, obj.theta_map.lower, check=True, units=units).theta
+        theta = minimize_theta(obj, theta, obj.theta_map.lower, check=True, units=units,
+                               optimizer=ctx.options.get("optimizer", "bobyqa")).theta
     # a Newton polish can leave a singular fit's theta at 1e-11 instead of its bound; the
     # profile then starts at the bound (its deviance differs by ~1e-20)
     theta = snap_to_bounds(theta, obj.theta_map.lower)

@@ -50,7 +50,8 @@ PART_SCHEMA = "part binary"  # one pickled partial result per partition
 def lmer(formula: str, sdf, *, reml: bool = True, weights: str | None = None,
          offset: str | None = None, sigma: float | None = None, na_action: str = "omit",
          start=None, check_convergence: bool = True, optimizer_options: dict | None = None,
-         factor_mode: str = "measure", batch_rows: int = BATCH_ROWS) -> LmerResult:
+         factor_mode: str = "measure", batch_rows: int = BATCH_ROWS,
+         optimizer: str = "bobyqa") -> LmerResult:
     """Fit a linear mixed model to a Spark DataFrame.
 
     Two Spark jobs, each one ``mapInArrow`` over the partitions of the used columns: the
@@ -65,7 +66,7 @@ def lmer(formula: str, sdf, *, reml: bool = True, weights: str | None = None,
     sdf : pyspark.sql.DataFrame
         The rows. Text columns give sorted levels; ``C(col)`` makes a numeric column a
         factor.
-    reml, sigma, na_action, start, check_convergence, optimizer_options, factor_mode
+    reml, sigma, na_action, start, check_convergence, optimizer_options, factor_mode, optimizer
         As for ``glmm_sparse.lmer``.
     weights, offset : str, optional
         Names of the prior-weights and offset columns.
@@ -107,7 +108,7 @@ def lmer(formula: str, sdf, *, reml: bool = True, weights: str | None = None,
                              source_name=f"a Spark DataFrame of {n_parts} partition(s)",
                              na_action=na_action, reml=reml, sigma=sigma, start=start,
                              check_convergence=check_convergence, options=options,
-                             factor_mode=factor_mode)
+                             factor_mode=factor_mode, optimizer=optimizer)
     warn_if_singular(result)
     return result
 

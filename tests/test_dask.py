@@ -69,6 +69,7 @@ MODELS = {
     "nested_ml": ("y ~ x + (1 | a/b)", dict(reml=False)),
     "weights_offset": ("y ~ x + (1 | g) + (1 | h)", dict(weights="w", offset="o")),
     "factor_levels_missing_from_partitions": ("y ~ x + f + (x || g)", {}),
+    "crossed_lbfgsb": ("y ~ x + (1 | g) + (1 | h)", dict(optimizer="lbfgsb")),
 }
 
 
@@ -79,6 +80,8 @@ def test_dask_fit_equals_in_memory(name, client, data):
     assert w1 == w0
     assert_same(m0, m1)
     assert m1.fitted is None
+    if kwargs.get("optimizer") == "lbfgsb":
+        assert m0.optimizer.method == m1.optimizer.method == "scipy L-BFGS-B"
 
 
 def test_crossed_level_pairs_split_across_partitions(client, data):

@@ -282,3 +282,24 @@ def test_streamed_fit_passes_the_optimizer(tmp_path):
     assert np.allclose(streamed.theta, in_memory.theta, rtol=1e-6)
     with pytest.raises(ValueError, match="factor_mode='classes'"):
         gs.lmer(formula, str(path), streaming=True, factor_mode="classes", optimizer="lbfgsb")
+
+
+def test_model_comparisons_and_profiles_keep_the_optimizer(monkeypatch):
+    """A fit with optimizer='lbfgsb' is refitted without a term (lrt) and by ML for its
+    profile (profile.ml_optimum) with the same optimizer."""
+    from glmm_sparse import lrt, optimize, profile
+
+    data = load_data("sleepstudy")
+    fit = gs.lmer("Reaction ~ Days + (1 | Subject) + (0 + Days | Subject)", data,
+                  optimizer="lbfgsb")
+    reduced = lrt.fit_without_terms(fit, [1])
+    assert reduced.optimizer.method == "scipy L-BFGS-B"
+    seen, minimize = [], optimize.minimize_theta
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs.get("optimizer"))
+        return minimize(*args, **kwargs)
+
+    monkeypatch.setattr(optimize, "minimize_theta", recording)
+    profile.ml_optimum(fit)
+    assert seen == ["lbfgsb"]

@@ -107,6 +107,7 @@ def with_missing(data):
 MODELS = {
     "intercept_missing_values": ("y ~ x + (1 | g)", {}, True),
     "crossed_weights": ("y ~ x + (1 | g) + (1 | h)", dict(weights="w"), False),
+    "crossed_lbfgsb": ("y ~ x + (1 | g) + (1 | h)", dict(optimizer="lbfgsb"), False),
     "factor_levels_missing_from_partitions": ("y ~ x + f + (1 | g)", dict(offset="o"), False),
 }
 
@@ -122,6 +123,8 @@ def test_spark_fit_equals_in_memory(name, spark, data):
         assert w1 == [("DroppedRowsWarning", "5 rows with missing values dropped (2995 used)")]
     assert_same(m0, m1)
     assert m1.fitted is None
+    if kwargs.get("optimizer") == "lbfgsb":
+        assert m0.optimizer.method == m1.optimizer.method == "scipy L-BFGS-B"
 
 
 def test_bad_input(spark, data):
