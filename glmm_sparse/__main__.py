@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--link", help="link function of a GLMM (default: the canonical link)")
     fit.add_argument("--nagq", type=int, default=1,
                      help="GLMM: 0, 1 (Laplace, the default) or adaptive Gauss-Hermite nodes")
+    fit.add_argument("--optimizer", choices=("bobyqa", "lbfgsb"), default="bobyqa",
+                     help="an LMM's optimizer: bobyqa (derivative-free, as lme4; default) or "
+                          "lbfgsb (L-BFGS-B with the analytic gradient: fewer evaluations, "
+                          "each dearer; docs/benchmarks.md); GLMMs take bobyqa only")
     fit.add_argument("--weights", help="column holding prior weights")
     fit.add_argument("--offset", help="column holding a known offset")
     fit.add_argument("--streaming", choices=("auto", "yes", "no"), default="auto",
@@ -133,11 +137,13 @@ def run_fit(args) -> int:
     check_ddf_before_fit(args.ddf, lmm=lmm, ml=args.ml)
     if lmm:
         result = lmer(args.formula, args.data, reml=not args.ml, weights=args.weights,
-                      offset=args.offset, streaming=STREAMING[args.streaming])
+                      offset=args.offset, streaming=STREAMING[args.streaming],
+                      optimizer=args.optimizer)
     else:
         result = glmer(args.formula, args.data, family=args.family, link=args.link,
                        nagq=args.nagq, weights=args.weights, offset=args.offset,
-                       streaming=STREAMING[args.streaming], spill_dir=args.spill_dir)
+                       streaming=STREAMING[args.streaming], spill_dir=args.spill_dir,
+                       optimizer=args.optimizer)
     if not args.quiet:
         print(result.summary(ddf=args.ddf))
         print(f"\nwall time: {time.perf_counter() - t0:.3f} s (read + fit)")

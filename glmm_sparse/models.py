@@ -153,7 +153,7 @@ def optimize_lmm(obj: LmmObjective, theta0, units, *, start, check: bool, option
 def check_optimizer_route(optimizer: str, factor_mode: str) -> None:
     """Refuse ``optimizer="lbfgsb"`` with ``factor_mode="classes"`` (before any pass)."""
     if check_optimizer(optimizer) == "lbfgsb" and factor_mode == "classes":
-        raise ValueError("optimizer='lbfgsb' needs the analytic gradient of the criterion, "
+        raise ModelSpecError("optimizer='lbfgsb' needs the analytic gradient of the criterion, "
                          "which the count-class route (factor_mode='classes') does not have; "
                          "use factor_mode='measure' (the sparse route then) or "
                          "optimizer='bobyqa'")
@@ -387,7 +387,7 @@ def glmer(formula: str, data, *, family="binomial", link: str | None = None, nag
                     streaming=streaming, batch_rows=batch_rows, progress=progress,
                     optimizer=optimizer)
     if check_optimizer(optimizer) != "bobyqa":
-        raise ValueError(f"optimizer={optimizer!r} needs the analytic gradient of the "
+        raise ModelSpecError(f"optimizer={optimizer!r} needs the analytic gradient of the "
                          f"criterion, which a GLMM ({fam.name} family, Laplace or AGQ) does "
                          "not have; use optimizer='bobyqa'")
     parsed = parse_mixed_formula(formula, "a GLM (e.g. statsmodels GLM)")

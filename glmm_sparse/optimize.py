@@ -21,7 +21,7 @@ import nlopt
 import numpy as np
 import scipy.optimize
 
-from .errors import ConvergenceWarning, NumericalError
+from .errors import ConvergenceWarning, ModelSpecError, NumericalError
 
 SINGULAR_TOL = 1e-4  # lme4's isSingular tolerance on theta / its bounds
 GRAD_TOL = 2e-3  # lme4's check.conv.grad tolerance on the scaled gradient
@@ -154,7 +154,7 @@ def _result_name(opt) -> str:
 def check_optimizer(name) -> str:
     """The optimizer's name, one of OPTIMIZERS."""
     if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; the choices are "
+        raise ModelSpecError(f"unknown optimizer {name!r}; the choices are "
                          f"{', '.join(repr(o) for o in OPTIMIZERS)}")
     return name
 
@@ -441,7 +441,7 @@ def minimize_with_gradient(obj, theta0: np.ndarray, lower: np.ndarray, *, check:
     (gradient_derivatives). ``n_evals`` counts (criterion, gradient) requests.
     """
     if not has_gradient(obj):
-        raise ValueError(f"optimizer='lbfgsb' needs the analytic gradient, which "
+        raise ModelSpecError(f"optimizer='lbfgsb' needs the analytic gradient, which "
                          f"{type(obj).__name__} does not have; use optimizer='bobyqa'")
     options.pop("initial_step", None)  # BOBYQA's; L-BFGS-B takes no initial step
     t0 = time.perf_counter()

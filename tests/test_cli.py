@@ -318,3 +318,13 @@ def test_print_of_an_lmm_is_the_lme4_layout_without_tests():
     assert str(m) == m.summary(ddf="none")
     assert "Pr(>|t|)" in m.summary() and "Pr(>|t|)" not in str(m)
 
+
+
+def test_optimizer_choice(tmp_path, capsys):
+    out = tmp_path / "fit.json"
+    assert main(["fit", FORMULA, str(SLEEP), "--optimizer", "lbfgsb", "--json", str(out)]) == 0
+    assert "L-BFGS-B" in out.read_text()
+    cbpp = Path(__file__).parent / "reference" / "data" / "cbpp.csv"
+    code = main(["fit", "cbind(incidence, size - incidence) ~ C(period) + (1 | herd)",
+                 str(cbpp), "--family", "binomial", "--optimizer", "lbfgsb"])
+    assert code == 2 and "lbfgsb" in capsys.readouterr().err
