@@ -32,19 +32,12 @@ from .objective import LmmObjective
 
 
 def minv_on_pattern(obj: LmmObjective) -> np.ndarray:
-    """M^-1 at the stored entries of M's upper triangle (its pattern, CSC order).
-
-    The one call of the selected inverse, so that its implementation can be swapped.
-    """
+    """M^-1 at the stored entries of M's upper triangle (its pattern, CSC order): the
+    selected inverse (condvar.SelectedInverse, supernodal or Takahashi's by the factor)."""
     from .condvar import SelectedInverse
 
     pat = obj.pattern
-    minv = SelectedInverse(obj)
-    on_pattern = getattr(minv, "on_pattern", None)
-    if on_pattern is not None:
-        return on_pattern(pat.indptr, pat.indices)
-    cols = np.repeat(np.arange(pat.q, dtype=np.int64), np.diff(pat.indptr))
-    return minv.entries(pat.indices, cols)
+    return SelectedInverse(obj).on_pattern(pat.indptr, pat.indices)
 
 
 def _full_diag_positions(pos: np.ndarray) -> np.ndarray:

@@ -154,9 +154,9 @@ def check_optimizer_route(optimizer: str, factor_mode: str) -> None:
     """Refuse ``optimizer="lbfgsb"`` with ``factor_mode="classes"`` (before any pass)."""
     if check_optimizer(optimizer) == "lbfgsb" and factor_mode == "classes":
         raise ModelSpecError("optimizer='lbfgsb' needs the analytic gradient of the criterion, "
-                         "which the count-class route (factor_mode='classes') does not have; "
-                         "use factor_mode='measure' (the sparse route then) or "
-                         "optimizer='bobyqa'")
+                             "which the count-class route (factor_mode='classes') does not have; "
+                             "use factor_mode='measure' (the sparse route then) or "
+                             "optimizer='bobyqa'")
 
 
 def objective_for_optimizer(obj, optimizer: str, factor_mode: str, *, source_cp=None):
@@ -388,8 +388,8 @@ def glmer(formula: str, data, *, family="binomial", link: str | None = None, nag
                     optimizer=optimizer)
     if check_optimizer(optimizer) != "bobyqa":
         raise ModelSpecError(f"optimizer={optimizer!r} needs the analytic gradient of the "
-                         f"criterion, which a GLMM ({fam.name} family, Laplace or AGQ) does "
-                         "not have; use optimizer='bobyqa'")
+                             f"criterion, which a GLMM ({fam.name} family, Laplace or AGQ) does "
+                             "not have; use optimizer='bobyqa'")
     parsed = parse_mixed_formula(formula, "a GLM (e.g. statsmodels GLM)")
     options = check_optimizer_options(optimizer_options)
     if streams(data, streaming):

@@ -155,7 +155,7 @@ def check_optimizer(name) -> str:
     """The optimizer's name, one of OPTIMIZERS."""
     if name not in OPTIMIZERS:
         raise ModelSpecError(f"unknown optimizer {name!r}; the choices are "
-                         f"{', '.join(repr(o) for o in OPTIMIZERS)}")
+                             f"{', '.join(repr(o) for o in OPTIMIZERS)}")
     return name
 
 
@@ -442,7 +442,7 @@ def minimize_with_gradient(obj, theta0: np.ndarray, lower: np.ndarray, *, check:
     """
     if not has_gradient(obj):
         raise ModelSpecError(f"optimizer='lbfgsb' needs the analytic gradient, which "
-                         f"{type(obj).__name__} does not have; use optimizer='bobyqa'")
+                             f"{type(obj).__name__} does not have; use optimizer='bobyqa'")
     options.pop("initial_step", None)  # BOBYQA's; L-BFGS-B takes no initial step
     t0 = time.perf_counter()
     units = np.ones_like(theta0, dtype=np.float64) if units is None else units
