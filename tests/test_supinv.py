@@ -29,6 +29,8 @@ from glmm_sparse.formula import parse_formula
 from glmm_sparse.frame import build_frame
 from glmm_sparse.objective import LmmObjective
 
+from csc import upper_csc
+
 TOL = 1e-10  # relative to the largest entry of M^-1
 
 
@@ -101,16 +103,6 @@ SHAPES = {
     "dense": lambda rng: dense(rng, 10),
     "dense_large": lambda rng: dense(rng, 120),
 }
-
-
-def upper_csc(M):
-    """(indptr, indices, data) of M's upper triangle, diagonal always stored."""
-    n = M.shape[0]
-    mask = np.triu(M != 0) | np.eye(n, dtype=bool)
-    cols = [np.flatnonzero(mask[:, j]) for j in range(n)]
-    indptr = np.concatenate([[0], np.cumsum([len(c) for c in cols])]).astype(np.int64)
-    indices = np.concatenate(cols).astype(np.int64)
-    return indptr, indices, M[indices, np.repeat(np.arange(n), np.diff(indptr))]
 
 
 def factored(M, ordering="natural"):

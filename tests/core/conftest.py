@@ -7,6 +7,7 @@ All are returned dense: the tests compare the sparse kernels against NumPy on th
 """
 import numpy as np
 import pytest
+from csc import upper_csc
 
 
 def block_spd(rng, nlev, k):
@@ -57,17 +58,6 @@ def make_spd(kind, seed, size="small"):
     if kind == "dense":
         return dense_spd(rng, 120 if big else 12)
     raise ValueError(kind)
-
-
-def upper_csc(M):
-    """(indptr, indices, data) of the upper triangle of M (diagonal always stored)."""
-    n = M.shape[0]
-    mask = np.triu(M != 0) | np.eye(n, dtype=bool)
-    cols = [np.flatnonzero(mask[:, j]) for j in range(n)]
-    indptr = np.concatenate([[0], np.cumsum([len(c) for c in cols])]).astype(np.int64)
-    indices = np.concatenate(cols).astype(np.int64)
-    data = M[indices, np.repeat(np.arange(n), np.diff(indptr))]
-    return indptr, indices, data
 
 
 @pytest.fixture
