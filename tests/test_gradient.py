@@ -20,7 +20,7 @@ from glmm_sparse.optimize import OPTIMIZERS, minimize_theta
 from glmm_sparse.refit import refit_ml
 from glmm_sparse.scaling import theta_units
 from glmm_sparse.synthetic import Design, simulate
-from refdata import case_ids, load_case, load_data
+from refdata import case_ids, load_data
 
 import test_lmer_reference as reference
 
@@ -248,13 +248,7 @@ def test_lbfgsb_with_classes_refused_and_measure_goes_sparse():
 @pytest.fixture(scope="module", params=case_ids("gaussian"), ids=[c for _, c in case_ids()])
 def fitted(request):
     """The lme4 reference cases fitted with optimizer="lbfgsb"."""
-    base, case = request.param
-    ref = load_case(case, base)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", gs.SingularFitWarning)
-        m = gs.lmer(ref["formula"], load_data(ref["data"], base), reml=ref["REML"],
-                    weights=ref["weights"], optimizer="lbfgsb")
-    return ref, m
+    return reference.fit_case(*request.param, optimizer="lbfgsb")
 
 
 # test_lmer_reference.py's tests, unchanged, on the fits above

@@ -23,15 +23,20 @@ def same_label(ours, theirs) -> bool:
     return pd.isna(ours) if theirs is None else ours == theirs
 
 
-@pytest.fixture(scope="module", params=CASES, ids=[c for _, c in CASES])
-def fitted(request):
-    base, case = request.param
+def fit_case(base, case, **options):
+    """A reference case and lmer's fit of it (its formula, data, REML and weights; more
+    lmer ``options`` if given)."""
     ref = load_case(case, base)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", gs.SingularFitWarning)
         m = gs.lmer(ref["formula"], load_data(ref["data"], base), reml=ref["REML"],
-                    weights=ref["weights"])
+                    weights=ref["weights"], **options)
     return ref, m
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[c for _, c in CASES])
+def fitted(request):
+    return fit_case(*request.param)
 
 
 def test_loglik_equal_or_higher(fitted):
