@@ -209,11 +209,17 @@ def b_from_rows(codes0, rest_codes, rest_values, nlev, k, weights=None) -> Level
 def count_dtype(rows_per_level: np.ndarray, counts_only: bool) -> np.dtype:
     """The type of B's values: where they are counts of rows (unweighted intercept terms),
     uint8 or uint16 when a level's rows, the largest count, fit; else float64."""
-    if counts_only:
-        largest = int(rows_per_level.max(initial=0))
-        for dtype in (np.uint8, np.uint16):
-            if largest <= np.iinfo(dtype).max:
-                return np.dtype(dtype)
+    if not counts_only:
+        return np.dtype(np.float64)
+    return smallest_unsigned(rows_per_level.max(initial=0), (np.uint8, np.uint16))
+
+
+def smallest_unsigned(bound, dtypes) -> np.dtype:
+    """The first of the unsigned ``dtypes`` whose largest value is at least ``bound``,
+    else float64 (B's counts, the class sums' Z2 block)."""
+    for dtype in dtypes:
+        if bound <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
     return np.dtype(np.float64)
 
 
@@ -354,10 +360,7 @@ def gram_dtype(B: LevelRows, level_class: np.ndarray, n_classes: int) -> np.dtyp
     if data.size:
         row_max[filled] = np.maximum.reduceat(data, B.indptr[:-1][filled])
     bound = np.bincount(level_class, weights=row_max ** 2, minlength=n_classes).max(initial=0)
-    for dtype in (np.uint8, np.uint16, np.uint32):
-        if bound <= np.iinfo(dtype).max:
-            return np.dtype(dtype)
-    return np.dtype(np.float64)
+    return smallest_unsigned(bound, (np.uint8, np.uint16, np.uint32))
 
 
 def packed(A: np.ndarray) -> np.ndarray:
