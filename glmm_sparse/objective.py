@@ -16,6 +16,7 @@ import time
 import numpy as np
 import scipy.linalg
 
+from . import schur
 from ._core import _lambda
 from ._core._cholmod import CholmodNotPositiveDefiniteError, SymbolicFactor
 from .blockdiag import BlockDiagonalFactor
@@ -29,7 +30,7 @@ LOG_2PI = float(np.log(2.0 * np.pi))
 MEASURE_ABOVE_NNZ = 200_000  # entries of L above which the factorization mode is timed
 AMD_BELOW_NNZ = 200_000  # entries of M below which AMD's analysis is cheap enough to try
 NO_FILL_RATIO = 1.05  # nnz(L) / nnz(M) up to which a factor counts as free of fill
-FACTOR_MODES = ("measure", "simplicial", "supernodal", "auto")
+FACTOR_MODES = ("measure", "simplicial", "supernodal", "auto", "schur")
 # pwrss / y'Wy below which a fit is exact to rounding (objective.check_residual_left):
 # at 1e-9 pwrss still has 7 digits; a random intercept 1e4 times the residual sd (theta
 # within 1.5e-4 of a QR-based oracle) leaves 1e-8, an exact fit stopped at 1.6e-10.
@@ -88,22 +89,32 @@ def best_ordering(pattern: MPattern) -> tuple[str, SymbolicFactor]:
     return "natural", natural
 
 
-def fastest_factor(pattern: MPattern, Mx: np.ndarray, mode: str) -> SymbolicFactor:
-    """The analysed factor of M; with mode "measure", the faster of supernodal and simplicial.
+def fastest_factor(pattern: MPattern, Mx: np.ndarray, mode: str):
+    """The analysed factor of M; with mode "measure", the fastest of the candidates.
 
     Which one wins depends on the structure and the BLAS: the supernodal factorization
     wins where fill makes dense blocks (crossed designs: 0.12 s against 0.28 s for
-    10^4 x 10^3 crossed levels), the simplicial one on nearly diagonal patterns. Above
-    MEASURE_ABOVE_NNZ entries in L, one factorization of each at the start theta decides
-    (pass mode "simplicial" or "supernodal" for bitwise reproducibility). A single term
-    makes M block diagonal: "measure" then factors its blocks directly (blockdiag.py).
-    Each candidate's memory is checked against the budget (memory.py) before it is
-    factorized.
+    10^4 x 10^3 crossed levels), the simplicial one on nearly diagonal patterns, and the
+    Schur complement of a scalar first term (schur.py) where the later terms' block
+    fills in completely (0.035 s there). Above MEASURE_ABOVE_NNZ entries in L, one
+    factorization of each at the start theta decides (pass mode "simplicial",
+    "supernodal" or "schur" for bitwise reproducibility). A single term makes M block
+    diagonal: "measure" then factors its blocks directly (blockdiag.py). Each candidate's
+    memory is checked against the budget (memory.py) before it is factorized.
     """
     if mode not in FACTOR_MODES:
         raise ModelSpecError(f"factor_mode must be one of {FACTOR_MODES}, not {mode!r}")
     if mode == "measure" and len(pattern.diag_pos) == 1:
         factor = BlockDiagonalFactor(pattern.diag_pos[0], pattern.nnz)  # one term: no fill
+        check_factor_fits(factor)
+        return factor
+    if mode == "schur":
+        if not schur.applies(pattern):
+            raise ModelSpecError(
+                "factor_mode='schur' needs a scalar first random-effects term, (1 | g), "
+                f"followed by other terms of at most {schur.MAX_COLUMNS:,} random effects "
+                "in all; use factor_mode='measure'")
+        factor = schur.SchurFactor(pattern)
         check_factor_fits(factor)
         return factor
     ordering, probe = best_ordering(pattern)
@@ -120,12 +131,32 @@ def fastest_factor(pattern: MPattern, Mx: np.ndarray, mode: str) -> SymbolicFact
         return factor
     held = [probe]
     del probe  # _faster_mode holds the only reference, so it can let the probe go
-    return _faster_mode(pattern, Mx, held, ordering)
+    factor, seconds = _faster_mode(pattern, Mx, held, ordering)
+    if not schur.applies(pattern):
+        return factor
+    return _faster_than_schur(pattern, Mx, factor, seconds)
 
 
-def _faster_mode(pattern: MPattern, Mx: np.ndarray, held: list, ordering: str) -> SymbolicFactor:
+def _faster_than_schur(pattern: MPattern, Mx: np.ndarray, factor, seconds: float):
+    """``factor`` (factorized in ``seconds``) or the Schur factor, if it fits the budget
+    and its factorization at Mx is faster."""
+    candidate = schur.SchurFactor(pattern)
+    try:
+        check_factor_fits(candidate)
+    except FactorMemoryError:
+        return factor
+    start = time.perf_counter()
+    try:
+        candidate.factorize(Mx, beta=1.0)
+    except CholmodNotPositiveDefiniteError:
+        pass  # as in _faster_mode
+    return candidate if time.perf_counter() - start < seconds else factor
+
+
+def _faster_mode(pattern: MPattern, Mx: np.ndarray, held: list,
+                 ordering: str) -> tuple[SymbolicFactor, float]:
     """Of the simplicial and supernodal factors that fit the memory budget, the one whose
-    factorization at the start values Mx is faster.
+    factorization at the start values Mx is faster, and that factorization's seconds.
 
     ``held`` holds the analysed simplicial factor, and nothing else refers to it. Only one
     candidate exists at a time: each keeps its own copy of M and, once timed, its numeric
@@ -152,11 +183,12 @@ def _faster_mode(pattern: MPattern, Mx: np.ndarray, held: list, ordering: str) -
             pass  # the start theta is always positive definite; keep timing honest anyway
         timings[candidate] = time.perf_counter() - start
         if candidate == "supernodal" and timings[candidate] < timings.get("simplicial", np.inf):
-            return factor
+            return factor, timings[candidate]
         del factor
     if not timings:
         raise refusal
-    return SymbolicFactor(pattern.indptr, pattern.indices, pattern.q, "simplicial", ordering)
+    return (SymbolicFactor(pattern.indptr, pattern.indices, pattern.q, "simplicial", ordering),
+            timings["simplicial"])
 
 
 def check_fixed_sigma(sigma) -> float | None:

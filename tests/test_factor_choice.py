@@ -7,7 +7,9 @@ from glmm_sparse._core._cholmod import SymbolicFactor
 from glmm_sparse.crossprod import accumulate
 from glmm_sparse.formula import parse_formula
 from glmm_sparse.frame import build_frame
-from glmm_sparse.objective import LmmObjective, best_ordering
+from glmm_sparse.errors import ModelSpecError
+from glmm_sparse.objective import LmmObjective, _faster_than_schur, best_ordering
+from glmm_sparse.schur import SchurFactor, applies
 from glmm_sparse.synthetic import INSTEVAL_FORMULA, Design, insteval_like, simulate
 
 DESIGNS = [Design((300, 40)), Design((60, 5), nested=True), Design((80,), slope=True),
@@ -48,7 +50,10 @@ def test_large_patterns_use_the_natural_order_without_analysing_amd(monkeypatch)
 def test_every_factor_mode_gives_the_same_criterion(design):
     theta = None
     values = []
-    for mode in ("measure", "simplicial", "supernodal", "auto"):
+    modes = ["measure", "simplicial", "supernodal", "auto"]
+    if applies(objective_for(design, "simplicial").pattern):
+        modes.append("schur")
+    for mode in modes:
         obj = objective_for(design, mode)
         theta = obj.theta_map.start * 0.7 if theta is None else theta
         obj.set_theta(theta)
@@ -57,3 +62,48 @@ def test_every_factor_mode_gives_the_same_criterion(design):
         obj.update_RX()
         values.append(obj.objective())
     np.testing.assert_allclose(values, values[0], rtol=1e-12)
+
+
+def test_schur_mode_applies_to_a_scalar_first_term_of_a_crossed_design():
+    # the criterion test above covers the values; here, which designs take it
+    assert isinstance(objective_for(DESIGNS[0], "schur").factor, SchurFactor)
+    for design in DESIGNS[2:]:  # (x | g) first: its first block is not diagonal
+        with pytest.raises(ModelSpecError, match="factor_mode='schur' needs a scalar first"):
+            objective_for(design, "schur")
+
+
+def test_measure_keeps_the_schur_factor_only_when_it_is_faster():
+    obj = objective_for(DESIGNS[0], "supernodal")
+    other = obj.factor
+    assert isinstance(_faster_than_schur(obj.pattern, obj.Mx, other, np.inf), SchurFactor)
+    assert _faster_than_schur(obj.pattern, obj.Mx, other, 0.0) is other
+
+
+def fit_both(fit, **kw):
+    """The same fit with the Schur factor and with CHOLMOD's supernodal one."""
+    return [fit(**kw, factor_mode=mode) for mode in ("schur", "supernodal")]
+
+
+def test_lmer_with_the_schur_factor_reaches_the_same_fit():
+    from glmm_sparse import lmer
+
+    data, _ = insteval_like(8_000, seed=5)
+    a, b = fit_both(lmer, formula=INSTEVAL_FORMULA, data=data)
+    np.testing.assert_allclose(a.loglik, b.loglik, rtol=1e-12)
+    np.testing.assert_allclose(a.theta, b.theta, rtol=1e-7)
+    np.testing.assert_allclose(a.fixef, b.fixef, rtol=1e-9)
+    ra, rb = a.ranef, b.ranef  # conditional SDs from L's CSC copy (sparse_L)
+    np.testing.assert_allclose(ra["condval"], rb["condval"], rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(ra["condsd"], rb["condsd"], rtol=1e-7)
+
+
+def test_glmer_with_the_schur_factor_reaches_the_same_fit():
+    from glmm_sparse import glmer
+
+    design = Design((400, 30), family="binomial")
+    frame, _ = simulate(design, 12_000, seed=6)
+    a, b = fit_both(glmer, formula=design.formula(), data=frame, family="binomial")
+    np.testing.assert_allclose(a.loglik, b.loglik, rtol=1e-12)
+    np.testing.assert_allclose(a.theta, b.theta, rtol=1e-6)
+    np.testing.assert_allclose(a.fixef, b.fixef, rtol=1e-7)
+    np.testing.assert_allclose(a.ranef["condsd"], b.ranef["condsd"], rtol=1e-6)

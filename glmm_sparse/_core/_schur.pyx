@@ -1,0 +1,61 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Kernels of the Schur-complement factor (schur.py): S -= B' D^-1 B, tile by tile.
+
+B is q1 x q2 in CSR (rows: the first term's levels, columns sorted within a row), D^-1
+the q1 inverse diagonal, S a C-ordered q2 x q2 array of which the lower triangle
+(S[a, b], b <= a) is read and written. Row i of B adds dinv[i] * B[i, a] * B[i, b] to
+every (a, b) of its columns: a scattered update of S, which does not fit in cache when
+q2 is in the thousands. Tiles of TILE x TILE entries do: each tile pair (ta, tb) walks
+every row's columns that fall in tile ta and tile tb (``cuts`` marks where each tile
+begins within each row), so the updates of one pass land in one tile. A tile pair is
+owned by one call, and within it rows go in order: the result does not depend on how
+the pairs are split between threads.
+"""
+import numpy as np
+cimport numpy as cnp
+
+cnp.import_array()
+
+
+def row_cuts(const int[::1] bptr, const int[::1] bcol, Py_ssize_t tile, Py_ssize_t ntiles,
+             int[:, ::1] cuts):
+    """cuts[i, t] = the first position p of row i (bptr[i] <= p <= bptr[i + 1]) whose
+    column is at least t * tile, for t = 0 .. ntiles (the last is bptr[i + 1])."""
+    cdef Py_ssize_t q1 = bptr.shape[0] - 1, i, t, p
+    if cuts.shape[0] != q1 or cuts.shape[1] != ntiles + 1:
+        raise ValueError("cuts must be (q1, ntiles + 1)")
+    with nogil:
+        for i in range(q1):
+            p = bptr[i]
+            for t in range(ntiles + 1):
+                while p < bptr[i + 1] and bcol[p] < t * tile:
+                    p += 1
+                cuts[i, t] = p
+
+
+def schur_subtract(const double[::1] bx, const int[::1] bcol, const double[::1] dinv,
+                   const int[:, ::1] cuts, const int[:, ::1] pairs, double[:, ::1] S):
+    """For each tile pair (ta, tb), tb <= ta, of ``pairs``: S[a, b] -= sum_i dinv[i] *
+    B[i, a] * B[i, b] over a in tile ta, b in tile tb, b <= a (rows i in order)."""
+    cdef Py_ssize_t q1 = cuts.shape[0], npairs = pairs.shape[0], k, i, p, r, a, rend
+    cdef int ta, tb
+    cdef double va
+    cdef double *row
+    if pairs.shape[1] != 2 or dinv.shape[0] != q1:
+        raise ValueError("pairs must be (npairs, 2) and dinv of length q1")
+    for k in range(npairs):
+        if not (0 <= pairs[k, 1] <= pairs[k, 0] < cuts.shape[1] - 1):
+            raise ValueError("a tile pair must satisfy 0 <= tb <= ta < ntiles")
+    with nogil:
+        for k in range(npairs):
+            ta, tb = pairs[k, 0], pairs[k, 1]
+            for i in range(q1):
+                for p in range(cuts[i, ta], cuts[i, ta + 1]):
+                    a = bcol[p]
+                    va = dinv[i] * bx[p]
+                    row = &S[a, 0]
+                    rend = cuts[i, tb + 1]
+                    if ta == tb:
+                        rend = p + 1
+                    for r in range(cuts[i, tb], rend):
+                        row[bcol[r]] -= va * bx[r]

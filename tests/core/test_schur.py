@@ -1,0 +1,158 @@
+"""The Schur-complement factor (schur.py) and its kernels (_core/_schur.pyx) against dense
+NumPy: S - B' D^-1 B tile by tile, L, log det and the solves of M = [D B; B' C]."""
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from glmm_sparse import schur
+from glmm_sparse._core import _schur
+from glmm_sparse._core._cholmod import CholmodError, CholmodNotPositiveDefiniteError
+from glmm_sparse.pattern import MPattern
+
+
+def random_csr(q1, q2, per_row, seed):
+    """B (q1 x q2) with about per_row entries a row, some rows empty, columns sorted."""
+    rng = np.random.default_rng(seed)
+    B = sp.random(q1, q2, density=per_row / q2, random_state=rng, format="csr")
+    B.data = rng.standard_normal(B.nnz)
+    B.sort_indices()
+    return B
+
+
+def spd_problem(q1, q2, per_row, seed, c_density=0.05):
+    """M with a diagonal first block, as objective.build_pattern lays it out: the upper
+    triangle in CSC (first q1 columns: the diagonal alone), and the dense matrix."""
+    rng = np.random.default_rng(seed)
+    B = random_csr(q1, q2, per_row, seed)
+    C = sp.random(q2, q2, density=c_density, random_state=rng)
+    C = C + C.T
+    M = sp.bmat([[sp.diags(np.ones(q1)), B], [B.T, C]]).toarray()
+    M += np.diag(np.abs(M).sum(axis=1) * rng.uniform(0.6, 1.2, q1 + q2) + 0.1)
+    # a few large off-diagonal entries in C, so that S is far from diagonal
+    U = sp.csc_matrix(np.triu(M))
+    U.sort_indices()
+    diag_pos = (np.arange(q1, dtype=np.int64).reshape(q1, 1, 1),
+                np.zeros((q2, 1, 1), dtype=np.int64))
+    pattern = MPattern(q1 + q2, U.indptr.astype(np.int64), U.indices.astype(np.int64),
+                       diag_pos, ())
+    return pattern, U.data.copy(), M
+
+
+def test_row_cuts_mark_where_each_tile_starts_in_each_row():
+    B = random_csr(50, 37, 6, seed=1)
+    tile, ntiles = 8, 5
+    cuts = np.empty((50, ntiles + 1), dtype=np.int32)
+    _schur.row_cuts(B.indptr.astype(np.int32), B.indices.astype(np.int32), tile, ntiles, cuts)
+    for i in range(50):
+        cols = B.indices[B.indptr[i]:B.indptr[i + 1]]
+        want = B.indptr[i] + np.searchsorted(cols, tile * np.arange(ntiles + 1))
+        want[-1] = B.indptr[i + 1]
+        np.testing.assert_array_equal(cuts[i], want)
+
+
+@pytest.mark.parametrize("tile", [4, 16, 64])
+def test_schur_subtract_equals_dense_lower_triangle(tile):
+    q1, q2 = 80, 45
+    B = random_csr(q1, q2, 9, seed=tile)
+    rng = np.random.default_rng(tile)
+    dinv = rng.uniform(0.1, 2.0, q1)
+    S0 = rng.standard_normal((q2, q2))
+    ntiles = -(-q2 // tile)
+    bptr, bcol = B.indptr.astype(np.int32), B.indices.astype(np.int32)
+    cuts = np.empty((q1, ntiles + 1), dtype=np.int32)
+    _schur.row_cuts(bptr, bcol, tile, ntiles, cuts)
+    pairs = np.array([(a, b) for a in range(ntiles) for b in range(a + 1)], dtype=np.int32)
+    S = S0.copy()
+    _schur.schur_subtract(B.data, bcol, dinv, cuts, pairs, S)
+    Bd = B.toarray()
+    want = S0 - Bd.T @ (dinv[:, None] * Bd)
+    lower = np.tril_indices(q2)
+    np.testing.assert_allclose(S[lower], want[lower], rtol=0, atol=1e-12)
+    upper = np.triu_indices(q2, 1)
+    np.testing.assert_array_equal(S[upper], S0[upper])  # never written
+
+
+def test_schur_subtract_refuses_a_pair_above_the_diagonal_or_outside():
+    B = random_csr(10, 8, 3, seed=0)
+    cuts = np.empty((10, 3), dtype=np.int32)
+    _schur.row_cuts(B.indptr.astype(np.int32), B.indices.astype(np.int32), 4, 2, cuts)
+    S = np.zeros((8, 8))
+    for bad in ([[0, 1]], [[2, 0]]):
+        with pytest.raises(ValueError, match="tile pair"):
+            _schur.schur_subtract(B.data, B.indices.astype(np.int32), np.ones(10), cuts,
+                                  np.array(bad, dtype=np.int32), S)
+
+
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+@pytest.mark.parametrize("tile", [8, 256])
+def test_factor_logdet_and_solves_match_dense(beta, tile, monkeypatch):
+    monkeypatch.setattr(schur, "TILE", tile)
+    pattern, values, M = spd_problem(120, 40, 7, seed=3)
+    A = M + beta * np.eye(M.shape[0])
+    F = schur.SchurFactor(pattern)
+    F.factorize(values, beta)
+    L = np.linalg.cholesky(A)
+    indptr, rows, Lx = F.sparse_L()
+    got = np.zeros_like(A)
+    got[rows, np.repeat(np.arange(A.shape[0]), np.diff(indptr))] = Lx
+    np.testing.assert_allclose(got, L, rtol=0, atol=1e-12)
+    assert np.all(np.diff(rows)[np.diff(np.repeat(np.arange(A.shape[0]),
+                                                  np.diff(indptr))) == 0] > 0)  # sorted
+    assert F.factor_nnz() == Lx.shape[0]
+    np.testing.assert_allclose(F.logdet(), np.linalg.slogdet(A)[1], rtol=1e-13)
+    rng = np.random.default_rng(0)
+    for rhs in (rng.standard_normal(A.shape[0]), rng.standard_normal((A.shape[0], 3))):
+        np.testing.assert_allclose(F.solve("L", rhs), np.linalg.solve(L, rhs), atol=1e-12)
+        np.testing.assert_allclose(F.solve("Lt", rhs), np.linalg.solve(L.T, rhs), atol=1e-12)
+        np.testing.assert_allclose(F.solve("A", rhs), np.linalg.solve(A, rhs), atol=1e-12)
+        np.testing.assert_array_equal(F.solve("P", rhs), rhs)
+        np.testing.assert_array_equal(F.solve("Pt", rhs), rhs)
+    np.testing.assert_array_equal(F.perm(), np.arange(A.shape[0]))
+
+
+def test_the_bits_do_not_depend_on_how_the_tiles_are_split(monkeypatch):
+    monkeypatch.setattr(schur, "TILE", 8)
+    pattern, values, _ = spd_problem(200, 60, 12, seed=4)
+    factors = []
+    for slots in (1, 2, 5):
+        monkeypatch.setattr(schur, "SLOTS", slots)
+        F = schur.SchurFactor(pattern)
+        assert len(F.runs) == min(slots, len(np.concatenate(F.runs)))
+        F.factorize(values, 1.0)
+        factors.append(F.S.copy())
+    for S in factors[1:]:
+        np.testing.assert_array_equal(S, factors[0])
+
+
+def test_not_positive_definite_names_the_column():
+    pattern, values, M = spd_problem(30, 10, 4, seed=5)
+    F = schur.SchurFactor(pattern)
+    bad = values.copy()
+    bad[7] = -1.0  # the 8th diagonal entry of D (the first q1 columns hold it alone)
+    with pytest.raises(CholmodNotPositiveDefiniteError) as err:
+        F.factorize(bad)
+    assert err.value.column == 7
+    with pytest.raises(CholmodError, match="no numeric factorization"):
+        F.logdet()
+    # a non-positive pivot in S: shrink one diagonal entry of C far below its row
+    diag_c = pattern.indptr[30 + 4 + 1] - 1  # last entry of column 34 is its diagonal
+    assert pattern.indices[diag_c] == 34
+    bad = values.copy()
+    bad[diag_c] = -5.0
+    with pytest.raises(CholmodNotPositiveDefiniteError) as err:
+        F.factorize(bad)
+    assert 30 <= err.value.column <= 34
+
+
+def test_applies_only_to_a_scalar_first_term_with_a_narrow_rest(monkeypatch):
+    pattern, _, _ = spd_problem(30, 10, 4, seed=6)
+    assert schur.applies(pattern)
+    one_term = MPattern(pattern.q, pattern.indptr, pattern.indices, pattern.diag_pos[:1], ())
+    assert not schur.applies(one_term)
+    slope_first = MPattern(pattern.q, pattern.indptr, pattern.indices,
+                           (np.zeros((15, 2, 2), dtype=np.int64), pattern.diag_pos[1]), ())
+    assert not schur.applies(slope_first)
+    monkeypatch.setattr(schur, "MAX_COLUMNS", 9)
+    assert not schur.applies(pattern)
+    with pytest.raises(ValueError, match="scalar first term"):
+        schur.SchurFactor(pattern)
