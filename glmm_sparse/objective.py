@@ -97,7 +97,8 @@ def fastest_factor(pattern: MPattern, Mx: np.ndarray, mode: str):
     10^4 x 10^3 crossed levels), the simplicial one on nearly diagonal patterns, and the
     Schur complement of a scalar first term (schur.py) where the later terms' block
     fills in completely (0.035 s there). Above MEASURE_ABOVE_NNZ entries in L, one
-    factorization of each at the start theta decides (pass mode "simplicial",
+    factorization of each at the start theta decides; the simplicial one is not timed
+    where the Schur factor beats the supernodal one (pass mode "simplicial",
     "supernodal" or "schur" for bitwise reproducibility). A single term makes M block
     diagonal: "measure" then factors its blocks directly (blockdiag.py). Each candidate's
     memory is checked against the budget (memory.py) before it is factorized.
@@ -129,34 +130,51 @@ def fastest_factor(pattern: MPattern, Mx: np.ndarray, mode: str):
             pattern.indptr, pattern.indices, pattern.q, mode, ordering)
         check_factor_fits(factor)
         return factor
+    if schur.applies(pattern):
+        quick = _schur_against_supernodal(pattern, Mx, ordering)
+        if quick is not None:
+            return quick
     held = [probe]
     del probe  # _faster_mode holds the only reference, so it can let the probe go
-    factor, seconds = _faster_mode(pattern, Mx, held, ordering)
-    if not schur.applies(pattern):
-        return factor
-    return _faster_than_schur(pattern, Mx, factor, seconds)
+    return _faster_mode(pattern, Mx, held, ordering)
 
 
-def _faster_than_schur(pattern: MPattern, Mx: np.ndarray, factor, seconds: float):
-    """``factor`` (factorized in ``seconds``) or the Schur factor, if it fits the budget
-    and its factorization at Mx is faster."""
+def _time_factorization(factor, Mx: np.ndarray) -> float:
+    """Seconds of one factorization of M at the values Mx (the start theta's)."""
+    start = time.perf_counter()
+    try:
+        factor.factorize(Mx, beta=1.0)
+    except CholmodNotPositiveDefiniteError:
+        pass  # the start theta is always positive definite; keep timing honest anyway
+    return time.perf_counter() - start
+
+
+def _schur_against_supernodal(pattern: MPattern, Mx: np.ndarray, ordering: str):
+    """The Schur factor if it fits the budget and factors M faster than CHOLMOD's
+    supernodal code, else None (for the race of CHOLMOD's two modes).
+
+    Where the Schur factor wins, the later terms' block has filled in, which is where
+    the simplicial factorization loses too (it wins on light fill only): it is not
+    timed then (0.2 s on the InstEval shape).
+    """
     candidate = schur.SchurFactor(pattern)
     try:
         check_factor_fits(candidate)
     except FactorMemoryError:
-        return factor
-    start = time.perf_counter()
+        return None
+    seconds = _time_factorization(candidate, Mx)
+    supernodal = SymbolicFactor(pattern.indptr, pattern.indices, pattern.q, "supernodal",
+                                ordering)
     try:
-        candidate.factorize(Mx, beta=1.0)
-    except CholmodNotPositiveDefiniteError:
-        pass  # as in _faster_mode
-    return candidate if time.perf_counter() - start < seconds else factor
+        check_factor_fits(supernodal)
+    except FactorMemoryError:
+        return None
+    return candidate if seconds < _time_factorization(supernodal, Mx) else None
 
 
-def _faster_mode(pattern: MPattern, Mx: np.ndarray, held: list,
-                 ordering: str) -> tuple[SymbolicFactor, float]:
+def _faster_mode(pattern: MPattern, Mx: np.ndarray, held: list, ordering: str) -> SymbolicFactor:
     """Of the simplicial and supernodal factors that fit the memory budget, the one whose
-    factorization at the start values Mx is faster, and that factorization's seconds.
+    factorization at the start values Mx is faster.
 
     ``held`` holds the analysed simplicial factor, and nothing else refers to it. Only one
     candidate exists at a time: each keeps its own copy of M and, once timed, its numeric
@@ -176,19 +194,13 @@ def _faster_mode(pattern: MPattern, Mx: np.ndarray, held: list,
             refusal = err
             del factor
             continue
-        start = time.perf_counter()
-        try:
-            factor.factorize(Mx, beta=1.0)
-        except CholmodNotPositiveDefiniteError:
-            pass  # the start theta is always positive definite; keep timing honest anyway
-        timings[candidate] = time.perf_counter() - start
+        timings[candidate] = _time_factorization(factor, Mx)
         if candidate == "supernodal" and timings[candidate] < timings.get("simplicial", np.inf):
-            return factor, timings[candidate]
+            return factor
         del factor
     if not timings:
         raise refusal
-    return (SymbolicFactor(pattern.indptr, pattern.indices, pattern.q, "simplicial", ordering),
-            timings["simplicial"])
+    return SymbolicFactor(pattern.indptr, pattern.indices, pattern.q, "simplicial", ordering)
 
 
 def check_fixed_sigma(sigma) -> float | None:

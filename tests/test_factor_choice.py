@@ -2,13 +2,14 @@
 the criterion (objective.best_ordering, objective.fastest_factor)."""
 import numpy as np
 import pytest
-
 from glmm_sparse._core._cholmod import SymbolicFactor
+
+from glmm_sparse import objective
 from glmm_sparse.crossprod import accumulate
+from glmm_sparse.errors import ModelSpecError
 from glmm_sparse.formula import parse_formula
 from glmm_sparse.frame import build_frame
-from glmm_sparse.errors import ModelSpecError
-from glmm_sparse.objective import LmmObjective, _faster_than_schur, best_ordering
+from glmm_sparse.objective import LmmObjective, best_ordering
 from glmm_sparse.schur import SchurFactor, applies
 from glmm_sparse.synthetic import INSTEVAL_FORMULA, Design, insteval_like, simulate
 
@@ -72,11 +73,25 @@ def test_schur_mode_applies_to_a_scalar_first_term_of_a_crossed_design():
             objective_for(design, "schur")
 
 
-def test_measure_keeps_the_schur_factor_only_when_it_is_faster():
-    obj = objective_for(DESIGNS[0], "supernodal")
-    other = obj.factor
-    assert isinstance(_faster_than_schur(obj.pattern, obj.Mx, other, np.inf), SchurFactor)
-    assert _faster_than_schur(obj.pattern, obj.Mx, other, 0.0) is other
+def test_measure_takes_the_schur_factor_only_when_it_beats_the_supernodal_one(monkeypatch):
+    obj = objective_for(DESIGNS[0], "simplicial")
+    timed = []
+
+    def clock(schur_seconds):
+        def time_factorization(factor, Mx):
+            timed.append(type(factor).__name__)
+            return schur_seconds if isinstance(factor, SchurFactor) else 1.0
+        return time_factorization
+
+    monkeypatch.setattr(objective, "MEASURE_ABOVE_NNZ", 0)  # time even this small pattern
+    monkeypatch.setattr(objective, "_time_factorization", clock(0.5))
+    assert isinstance(objective.fastest_factor(obj.pattern, obj.Mx, "measure"), SchurFactor)
+    assert timed == ["SchurFactor", "SymbolicFactor"]  # the simplicial one is not timed
+    timed.clear()
+    monkeypatch.setattr(objective, "_time_factorization", clock(2.0))
+    factor = objective.fastest_factor(obj.pattern, obj.Mx, "measure")
+    assert not isinstance(factor, SchurFactor)
+    assert timed == ["SchurFactor", "SymbolicFactor", "SymbolicFactor", "SymbolicFactor"]
 
 
 def fit_both(fit, **kw):

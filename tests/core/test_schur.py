@@ -3,10 +3,10 @@ NumPy: S - B' D^-1 B tile by tile, L, log det and the solves of M = [D B; B' C].
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from glmm_sparse._core._cholmod import CholmodError, CholmodNotPositiveDefiniteError
 
 from glmm_sparse import schur
 from glmm_sparse._core import _schur
-from glmm_sparse._core._cholmod import CholmodError, CholmodNotPositiveDefiniteError
 from glmm_sparse.pattern import MPattern
 
 
@@ -28,7 +28,6 @@ def spd_problem(q1, q2, per_row, seed, c_density=0.05):
     C = C + C.T
     M = sp.bmat([[sp.diags(np.ones(q1)), B], [B.T, C]]).toarray()
     M += np.diag(np.abs(M).sum(axis=1) * rng.uniform(0.6, 1.2, q1 + q2) + 0.1)
-    # a few large off-diagonal entries in C, so that S is far from diagonal
     U = sp.csc_matrix(np.triu(M))
     U.sort_indices()
     diag_pos = (np.arange(q1, dtype=np.int64).reshape(q1, 1, 1),
