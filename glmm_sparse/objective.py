@@ -162,6 +162,9 @@ def _schur_against_supernodal(pattern: MPattern, Mx: np.ndarray, ordering: str):
         check_factor_fits(candidate)
     except FactorMemoryError:
         return None
+    # the first factorization also starts the thread pool and looks up the BLAS libraries
+    # (a fresh process's InstEval fit: 0.1 s, so the first one would lose every race)
+    _time_factorization(candidate, Mx)
     seconds = _time_factorization(candidate, Mx)
     supernodal = SymbolicFactor(pattern.indptr, pattern.indices, pattern.q, "supernodal",
                                 ordering)
