@@ -21,7 +21,8 @@ class SelectedInverse:
 
     A supernodal factor is inverted in its own storage (``_core/_supinv.pyx``, BLAS on the
     dense blocks); a simplicial one, or a block-diagonal one, by Takahashi's recurrences
-    on its CSC copy (``_core/_selinv.pyx``). Both give the same entries to rounding.
+    on its CSC copy (``_core/_selinv.pyx``); a Schur factor from its block form
+    (``schur.SchurInverse``). All give the same entries to rounding.
     """
 
     def __init__(self, obj: LmmObjective):
@@ -29,7 +30,12 @@ class SelectedInverse:
         self.q = obj.cp.q
         self.pinv = np.empty(self.q, dtype=np.int64)
         self.pinv[factor.perm()] = np.arange(self.q)
-        self._Z = _SupernodalZ(factor) if factor.is_supernodal else _SimplicialZ(factor)
+        if hasattr(factor, "selected_inverse"):  # schur.SchurFactor: from its block form
+            self._Z = factor.selected_inverse()
+        elif factor.is_supernodal:
+            self._Z = _SupernodalZ(factor)
+        else:
+            self._Z = _SimplicialZ(factor)
 
     def entries(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """(M^-1)[rows, cols]; every pair must lie inside the pattern of the factor of M.

@@ -203,6 +203,11 @@ class SchurFactor:
         indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         return indptr, np.concatenate([idx1, idx2]), np.concatenate([val1, val2])
 
+    def selected_inverse(self) -> "SchurInverse":
+        """M^-1 on the pattern of L + L' (for condvar.SelectedInverse)."""
+        self._require_numeric()
+        return SchurInverse(self)
+
     def factor_nnz(self) -> int:
         return int(self.q1 + self.bpos.shape[0] + self.q2 * (self.q2 + 1) // 2)
 
@@ -225,3 +230,47 @@ def _split_pairs(ntiles: int, cuts: np.ndarray, slots: int) -> tuple[list[np.nda
     bounds = np.searchsorted(np.cumsum(work), np.sum(work) * np.arange(1, slots) / slots)
     runs = [np.ascontiguousarray(run) for run in np.split(pairs, bounds) if run.shape[0]]
     return runs, int(np.sum(work))
+
+
+class SchurInverse:
+    """Entries of (M + beta I)^-1 where L has entries, from the block form
+
+        M^-1 = [D^-1 + D^-1 B Sigma B' D^-1   -D^-1 B Sigma]    Sigma = S^-1
+               [-Sigma B' D^-1                 Sigma       ]
+
+    On L's pattern that is: the first block's diagonal, B's entries, all of Sigma; each
+    needs (B Sigma) on B's own pattern only (``_core/_schur.on_pattern_product``). In
+    the layout of condvar's selected inverses: ``values`` and ``positions(i, j)``.
+    """
+
+    def __init__(self, factor: SchurFactor):
+        q1, q2 = factor.q1, factor.q2
+        self.q1, self.q2 = q1, q2
+        U, info = lapack.dpotri(factor.S.T, lower=0, overwrite_c=0)  # S^-1, upper of S.T
+        if info != 0:
+            raise CholmodError(f"LAPACK dpotri failed with info {info}")
+        Sigma = np.triu(U) + np.triu(U, 1).T
+        Sigma = np.ascontiguousarray(Sigma)
+        BS = np.empty(factor.bpos.shape[0])
+        _schur.on_pattern_product(factor.B.data, factor.bptr, factor.bcol, Sigma, BS)
+        dinv = 1.0 / factor.d
+        rows = np.repeat(np.arange(q1), np.diff(factor.bptr))
+        diag = dinv + dinv**2 * np.bincount(rows, weights=BS * factor.B.data, minlength=q1)
+        self.values = np.concatenate([diag, -dinv[rows] * BS, Sigma.ravel()])
+        self.keys = rows.astype(np.int64) * q2 + factor.bcol  # B's entries, sorted (CSR)
+
+    def positions(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Index into ``values`` of each (i[k], j[k]), i >= j, or -1 off L's pattern."""
+        q1, q2 = self.q1, self.q2
+        i, j = np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64)
+        out = np.full(i.shape[0], -1, dtype=np.int64)
+        first = i < q1
+        out[first & (i == j)] = i[first & (i == j)]
+        cross = ~first & (j < q1)
+        if self.keys.shape[0] and cross.any():
+            want = j[cross] * q2 + (i[cross] - q1)
+            at = np.minimum(np.searchsorted(self.keys, want), self.keys.shape[0] - 1)
+            out[cross] = np.where(self.keys[at] == want, q1 + at, -1)
+        later = ~first & ~cross
+        out[later] = q1 + self.keys.shape[0] + (i[later] - q1) * q2 + (j[later] - q1)
+        return out

@@ -88,6 +88,14 @@ def test_gradient_matches_differences_inside(name, reml, weights):
     check_gradient(obj, theta, np.zeros(theta.shape, bool))
 
 
+@pytest.mark.parametrize("name", ["nested", "crossed"])
+def test_gradient_through_the_schur_factor(name):
+    """The Schur factor's selected inverse (schur.SchurInverse) in the gradient."""
+    _, _, frame = structure_frame(name, weights=True)
+    obj = LmmObjective(accumulate(frame), reml=True, factor_mode="schur")
+    check_gradient(obj, interior_theta(obj, 2), np.zeros(obj.theta_map.n_theta, bool))
+
+
 @pytest.mark.parametrize("name", list(STRUCTURES))
 @pytest.mark.parametrize("reml", [True, False])
 def test_gradient_with_fixed_sigma(name, reml):

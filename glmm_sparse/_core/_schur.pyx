@@ -59,3 +59,22 @@ def schur_subtract(const double[::1] bx, const int[::1] bcol, const double[::1] 
                         rend = p + 1
                     for r in range(cuts[i, tb], rend):
                         row[bcol[r]] -= va * bx[r]
+
+
+def on_pattern_product(const double[::1] bx, const int[::1] bptr, const int[::1] bcol,
+                       const double[:, ::1] Sigma, double[::1] out):
+    """out[p] = (B Sigma)[i, bcol[p]] for every entry p of B (row i): the sum over row i's
+    entries r of bx[r] * Sigma[bcol[r], bcol[p]]; Sigma symmetric, q2 x q2."""
+    cdef Py_ssize_t q1 = bptr.shape[0] - 1, i, p, r
+    cdef double acc
+    cdef const double *col
+    if out.shape[0] != bx.shape[0] or Sigma.shape[0] != Sigma.shape[1]:
+        raise ValueError("out must have one entry per entry of B, and Sigma be square")
+    with nogil:
+        for i in range(q1):
+            for p in range(bptr[i], bptr[i + 1]):
+                col = &Sigma[bcol[p], 0]  # Sigma's row bcol[p] = its column (symmetric)
+                acc = 0.0
+                for r in range(bptr[i], bptr[i + 1]):
+                    acc = acc + bx[r] * col[bcol[r]]
+                out[p] = acc

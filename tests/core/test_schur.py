@@ -155,3 +155,35 @@ def test_applies_only_to_a_scalar_first_term_with_a_narrow_rest(monkeypatch):
     assert not schur.applies(pattern)
     with pytest.raises(ValueError, match="scalar first term"):
         schur.SchurFactor(pattern)
+
+
+def test_selected_inverse_equals_the_dense_inverse_on_the_pattern_of_L():
+    pattern, values, M = spd_problem(90, 30, 6, seed=7)
+    A = M + np.eye(M.shape[0])
+    F = schur.SchurFactor(pattern)
+    F.factorize(values, 1.0)
+    inv = F.selected_inverse()
+    Ainv = np.linalg.inv(A)
+    indptr, rows, _ = F.sparse_L()
+    cols = np.repeat(np.arange(A.shape[0]), np.diff(indptr))
+    at = inv.positions(rows, cols)
+    assert at.min() >= 0
+    np.testing.assert_allclose(inv.values[at], Ainv[rows, cols], rtol=1e-11, atol=1e-14)
+    # off L's pattern: first-block pairs and B's structural zeros are not computed
+    in_b = (rows >= 90) & (cols < 90)
+    Bd = np.zeros((90, 30), dtype=bool)
+    Bd[cols[in_b], rows[in_b] - 90] = True
+    i, j = np.argwhere(~Bd)[0]
+    assert inv.positions(np.array([5, 90 + j]), np.array([3, i])).tolist() == [-1, -1]
+
+
+def test_on_pattern_product_equals_dense_b_times_sigma():
+    B = random_csr(40, 12, 4, seed=8)
+    rng = np.random.default_rng(8)
+    G = rng.standard_normal((12, 12))
+    Sigma = G + G.T
+    out = np.empty(B.nnz)
+    _schur.on_pattern_product(B.data, B.indptr.astype(np.int32), B.indices.astype(np.int32),
+                              Sigma, out)
+    rows = np.repeat(np.arange(40), np.diff(B.indptr))
+    np.testing.assert_allclose(out, (B.toarray() @ Sigma)[rows, B.indices], atol=1e-13)
