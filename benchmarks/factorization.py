@@ -4,7 +4,9 @@
 
 The matrices are the M = Lambda'Z'Z Lambda + I of lmer at the start theta for the crossed
 benchmark shapes (glmm_sparse.synthetic, seed 1): what objective.fastest_factor chooses
-between. Times are the minimum of 3 factorizations after the analysis.
+between, CHOLMOD's modes and orderings and the Schur complement of the first term's
+diagonal block (schur.py, "analysis": its set-up). Times are the minimum of 3
+factorizations after the analysis.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from glmm_sparse.crossprod import accumulate
 from glmm_sparse.formula import parse_formula
 from glmm_sparse.frame import build_frame
 from glmm_sparse.objective import LmmObjective
+from glmm_sparse.schur import SchurFactor
 from glmm_sparse.synthetic import INSTEVAL_FORMULA, Design, insteval_like, simulate
 
 SHAPES = {
@@ -25,7 +28,7 @@ SHAPES = {
     "InstEval shape, 73,421 rows": (None, 73_421),
 }
 CANDIDATES = [("natural", "simplicial"), ("natural", "supernodal"), ("default", "simplicial"),
-              ("default", "supernodal")]
+              ("default", "supernodal"), ("natural", "schur")]
 
 
 def objective_at_start(design, rows) -> LmmObjective:
@@ -47,7 +50,8 @@ def timed(shape):
     rows = []
     for ordering, mode in CANDIDATES:
         start = time.perf_counter()
-        factor = SymbolicFactor(pat.indptr, pat.indices, pat.q, mode, ordering)
+        factor = (SchurFactor(pat) if mode == "schur"
+                  else SymbolicFactor(pat.indptr, pat.indices, pat.q, mode, ordering))
         analyse = time.perf_counter() - start
         times = []
         for _ in range(3):
@@ -66,6 +70,7 @@ def main() -> None:
     for shape in SHAPES:
         for s, q, nnz, ordering, mode, analyse, factor, nnz_l in timed(shape):
             name = "AMD (CHOLMOD default)" if ordering == "default" else ordering
+            mode = "Schur complement (schur.py)" if mode == "schur" else mode
             print(f"| {s} | {q:,} | {nnz:,} | {name} | {mode} | {analyse:.3f} | {factor:.3f} "
                   f"| {nnz_l:,.0f} |")
 
