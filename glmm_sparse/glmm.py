@@ -18,7 +18,7 @@ from .optimize import OptSummary, minimize_theta
 from .errors import DataError, NumericalError
 from .parallel import row_chunks
 from .pirls import (GlmmData, PirlsState, deviance, factor_at_mode, linear_predictor, pirls,
-                    point_of)
+                    point_of, same_effects)
 from .rowpass import Point, row_pass
 from .terms import ones_column
 from .scaling import beta_units
@@ -62,6 +62,7 @@ class GlmmObjective:
         self.n_theta = self.pls.theta_map.n_theta
         self.eta0 = eta0  # the family's start, where PIRLS restarts when a warm start fails
         self.state = PirlsState(np.zeros(cp0.q), beta0, eta0, from_start=True)
+        self.mode_T = None  # the T_t of the theta at which self.state is the mode
         self.joint = True  # which PIRLS the factor in self.pls reflects
         # binomial, Poisson: -2 sum log p(y | mu) = sum devres - 2 loglik_saturated, and the
         # saturated part depends on y only: once per fit instead of lgamma per row and call
@@ -70,7 +71,8 @@ class GlmmObjective:
     # -- updates ----------------------------------------------------------------------
     def update_stage1(self, theta) -> None:
         """PIRLS for (u, beta) at theta, then the factor at the mode."""
-        self.state = self._pirls(self.state, theta, joint=True)
+        self.state = self._pirls(self._warm(theta, self.state.beta), theta, joint=True)
+        self.mode_T = self.pls.T
         factor_at_mode(self.pls, self.data, self.state, theta, joint=True)
         self.joint = True
 
@@ -78,10 +80,19 @@ class GlmmObjective:
         """PIRLS for u at (theta, beta) = params, then the factor at the mode."""
         params = np.asarray(params, dtype=np.float64)
         theta, beta = params[:self.n_theta], params[self.n_theta:]
-        start = PirlsState(self.state.u, beta, self.state.eta, from_start=self.state.from_start)
-        self.state = self._pirls(start, theta, joint=False)
+        self.state = self._pirls(self._warm(theta, beta), theta, joint=False)
+        self.mode_T = self.pls.T
         factor_at_mode(self.pls, self.data, self.state, theta, joint=False)
         self.joint = False
+
+    def _warm(self, theta, beta) -> PirlsState:
+        """Where PIRLS at (theta, beta) starts: the previous mode's random effects b
+        (``same_effects``), or the family's start before any mode exists."""
+        state = self.state
+        if state.from_start or self.mode_T is None:
+            return PirlsState(state.u, beta, state.eta, from_start=state.from_start)
+        T_new = self.pls.theta_map.factors(np.asarray(theta, dtype=np.float64))
+        return PirlsState(same_effects(state.u, self.mode_T, T_new, self.pls.cp.offsets), beta)
 
     def _pirls(self, start: PirlsState, theta, *, joint: bool) -> PirlsState:
         """PIRLS from the previous mode; if that fails, once more from the family's start.
