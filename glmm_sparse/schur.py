@@ -146,12 +146,14 @@ class SchurFactor:
             raise ValueError(f"right side has {rhs.shape[0]} rows, factor has {self.n}")
         if system in ("P", "Pt"):
             out = rhs.copy()
-        elif system == "L":
-            out = self._lower(rhs)
-        elif system == "Lt":
-            out = self._upper(rhs)
         else:
-            out = self._upper(self._lower(rhs))
+            with one_blas_thread():  # as the factorization: the same bits, no idle spinners
+                if system == "L":
+                    out = self._lower(rhs)
+                elif system == "Lt":
+                    out = self._upper(rhs)
+                else:
+                    out = self._upper(self._lower(rhs))
         return out[:, 0] if vector else out
 
     def _lower(self, r: np.ndarray) -> np.ndarray:
@@ -246,11 +248,13 @@ class SchurInverse:
     def __init__(self, factor: SchurFactor):
         q1, q2 = factor.q1, factor.q2
         self.q1, self.q2 = q1, q2
-        U, info = lapack.dpotri(factor.S.T, lower=0, overwrite_c=0)  # S^-1, upper of S.T
+        with one_blas_thread():
+            U, info = lapack.dpotri(factor.S.T, lower=0, overwrite_c=0)  # upper of S^-1
         if info != 0:
             raise CholmodError(f"LAPACK dpotri failed with info {info}")
-        Sigma = np.triu(U) + np.triu(U, 1).T
-        Sigma = np.ascontiguousarray(Sigma)
+        Sigma = np.ascontiguousarray(U)
+        below = np.tril_indices(q2, -1)
+        Sigma[below] = Sigma.T[below]  # dpotri leaves the other triangle as it found it
         BS = np.empty(factor.bpos.shape[0])
         _schur.on_pattern_product(factor.B.data, factor.bptr, factor.bcol, Sigma, BS)
         dinv = 1.0 / factor.d
