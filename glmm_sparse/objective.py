@@ -22,7 +22,7 @@ from ._core._cholmod import CholmodNotPositiveDefiniteError, SymbolicFactor
 from .blockdiag import BlockDiagonalFactor
 from .crossprod import CrossProducts
 from .errors import FactorMemoryError, ModelSpecError, NumericalError
-from .memory import check_factor_fits
+from .memory import check_factor_fits, check_schur_fits
 from .pattern import MPattern, build_pattern
 from .scaling import power_of_ten
 
@@ -115,9 +115,8 @@ def fastest_factor(pattern: MPattern, Mx: np.ndarray, mode: str):
                 "factor_mode='schur' needs a scalar first random-effects term, (1 | g), "
                 f"followed by other terms of at most {schur.MAX_COLUMNS:,} random effects "
                 "in all; use factor_mode='measure'")
-        factor = schur.SchurFactor(pattern)
-        check_factor_fits(factor)
-        return factor
+        _check_schur_fits(pattern)
+        return schur.SchurFactor(pattern)
     ordering, probe = best_ordering(pattern)
     no_fill = probe.factor_nnz() <= NO_FILL_RATIO * pattern.nnz
     if mode == "measure" and (probe.factor_nnz() < MEASURE_ABOVE_NNZ or no_fill):
@@ -139,6 +138,12 @@ def fastest_factor(pattern: MPattern, Mx: np.ndarray, mode: str):
     return _faster_mode(pattern, Mx, held, ordering)
 
 
+def _check_schur_fits(pattern: MPattern) -> None:
+    """The memory guard of the Schur factor, before it is set up."""
+    q1 = pattern.diag_pos[0].shape[0]
+    check_schur_fits(schur.schur_bytes(pattern), q1, pattern.q - q1, pattern.nnz - pattern.q)
+
+
 def _time_factorization(factor, Mx: np.ndarray) -> float:
     """Seconds of one factorization of M at the values Mx (the start theta's)."""
     start = time.perf_counter()
@@ -157,11 +162,11 @@ def _schur_against_supernodal(pattern: MPattern, Mx: np.ndarray, ordering: str):
     the simplicial factorization loses too (it wins on light fill only): it is not
     timed then (0.2 s on the InstEval shape).
     """
-    candidate = schur.SchurFactor(pattern)
     try:
-        check_factor_fits(candidate)
+        _check_schur_fits(pattern)
     except FactorMemoryError:
         return None
+    candidate = schur.SchurFactor(pattern)
     # the first factorization also starts the thread pool and looks up the BLAS libraries
     # (a fresh process's InstEval fit: 0.1 s, so the first one would lose every race)
     _time_factorization(candidate, Mx)

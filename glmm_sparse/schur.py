@@ -51,6 +51,19 @@ def applies(pattern: MPattern) -> bool:
     return 0 < pattern.q - q1 <= MAX_COLUMNS
 
 
+def schur_bytes(pattern: MPattern) -> int:
+    """Bytes the Schur factor of this pattern holds and needs at its peak: S, and for the
+    selected inverse S^-1 twice (LAPACK's and the symmetric copy), each q2 x q2 dense; B's
+    entries (values, column, position in M's values, scipy's index copy: 24 bytes), the
+    tile cuts, and the set-up's temporaries (56 bytes per entry of M)."""
+    q1 = pattern.diag_pos[0].shape[0]
+    q2 = pattern.q - q1
+    pairs = pattern.nnz - pattern.q  # M's off-diagonal entries: at most B's and C's
+    ntiles = -(-q2 // TILE)
+    held = 3 * 8 * q2 * q2 + 24 * pairs + 4 * q1 * (ntiles + 1) + 8 * q1
+    return held + 56 * pattern.nnz
+
+
 class SchurFactor:
     """L L' = M + beta I by the Schur complement of M's diagonal first block.
 
@@ -248,19 +261,24 @@ class SchurInverse:
     def __init__(self, factor: SchurFactor):
         q1, q2 = factor.q1, factor.q2
         self.q1, self.q2 = q1, q2
+        nb = factor.bpos.shape[0]
+        self.values = np.empty(q1 + nb + q2 * q2)
+        Sigma = self.values[q1 + nb:].reshape(q2, q2)
         with one_blas_thread():
             U, info = lapack.dpotri(factor.S.T, lower=0, overwrite_c=0)  # upper of S^-1
         if info != 0:
             raise CholmodError(f"LAPACK dpotri failed with info {info}")
-        Sigma = np.ascontiguousarray(U)
-        below = np.tril_indices(q2, -1)
-        Sigma[below] = Sigma.T[below]  # dpotri leaves the other triangle as it found it
-        BS = np.empty(factor.bpos.shape[0])
+        # U's other triangle is S.T's, zeros (factorize fills S's lower triangle only)
+        np.add(U, U.T, out=Sigma)
+        Sigma.ravel()[:: q2 + 1] = np.diagonal(U)
+        del U
+        BS = np.empty(nb)
         _schur.on_pattern_product(factor.B.data, factor.bptr, factor.bcol, Sigma, BS)
         dinv = 1.0 / factor.d
         rows = np.repeat(np.arange(q1), np.diff(factor.bptr))
-        diag = dinv + dinv**2 * np.bincount(rows, weights=BS * factor.B.data, minlength=q1)
-        self.values = np.concatenate([diag, -dinv[rows] * BS, Sigma.ravel()])
+        self.values[:q1] = dinv + dinv**2 * np.bincount(rows, weights=BS * factor.B.data,
+                                                        minlength=q1)
+        self.values[q1:q1 + nb] = -dinv[rows] * BS
         self.keys = rows.astype(np.int64) * q2 + factor.bcol  # B's entries, sorted (CSR)
 
     def positions(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ from glmm_sparse._core._cholmod import SymbolicFactor
 import glmm_sparse as gs
 import glmm_sparse.pattern
 from glmm_sparse import memory
+from glmm_sparse.blas import one_blas_thread
 from glmm_sparse.condvar import condvar_blocks
 from glmm_sparse.crossprod import accumulate
 from glmm_sparse.errors import FactorMemoryError, GlmmSparseError
@@ -234,6 +235,8 @@ def test_condvar_bytes_bound_the_conditional_variances(crossed, mode):
     obj = LmmObjective(accumulate(build_frame(parse_formula(formula), formula, crossed)),
                        reml=True, factor_mode=mode)
     obj.update(obj.theta)
+    with one_blas_thread():  # its first use looks up the BLAS libraries: not condvar's memory
+        pass
     tracemalloc.start()
     condvar_blocks(obj, 1.0)
     _, peak = tracemalloc.get_traced_memory()
@@ -331,3 +334,46 @@ def test_measure_mode_falls_back_to_the_mode_that_fits(monkeypatch):
     monkeypatch.setenv("GLMM_SPARSE_MEMORY_BUDGET", str(budget))
     obj = LmmObjective(cp, reml=True)
     assert not obj.factor.is_supernodal
+
+
+def schur_pattern():
+    from glmm_sparse.synthetic import INSTEVAL_FORMULA, insteval_like
+
+    data, _ = insteval_like(20_000, seed=3)
+    frame = build_frame(parse_formula(INSTEVAL_FORMULA), INSTEVAL_FORMULA, data)
+    return LmmObjective(accumulate(frame), reml=True, factor_mode="simplicial")
+
+
+def test_schur_bytes_bound_the_schur_factor_and_its_inverse():
+    from glmm_sparse.schur import SchurFactor, schur_bytes
+
+    obj = schur_pattern()
+    with one_blas_thread():  # as above: the libraries' lookup is not the factor's
+        pass
+    tracemalloc.start()
+    F = SchurFactor(obj.pattern)
+    F.factorize(obj.Mx, 1.0)
+    F.selected_inverse()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    need = schur_bytes(obj.pattern)
+    assert peak <= need <= 3 * peak
+
+
+def test_tiny_budget_refuses_the_schur_factor_and_measure_goes_sparse(monkeypatch):
+    from glmm_sparse.schur import SchurFactor, schur_bytes
+
+    obj = schur_pattern()
+    need = schur_bytes(obj.pattern)
+    q1 = obj.pattern.diag_pos[0].shape[0]
+    with pytest.raises(FactorMemoryError, match="Schur-complement factor"):
+        memory.check_schur_fits(need, q1, obj.pattern.q - q1, 10, budget=need - 1)
+    memory.check_schur_fits(need, q1, obj.pattern.q - q1, 10, budget=need)
+    # a Schur factor larger than any budget: refused by name, passed over by "measure"
+    monkeypatch.setattr("glmm_sparse.schur.schur_bytes", lambda pattern: 1 << 62)
+    with pytest.raises(FactorMemoryError, match="factor_mode='schur'"):
+        LmmObjective(obj.cp, reml=True, factor_mode="schur")
+    monkeypatch.setattr("glmm_sparse.objective.MEASURE_ABOVE_NNZ", 0)
+    monkeypatch.setattr("glmm_sparse.objective._time_factorization",
+                        lambda f, Mx: 0.0 if isinstance(f, SchurFactor) else 1.0)
+    assert not isinstance(LmmObjective(obj.cp, reml=True).factor, SchurFactor)
