@@ -95,7 +95,7 @@ def fastest_factor(pattern: MPattern, Mx: np.ndarray, mode: str):
     Which one wins depends on the structure and the BLAS: the supernodal factorization
     wins where fill makes dense blocks (crossed designs: 0.12 s against 0.28 s for
     10^4 x 10^3 crossed levels), the simplicial one on nearly diagonal patterns, and the
-    Schur complement of a scalar first term (schur.py) where the later terms' block
+    Schur complement of the first term's block-diagonal block (schur.py) where the later terms' block
     fills in completely (0.035 s there). Above MEASURE_ABOVE_NNZ entries in L, one
     factorization of each at the start theta decides; the simplicial one is not timed
     where the Schur factor beats the supernodal one (pass mode "simplicial",
@@ -112,9 +112,10 @@ def fastest_factor(pattern: MPattern, Mx: np.ndarray, mode: str):
     if mode == "schur":
         if not schur.applies(pattern):
             raise ModelSpecError(
-                "factor_mode='schur' needs a scalar first random-effects term, (1 | g), "
-                f"followed by other terms of at most {schur.MAX_COLUMNS:,} random effects "
-                "in all; use factor_mode='measure'")
+                "factor_mode='schur' needs two or more random-effects terms, the first of "
+                f"at most {schur.MAX_K} columns (as (1 | g) or (1 + x | g)) and the later "
+                f"ones of at most {schur.MAX_COLUMNS:,} random effects in all; use "
+                "factor_mode='measure'")
         _check_schur_fits(pattern)
         return schur.SchurFactor(pattern)
     ordering, probe = best_ordering(pattern)

@@ -1,19 +1,20 @@
-"""The Cholesky factor of M through the Schur complement of a diagonal first block.
+"""The Cholesky factor of M through the Schur complement of its block-diagonal first block.
 
-When the first random-effects term is a scalar ``(1 | g1)`` (lme4's order puts the factor
-with most levels first), M's first q1 x q1 block is diagonal, D, and
+lme4's term order puts the factor with most levels first, and M's block of that first
+term is block diagonal: D, one k x k block per level (diagonal for a scalar ``(1 | g1)``).
+With L_D the Cholesky factors of those blocks,
 
-    M + beta I = [D  B]  =  L L',   L = [D^1/2         0  ]
-                 [B' C]                 [B' D^-1/2    L_S ]
+    M + beta I = [D  B]  =  L L',   L = [L_D           0  ]     B~ = L_D^-1 B
+                 [B' C]                 [B~'          L_S ]
 
-with L_S L_S' = S = C - B' D^-1 B, the q2 x q2 Schur complement of the other terms. On
+with L_S L_S' = S = C - B~'B~, the q2 x q2 Schur complement of the other terms. On
 crossed designs S is dense (every level of g2 meets every other through some level of
 g1), and this is what a sparse factorization spends its time on: CHOLMOD's supernodal
 code forms S by one small update per level of g1, each scattered into S, then factors
 S. Here S is formed tile by tile (``_core/_schur.pyx``: each pass of the rows' updates
 lands in one cache-sized tile), on both cores, and factored by LAPACK: 3x faster than
-CHOLMOD on 10^4 x 10^3 crossed levels with PIRLS weights (binomial), 2x on the InstEval
-shape, where S is 1,156 wide.
+CHOLMOD on 10^4 x 10^3 crossed levels with PIRLS weights (binomial), 1.5x on the
+InstEval shape, where S is 1,156 wide.
 
 ``SchurFactor`` has the interface of ``_core._cholmod.SymbolicFactor`` that the
 objective, PIRLS, the conditional variances and the memory guard use (as
@@ -27,7 +28,7 @@ import scipy.linalg
 import scipy.sparse
 from scipy.linalg import lapack
 
-from ._core import _schur
+from ._core import _blockdiag, _schur
 from ._core._cholmod import CholmodError, CholmodNotPositiveDefiniteError
 from .blas import one_blas_thread
 from .parallel import run_all
@@ -38,17 +39,19 @@ TILE = 256  # S's tiles, TILE x TILE doubles (512 KB: one core's L2 here)
 # Above this width the dense S (8 q2^2 bytes) and its O(q2^3) factorization stop paying:
 # a sparse factor keeps whatever sparsity the later terms' blocks have.
 MAX_COLUMNS = 4096
+MAX_K = 8  # columns of the first term (the compiled per-level solves hold k on the stack)
 SLOTS = 2  # the tile pairs are split into this many runs, one per task (results do not
 # depend on it: each tile pair is one task's, rows in order)
 
 
 def applies(pattern: MPattern) -> bool:
-    """Whether M has the structure: a scalar first term (diagonal first block) and later
-    terms of at most MAX_COLUMNS columns in all."""
-    if len(pattern.diag_pos) < 2 or pattern.diag_pos[0].shape[1] != 1:
+    """Whether M has the structure: at least two terms, the first of at most MAX_K
+    columns (its block of M is block diagonal), the later ones of at most MAX_COLUMNS
+    random effects in all."""
+    if len(pattern.diag_pos) < 2 or pattern.diag_pos[0].shape[1] > MAX_K:
         return False
-    q1 = pattern.diag_pos[0].shape[0]
-    return 0 < pattern.q - q1 <= MAX_COLUMNS
+    nlev, k, _ = pattern.diag_pos[0].shape
+    return 0 < pattern.q - nlev * k <= MAX_COLUMNS
 
 
 def schur_bytes(pattern: MPattern) -> int:
@@ -56,7 +59,7 @@ def schur_bytes(pattern: MPattern) -> int:
     selected inverse S^-1 twice (LAPACK's and the symmetric copy), each q2 x q2 dense; B's
     entries (values, column, position in M's values, scipy's index copy: 24 bytes), the
     tile cuts, and the set-up's temporaries (56 bytes per entry of M)."""
-    q1 = pattern.diag_pos[0].shape[0]
+    q1 = pattern.diag_pos[0].shape[0] * pattern.diag_pos[0].shape[1]
     q2 = pattern.q - q1
     pairs = pattern.nnz - pattern.q  # M's off-diagonal entries: at most B's and C's
     ntiles = -(-q2 // TILE)
@@ -65,25 +68,28 @@ def schur_bytes(pattern: MPattern) -> int:
 
 
 class SchurFactor:
-    """L L' = M + beta I by the Schur complement of M's diagonal first block.
+    """L L' = M + beta I by the Schur complement of M's block-diagonal first block.
 
-    ``pattern``: M's upper triangle in CSC (objective.build_pattern), whose first term is
-    scalar (``applies``).
+    ``pattern``: M's upper triangle in CSC (objective.build_pattern), whose structure
+    ``applies``.
     """
 
     def __init__(self, pattern: MPattern):
         if not applies(pattern):
-            raise ValueError("the Schur factor needs a scalar first term and at most "
-                             f"{MAX_COLUMNS} columns in the later terms")
-        q, q1 = pattern.q, pattern.diag_pos[0].shape[0]
+            raise ValueError(f"the Schur factor needs a first term of at most {MAX_K} columns "
+                             f"and at most {MAX_COLUMNS} columns in the later terms")
+        self.diag_pos = np.ascontiguousarray(pattern.diag_pos[0], dtype=np.int64)
+        nlev, k, _ = self.diag_pos.shape
+        q, q1 = pattern.q, nlev * k
         indptr = np.asarray(pattern.indptr, dtype=np.int64)
         rows = np.asarray(pattern.indices, dtype=np.int64)
         cols = np.repeat(np.arange(q, dtype=np.int64), np.diff(indptr))
-        if indptr[q1] != q1 or np.any(rows[:q1] != np.arange(q1)):
-            raise ValueError("the first term's block of M is not diagonal")
-        self.n, self.nnz, self.q1, self.q2 = q, int(rows.shape[0]), q1, q - q1
-        self.dpos = np.arange(q1, dtype=np.int64)  # the diagonal's columns come first
-        upper = np.arange(q1, rows.shape[0], dtype=np.int64)
+        first = np.arange(indptr[q1], dtype=np.int64)
+        if np.any(rows[first] // k != cols[first] // k):
+            raise ValueError("the first term's block of M is not block diagonal")
+        self.n, self.nnz, self.q1, self.q2, self.nlev, self.k = (
+            q, int(rows.shape[0]), q1, q - q1, nlev, k)
+        upper = np.arange(indptr[q1], rows.shape[0], dtype=np.int64)
         in_b = rows[upper] < q1
         b_at, c_at = upper[in_b], upper[~in_b]
         order = np.argsort(rows[b_at], kind="stable")  # CSR: by row, columns kept in order
@@ -97,35 +103,32 @@ class SchurFactor:
         self.cuts = np.empty((q1, ntiles + 1), dtype=np.int32)
         _schur.row_cuts(self.bptr, self.bcol, TILE, ntiles, self.cuts)
         self.runs, self.updates = _split_pairs(ntiles, self.cuts, SLOTS)
-        self.B = scipy.sparse.csr_matrix(
+        self.B = scipy.sparse.csr_matrix(  # B~ = L_D^-1 B once factored
             (np.zeros(self.bpos.shape[0]), self.bcol, self.bptr), shape=(q1, self.q2))
+        self.LD = np.zeros((nlev, k, k))
         self.S = np.zeros((self.q2, self.q2))  # L_S in its lower triangle once factored
-        self.d = np.ones(q1)
         self.is_supernodal = False
         self.is_factorized = False
 
     # -- factorization -----------------------------------------------------------------
     def factorize(self, values, beta: float = 0.0) -> None:
-        """D, B and L_S of M + beta I for M's upper-triangle values (length nnz)."""
+        """L_D, B~ and L_S of M + beta I for M's upper-triangle values (length nnz)."""
         values = np.ascontiguousarray(values, dtype=np.float64)
         if values.shape != (self.nnz,):
             raise ValueError(f"expected {self.nnz} values, got {values.shape}")
         self.is_factorized = False
-        d = values[self.dpos] + beta
-        bad = np.flatnonzero(~(d > 0))
-        if bad.size:
+        bad = _blockdiag.block_cholesky(values, self.diag_pos, float(beta), self.LD)
+        if bad >= 0:
             raise CholmodNotPositiveDefiniteError(
-                f"matrix not positive definite at column {bad[0]}", int(bad[0]))
-        self.d = d
-        bx = values[self.bpos]
-        self.B.data[:] = bx
+                f"matrix not positive definite at column {bad}", int(bad))
+        bx = self.B.data
+        bx[:] = values[self.bpos]
+        _schur.level_rows_solve(self.LD, bx, self.bptr, bx, False)
         S = self.S
         S.fill(0.0)
         S.ravel()[self.c_at] = values[self.cpos]
         S.ravel()[:: self.q2 + 1] += beta
-        dinv = 1.0 / d
-        run_all([lambda pairs=pairs: _schur.schur_subtract(bx, self.bcol, dinv, self.cuts,
-                                                           pairs, S)
+        run_all([lambda pairs=pairs: _schur.schur_subtract(bx, self.bcol, self.cuts, pairs, S)
                  for pairs in self.runs], self.updates)
         with one_blas_thread():  # one thread: faster at these orders, and the same bits
             _, info = lapack.dpotrf(S.T, lower=0, clean=0, overwrite_a=1)
@@ -143,9 +146,10 @@ class SchurFactor:
 
     # -- queries -------------------------------------------------------------------------
     def logdet(self) -> float:
-        """log det(M + beta I) = sum log d + 2 sum log diag(L_S)."""
+        """log det(M + beta I) = 2 sum log diag(L_D) + 2 sum log diag(L_S)."""
         self._require_numeric()
-        return float(np.log(self.d).sum() + 2.0 * np.log(np.diagonal(self.S)).sum())
+        return float(2.0 * (np.log(np.diagonal(self.LD, axis1=1, axis2=2)).sum()
+                            + np.log(np.diagonal(self.S)).sum()))
 
     def solve(self, system: str, B) -> np.ndarray:
         """X solving ``system`` for the dense right side B (a vector or n x m)."""
@@ -170,21 +174,26 @@ class SchurFactor:
         return out[:, 0] if vector else out
 
     def _lower(self, r: np.ndarray) -> np.ndarray:
-        """L y = r: y1 = D^-1/2 r1, y2 = L_S^-1 (r2 - B' D^-1 r1)."""
-        q1, sd = self.q1, np.sqrt(self.d)[:, None]
+        """L y = r: y1 = L_D^-1 r1, y2 = L_S^-1 (r2 - B~' y1)."""
+        q1 = self.q1
         y = np.empty_like(r)
-        y[:q1] = r[:q1] / sd
-        rhs2 = r[q1:] - self.B.T @ (r[:q1] / self.d[:, None])
+        y1 = np.empty((q1, r.shape[1]))
+        _blockdiag.block_lower_solve(self.LD, np.ascontiguousarray(r[:q1]), y1)
+        y[:q1] = y1
+        rhs2 = r[q1:] - self.B.T @ y1
         y[q1:] = scipy.linalg.solve_triangular(self.S, rhs2, lower=True, check_finite=False)
         return y
 
     def _upper(self, y: np.ndarray) -> np.ndarray:
-        """L' x = y: x2 = L_S^-T y2, x1 = D^-1/2 y1 - D^-1 B x2."""
-        q1, sd = self.q1, np.sqrt(self.d)[:, None]
+        """L' x = y: x2 = L_S^-T y2, x1 = L_D^-T (y1 - B~ x2)."""
+        q1 = self.q1
         x = np.empty_like(y)
         x[q1:] = scipy.linalg.solve_triangular(self.S, y[q1:], lower=True, trans="T",
                                                check_finite=False)
-        x[:q1] = y[:q1] / sd - (self.B @ x[q1:]) / self.d[:, None]
+        x1 = np.empty((q1, y.shape[1]))
+        _blockdiag.block_upper_solve(self.LD, np.ascontiguousarray(y[:q1] - self.B @ x[q1:]),
+                                     x1)
+        x[:q1] = x1
         return x
 
     def perm(self) -> np.ndarray:
@@ -194,37 +203,42 @@ class SchurFactor:
     def sparse_L(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """L in CSC (indptr, row indices sorted within columns, values), lower triangle."""
         self._require_numeric()
-        q1, q2 = self.q1, self.q2
-        sd = np.sqrt(self.d)
+        q1, q2, k = self.q1, self.q2, self.k
         counts_b = np.diff(self.bptr).astype(np.int64)
-        # columns < q1: the diagonal, then rows q1 + B's columns (sorted within a row)
-        heads = np.concatenate([[0], np.cumsum(counts_b + 1)])[:-1]
-        n_first = int(q1 + counts_b.sum())
-        idx1 = np.empty(n_first, dtype=np.int64)
-        val1 = np.empty(n_first)
-        idx1[heads] = np.arange(q1)
-        val1[heads] = sd
-        tail = np.ones(n_first, dtype=bool)
-        tail[heads] = False
-        idx1[tail] = q1 + self.bcol.astype(np.int64)
-        val1[tail] = self.B.data / np.repeat(sd, counts_b)
+        # columns < q1 (level l, component j): L_D's rows l*k + j .. l*k + k - 1, then
+        # rows q1 + B~'s columns in row l*k + j
+        within = k - np.arange(q1, dtype=np.int64) % k
+        counts1 = within + counts_b
+        heads = np.concatenate([[0], np.cumsum(counts1)])[:-1]
+        idx1 = np.empty(int(counts1.sum()), dtype=np.int64)
+        val1 = np.empty(idx1.shape[0])
+        in_block = np.zeros(idx1.shape[0], dtype=bool)
+        for d in range(k):  # the d-th entry below the diagonal of each column's block
+            has = within > d
+            at = heads[has] + d
+            col = np.flatnonzero(has)
+            idx1[at] = col + d
+            val1[at] = self.LD[col // k, col % k + d, col % k]
+            in_block[at] = True
+        idx1[~in_block] = q1 + self.bcol.astype(np.int64)
+        val1[~in_block] = self.B.data
         # columns >= q1: L_S's lower triangle, column by column
         ii, jj = np.tril_indices(q2)
         order = np.lexsort((ii, jj))
         ii, jj = ii[order], jj[order]
-        idx2 = q1 + ii.astype(np.int64)
-        val2 = self.S[ii, jj]
-        counts = np.concatenate([counts_b + 1, q2 - np.arange(q2, dtype=np.int64)])
+        counts = np.concatenate([counts1, q2 - np.arange(q2, dtype=np.int64)])
         indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        return indptr, np.concatenate([idx1, idx2]), np.concatenate([val1, val2])
+        return (indptr, np.concatenate([idx1, q1 + ii.astype(np.int64)]),
+                np.concatenate([val1, self.S[ii, jj]]))
 
-    def selected_inverse(self) -> "SchurInverse":
+    def selected_inverse(self) -> SchurInverse:
         """M^-1 on the pattern of L + L' (for condvar.SelectedInverse)."""
         self._require_numeric()
         return SchurInverse(self)
 
     def factor_nnz(self) -> int:
-        return int(self.q1 + self.bpos.shape[0] + self.q2 * (self.q2 + 1) // 2)
+        return int(self.nlev * self.k * (self.k + 1) // 2 + self.bpos.shape[0]
+                   + self.q2 * (self.q2 + 1) // 2)
 
     def update_size(self) -> int:
         return 0
@@ -250,20 +264,20 @@ def _split_pairs(ntiles: int, cuts: np.ndarray, slots: int) -> tuple[list[np.nda
 class SchurInverse:
     """Entries of (M + beta I)^-1 where L has entries, from the block form
 
-        M^-1 = [D^-1 + D^-1 B Sigma B' D^-1   -D^-1 B Sigma]    Sigma = S^-1
-               [-Sigma B' D^-1                 Sigma       ]
+        M^-1 = [L_D^-T (I + B~ Sigma B~') L_D^-1    -L_D^-T B~ Sigma]    Sigma = S^-1
+               [-Sigma B~' L_D^-1                    Sigma          ]
 
-    On L's pattern that is: the first block's diagonal, B's entries, all of Sigma; each
-    needs (B Sigma) on B's own pattern only (``_core/_schur.on_pattern_product``). In
-    the layout of condvar's selected inverses: ``values`` and ``positions(i, j)``.
+    On L's pattern that is: the first block's diagonal blocks, B's entries, all of
+    Sigma; each needs (B~ Sigma) on B's own pattern only (``_core/_schur``). In the
+    layout of condvar's selected inverses: ``values`` and ``positions(i, j)``.
     """
 
     def __init__(self, factor: SchurFactor):
-        q1, q2 = factor.q1, factor.q2
-        self.q1, self.q2 = q1, q2
+        q1, q2, k, nlev = factor.q1, factor.q2, factor.k, factor.nlev
+        self.q1, self.q2, self.k = q1, q2, k
         nb = factor.bpos.shape[0]
-        self.values = np.empty(q1 + nb + q2 * q2)
-        Sigma = self.values[q1 + nb:].reshape(q2, q2)
+        self.values = np.empty(nlev * k * k + nb + q2 * q2)
+        Sigma = self.values[nlev * k * k + nb:].reshape(q2, q2)
         with one_blas_thread():
             U, info = lapack.dpotri(factor.S.T, lower=0, overwrite_c=0)  # upper of S^-1
         if info != 0:
@@ -272,27 +286,43 @@ class SchurInverse:
         np.add(U, U.T, out=Sigma)
         Sigma.ravel()[:: q2 + 1] = np.diagonal(U)
         del U
-        BS = np.empty(nb)
-        _schur.on_pattern_product(factor.B.data, factor.bptr, factor.bcol, Sigma, BS)
-        dinv = 1.0 / factor.d
+        Bt = factor.B.data
+        BS = np.empty(nb)  # (B~ Sigma) on B's pattern
+        _schur.on_pattern_product(Bt, factor.bptr, factor.bcol, Sigma, BS)
+        # first block: L_D^-T (I + B~ Sigma B~') L_D^-1, level by level
+        level = np.repeat(np.arange(q1) // k, np.diff(factor.bptr))
+        comp = np.repeat(np.arange(q1) % k, np.diff(factor.bptr))
+        inner = np.zeros((nlev, k, k))
+        for a in range(k):
+            for b in range(k):  # rows a and b of a level hold the same columns, in order
+                inner[:, a, b] = np.bincount(level[comp == a],
+                                             weights=BS[comp == a] * Bt[comp == b],
+                                             minlength=nlev)
+        inner += np.eye(k)
+        Linv = np.linalg.inv(factor.LD)  # k x k triangular blocks
+        self.values[:nlev * k * k] = np.einsum("lba,lbc,lcd->lad", Linv, inner,
+                                               Linv).ravel()
+        # off-diagonal block: -(L_D^-T B~ Sigma) on B's pattern
+        off = self.values[nlev * k * k:nlev * k * k + nb]
+        _schur.level_rows_solve(factor.LD, BS, factor.bptr, off, True)
+        off *= -1.0
         rows = np.repeat(np.arange(q1), np.diff(factor.bptr))
-        self.values[:q1] = dinv + dinv**2 * np.bincount(rows, weights=BS * factor.B.data,
-                                                        minlength=q1)
-        self.values[q1:q1 + nb] = -dinv[rows] * BS
         self.keys = rows.astype(np.int64) * q2 + factor.bcol  # B's entries, sorted (CSR)
+        self.first = nlev * k * k
 
     def positions(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """Index into ``values`` of each (i[k], j[k]), i >= j, or -1 off L's pattern."""
-        q1, q2 = self.q1, self.q2
+        q1, q2, k = self.q1, self.q2, self.k
         i, j = np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64)
         out = np.full(i.shape[0], -1, dtype=np.int64)
-        first = i < q1
-        out[first & (i == j)] = i[first & (i == j)]
-        cross = ~first & (j < q1)
+        block = (i < q1) & (i // k == j // k)
+        out[block] = (i[block] // k) * k * k + (i[block] % k) * k + j[block] % k
+        cross = (i >= q1) & (j < q1)
         if self.keys.shape[0] and cross.any():
             want = j[cross] * q2 + (i[cross] - q1)
             at = np.minimum(np.searchsorted(self.keys, want), self.keys.shape[0] - 1)
-            out[cross] = np.where(self.keys[at] == want, q1 + at, -1)
-        later = ~first & ~cross
-        out[later] = q1 + self.keys.shape[0] + (i[later] - q1) * q2 + (j[later] - q1)
+            out[cross] = np.where(self.keys[at] == want, self.first + at, -1)
+        later = (i >= q1) & (j >= q1)
+        out[later] = (self.first + self.keys.shape[0] + (i[later] - q1) * q2
+                      + (j[later] - q1))
         return out

@@ -65,12 +65,12 @@ def test_every_factor_mode_gives_the_same_criterion(design):
     np.testing.assert_allclose(values, values[0], rtol=1e-12)
 
 
-def test_schur_mode_applies_to_a_scalar_first_term_of_a_crossed_design():
+def test_schur_mode_applies_to_two_or_more_terms():
     # the criterion test above covers the values; here, which designs take it
-    assert isinstance(objective_for(DESIGNS[0], "schur").factor, SchurFactor)
-    for design in DESIGNS[2:]:  # (x | g) first: its first block is not diagonal
-        with pytest.raises(ModelSpecError, match="factor_mode='schur' needs a scalar first"):
-            objective_for(design, "schur")
+    for design in (DESIGNS[0], DESIGNS[1], DESIGNS[3]):  # crossed, nested, crossed + slopes
+        assert isinstance(objective_for(design, "schur").factor, SchurFactor)
+    with pytest.raises(ModelSpecError, match="factor_mode='schur' needs two or more"):
+        objective_for(DESIGNS[2], "schur")  # one term
 
 
 def test_measure_takes_the_schur_factor_only_when_it_beats_the_supernodal_one(monkeypatch):
@@ -119,6 +119,19 @@ def test_glmer_with_the_schur_factor_reaches_the_same_fit():
     design = Design((400, 30), family="binomial")
     frame, _ = simulate(design, 12_000, seed=6)
     a, b = fit_both(glmer, formula=design.formula(), data=frame, family="binomial")
+    np.testing.assert_allclose(a.loglik, b.loglik, rtol=1e-12)
+    np.testing.assert_allclose(a.theta, b.theta, rtol=1e-6)
+    np.testing.assert_allclose(a.fixef, b.fixef, rtol=1e-7)
+    np.testing.assert_allclose(a.ranef["condsd"], b.ranef["condsd"], rtol=1e-6)
+
+
+def test_glmer_with_slopes_through_the_schur_factor_reaches_the_same_fit():
+    """A first term (1 + x1 | g1): M's first block is 2 x 2 block diagonal."""
+    from glmm_sparse import glmer
+
+    design = Design((300, 25), slope=True, family="poisson")
+    frame, _ = simulate(design, 9_000, seed=7)
+    a, b = fit_both(glmer, formula=design.formula(), data=frame, family="poisson")
     np.testing.assert_allclose(a.loglik, b.loglik, rtol=1e-12)
     np.testing.assert_allclose(a.theta, b.theta, rtol=1e-6)
     np.testing.assert_allclose(a.fixef, b.fixef, rtol=1e-7)

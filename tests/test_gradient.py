@@ -88,7 +88,7 @@ def test_gradient_matches_differences_inside(name, reml, weights):
     check_gradient(obj, theta, np.zeros(theta.shape, bool))
 
 
-@pytest.mark.parametrize("name", ["nested", "crossed"])
+@pytest.mark.parametrize("name", ["nested", "crossed", "crossed_slopes"])
 def test_gradient_through_the_schur_factor(name):
     """The Schur factor's selected inverse (schur.SchurInverse) in the gradient."""
     _, _, frame = structure_frame(name, weights=True)

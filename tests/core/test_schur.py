@@ -19,21 +19,30 @@ def random_csr(q1, q2, per_row, seed):
     return B
 
 
-def spd_problem(q1, q2, per_row, seed, c_density=0.05):
-    """M with a diagonal first block, as objective.build_pattern lays it out: the upper
-    triangle in CSC (first q1 columns: the diagonal alone), and the dense matrix."""
+def spd_problem(nlev, q2, per_row, seed, k=1, c_density=0.05):
+    """M with a block-diagonal first block (nlev blocks of k x k), as
+    objective.build_pattern lays it out: the upper triangle in CSC, the first term's
+    levels first, each level's k rows of B with the same columns; and the dense matrix."""
     rng = np.random.default_rng(seed)
-    B = random_csr(q1, q2, per_row, seed)
+    q1 = nlev * k
+    Bl = random_csr(nlev, q2, per_row, seed)  # the columns each level meets
+    B = sp.kron(Bl != 0, np.ones((k, 1)), format="csr").astype(float)
+    B.data = rng.standard_normal(B.nnz)
+    G = rng.standard_normal((nlev, k, k))
+    D = sp.block_diag(list(G @ G.transpose(0, 2, 1) + 0.5 * np.eye(k)))
     C = sp.random(q2, q2, density=c_density, random_state=rng)
     C = C + C.T
-    M = sp.bmat([[sp.diags(np.ones(q1)), B], [B.T, C]]).toarray()
+    M = sp.bmat([[D, B], [B.T, C]]).toarray()
     M += np.diag(np.abs(M).sum(axis=1) * rng.uniform(0.6, 1.2, q1 + q2) + 0.1)
     U = sp.csc_matrix(np.triu(M))
     U.sort_indices()
-    diag_pos = (np.arange(q1, dtype=np.int64).reshape(q1, 1, 1),
-                np.zeros((q2, 1, 1), dtype=np.int64))
+    diag_pos = np.full((nlev, k, k), -1, dtype=np.int64)
+    for c in range(q1):  # the first q1 columns hold their level's block only
+        for at in range(U.indptr[c], U.indptr[c + 1]):
+            r = U.indices[at]
+            diag_pos[c // k, r % k, c % k] = at
     pattern = MPattern(q1 + q2, U.indptr.astype(np.int64), U.indices.astype(np.int64),
-                       diag_pos, ())
+                       (diag_pos, np.zeros((q2, 1, 1), dtype=np.int64)), ())
     return pattern, U.data.copy(), M
 
 
@@ -54,7 +63,6 @@ def test_schur_subtract_equals_dense_lower_triangle(tile):
     q1, q2 = 80, 45
     B = random_csr(q1, q2, 9, seed=tile)
     rng = np.random.default_rng(tile)
-    dinv = rng.uniform(0.1, 2.0, q1)
     S0 = rng.standard_normal((q2, q2))
     ntiles = -(-q2 // tile)
     bptr, bcol = B.indptr.astype(np.int32), B.indices.astype(np.int32)
@@ -62,9 +70,9 @@ def test_schur_subtract_equals_dense_lower_triangle(tile):
     _schur.row_cuts(bptr, bcol, tile, ntiles, cuts)
     pairs = np.array([(a, b) for a in range(ntiles) for b in range(a + 1)], dtype=np.int32)
     S = S0.copy()
-    _schur.schur_subtract(B.data, bcol, dinv, cuts, pairs, S)
+    _schur.schur_subtract(B.data, bcol, cuts, pairs, S)
     Bd = B.toarray()
-    want = S0 - Bd.T @ (dinv[:, None] * Bd)
+    want = S0 - Bd.T @ Bd
     lower = np.tril_indices(q2)
     np.testing.assert_allclose(S[lower], want[lower], rtol=0, atol=1e-12)
     upper = np.triu_indices(q2, 1)
@@ -78,15 +86,16 @@ def test_schur_subtract_refuses_a_pair_above_the_diagonal_or_outside():
     S = np.zeros((8, 8))
     for bad in ([[0, 1]], [[2, 0]]):
         with pytest.raises(ValueError, match="tile pair"):
-            _schur.schur_subtract(B.data, B.indices.astype(np.int32), np.ones(10), cuts,
+            _schur.schur_subtract(B.data, B.indices.astype(np.int32), cuts,
                                   np.array(bad, dtype=np.int32), S)
 
 
 @pytest.mark.parametrize("beta", [0.0, 1.0])
 @pytest.mark.parametrize("tile", [8, 256])
-def test_factor_logdet_and_solves_match_dense(beta, tile, monkeypatch):
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_factor_logdet_and_solves_match_dense(beta, tile, k, monkeypatch):
     monkeypatch.setattr(schur, "TILE", tile)
-    pattern, values, M = spd_problem(120, 40, 7, seed=3)
+    pattern, values, M = spd_problem(120 // k, 40, 7, seed=3, k=k)
     A = M + beta * np.eye(M.shape[0])
     F = schur.SchurFactor(pattern)
     F.factorize(values, beta)
@@ -124,7 +133,7 @@ def test_the_bits_do_not_depend_on_how_the_tiles_are_split(monkeypatch):
 
 
 def test_not_positive_definite_names_the_column():
-    pattern, values, M = spd_problem(30, 10, 4, seed=5)
+    pattern, values, _ = spd_problem(30, 10, 4, seed=5)
     F = schur.SchurFactor(pattern)
     bad = values.copy()
     bad[7] = -1.0  # the 8th diagonal entry of D (the first q1 columns hold it alone)
@@ -143,22 +152,49 @@ def test_not_positive_definite_names_the_column():
     assert 30 <= err.value.column <= 34
 
 
-def test_applies_only_to_a_scalar_first_term_with_a_narrow_rest(monkeypatch):
-    pattern, _, _ = spd_problem(30, 10, 4, seed=6)
+def test_applies_to_a_first_term_of_a_few_columns_with_a_narrow_rest(monkeypatch):
+    pattern, _, _ = spd_problem(15, 10, 4, seed=6, k=2)
     assert schur.applies(pattern)
     one_term = MPattern(pattern.q, pattern.indptr, pattern.indices, pattern.diag_pos[:1], ())
     assert not schur.applies(one_term)
-    slope_first = MPattern(pattern.q, pattern.indptr, pattern.indices,
-                           (np.zeros((15, 2, 2), dtype=np.int64), pattern.diag_pos[1]), ())
-    assert not schur.applies(slope_first)
+    monkeypatch.setattr(schur, "MAX_K", 1)
+    assert not schur.applies(pattern)
+    monkeypatch.setattr(schur, "MAX_K", 8)
     monkeypatch.setattr(schur, "MAX_COLUMNS", 9)
     assert not schur.applies(pattern)
-    with pytest.raises(ValueError, match="scalar first term"):
+    with pytest.raises(ValueError, match="first term of at most"):
         schur.SchurFactor(pattern)
 
 
-def test_selected_inverse_equals_the_dense_inverse_on_the_pattern_of_L():
-    pattern, values, M = spd_problem(90, 30, 6, seed=7)
+def test_level_rows_solve_equals_dense_block_solves():
+    rng = np.random.default_rng(9)
+    nlev, k = 12, 3
+    Bl = random_csr(nlev, 20, 5, seed=9)
+    B = sp.kron(Bl != 0, np.ones((k, 1)), format="csr").astype(float)
+    B.data = rng.standard_normal(B.nnz)
+    L = np.tril(rng.standard_normal((nlev, k, k))) + 3 * np.eye(k)
+    Bd = B.toarray()
+    out = np.empty(B.nnz)
+    for transpose in (False, True):
+        _schur.level_rows_solve(L, B.data, B.indptr.astype(np.int32), out, transpose)
+        got = sp.csr_matrix((out, B.indices, B.indptr), shape=B.shape).toarray()
+        for lev in range(nlev):
+            blk = slice(lev * k, lev * k + k)
+            want = np.linalg.solve(L[lev].T if transpose else L[lev], Bd[blk])
+            np.testing.assert_allclose(got[blk], want, atol=1e-12)
+    in_place = B.data.copy()
+    _schur.level_rows_solve(L, in_place, B.indptr.astype(np.int32), in_place, False)
+    _schur.level_rows_solve(L, B.data, B.indptr.astype(np.int32), out, False)
+    np.testing.assert_array_equal(in_place, out)
+    ragged = B.indptr.astype(np.int32).copy()
+    ragged[1] -= 1
+    with pytest.raises(ValueError, match="level 0 do not have the same columns"):
+        _schur.level_rows_solve(L, B.data, ragged, out, False)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_selected_inverse_equals_the_dense_inverse_on_the_pattern_of_L(k):
+    pattern, values, M = spd_problem(90 // k, 30, 6, seed=7, k=k)
     A = M + np.eye(M.shape[0])
     F = schur.SchurFactor(pattern)
     F.factorize(values, 1.0)
@@ -169,12 +205,12 @@ def test_selected_inverse_equals_the_dense_inverse_on_the_pattern_of_L():
     at = inv.positions(rows, cols)
     assert at.min() >= 0
     np.testing.assert_allclose(inv.values[at], Ainv[rows, cols], rtol=1e-11, atol=1e-14)
-    # off L's pattern: first-block pairs and B's structural zeros are not computed
+    # off L's pattern: pairs of levels of the first term, B's structural zeros
     in_b = (rows >= 90) & (cols < 90)
     Bd = np.zeros((90, 30), dtype=bool)
     Bd[cols[in_b], rows[in_b] - 90] = True
     i, j = np.argwhere(~Bd)[0]
-    assert inv.positions(np.array([5, 90 + j]), np.array([3, i])).tolist() == [-1, -1]
+    assert inv.positions(np.array([3 * k, 90 + j]), np.array([0, i])).tolist() == [-1, -1]
 
 
 def test_on_pattern_product_equals_dense_b_times_sigma():
