@@ -22,6 +22,18 @@ from ._core._cholmod import CholmodError, CholmodNotPositiveDefiniteError
 SYSTEMS = ("A", "L", "Lt", "P", "Pt")
 
 
+def right_side(system: str, B, n: int) -> tuple[np.ndarray, bool]:
+    """A factor's solve arguments checked: B as an n x m float array, and whether it was
+    a vector (the solution is returned as one then)."""
+    if system not in SYSTEMS:
+        raise ValueError(f"unknown system {system!r}; use one of {sorted(SYSTEMS)}")
+    arr = np.asarray(B, dtype=np.float64)
+    rhs = arr.reshape(-1, 1) if arr.ndim == 1 else arr
+    if rhs.shape[0] != n:
+        raise ValueError(f"right side has {rhs.shape[0]} rows, factor has {n}")
+    return rhs, arr.ndim == 1
+
+
 class BlockDiagonalFactor:
     """L L' = M + beta I for M block diagonal; ``diag_pos`` (nlev, k, k) are the positions
     of each block's upper-triangle entries in M's values (-1 below the diagonal)."""
@@ -60,13 +72,7 @@ class BlockDiagonalFactor:
     def solve(self, system: str, B) -> np.ndarray:
         """X solving ``system`` for the dense right side B (a vector or n x m)."""
         self._require_numeric()
-        if system not in SYSTEMS:
-            raise ValueError(f"unknown system {system!r}; use one of {sorted(SYSTEMS)}")
-        arr = np.asarray(B, dtype=np.float64)
-        vector = arr.ndim == 1
-        rhs = arr.reshape(-1, 1) if vector else arr
-        if rhs.shape[0] != self.n:
-            raise ValueError(f"right side has {rhs.shape[0]} rows, factor has {self.n}")
+        rhs, vector = right_side(system, B, self.n)
         if system in ("P", "Pt"):
             out = rhs.copy()
         else:

@@ -97,10 +97,11 @@ class GlmmObjective:
     def _pirls(self, start: PirlsState, theta, *, joint: bool) -> PirlsState:
         """PIRLS from the previous mode; if that fails, once more from the family's start.
 
-        The previous mode's u under the new theta can be far from the new mode: a theta
-        that grows from near 0 multiplies u (which was b / theta) into an eta of 20 or
-        more, whose weights (exp(eta) for Poisson) make the first system numerically
-        singular. The family's start (mustart) is the one every fit begins from.
+        The previous mode's random effects can still be far from the new mode's (a
+        trial point far from the last one, or a theta that leaves its bound, where the
+        previous u is kept: ``same_effects``); an eta of 20 or more makes weights
+        (exp(eta) for Poisson) whose first system is numerically singular. The family's
+        start (mustart) is the one every fit begins from.
         """
         try:
             return pirls(self.pls, self.data, start, theta, joint=joint)

@@ -284,14 +284,14 @@ def check_schur_fits(need: int, q1: int, q2: int, pairs: int, *,
                      budget: int | None = None) -> None:
     """Raise FactorMemoryError if the Schur-complement factor (schur.py) needs more than
     the budget: ``need`` bytes (``schur.schur_bytes``) for q2 later random effects held
-    dense and ``pairs`` level pairs with the first term's q1 levels."""
+    dense and ``pairs`` entries of M that join them to the first term's q1."""
     limit, source = _budget(budget)
     if need > limit:
         raise FactorMemoryError(
             f"the model is too large for the memory budget: the Schur-complement factor "
             f"(factor_mode='schur') would need {format_bytes(need)} for the dense block of "
-            f"the later terms' {q2:,} random effects and the {pairs:,} level pairs they "
-            f"share with the first term's {q1:,} levels; the budget is "
+            f"the later terms' {q2:,} random effects and the {pairs:,} entries of M that "
+            f"join them to the first term's {q1:,}; the budget is "
             f"{format_bytes(limit)} ({source}). Use factor_mode='measure', which factors "
             f"sparsely where this does not fit. {ADVICE}", needed=need, budget=limit)
 

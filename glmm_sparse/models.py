@@ -244,9 +244,9 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
         The factorization of M: "measure" factors a single term's block-diagonal M
         block by block, and otherwise uses CHOLMOD, simplicial for small factors or
         factors without fill, timing both kinds once for large ones, and, with two or
-        more terms, the Schur complement of the first term's block-diagonal block
-        (schur.py: the later terms' block dense, at most 4,096 wide) where that is
-        faster; name a mode to
+        more terms, the first of at most 8 columns, the Schur complement of its
+        block-diagonal block (schur.py: the later terms' block dense, at most 4,096
+        wide) where that is faster; name a mode to
         make large fits bitwise reproducible. "classes" eliminates a scalar first term
         ``(1 | g1)`` through the distinct row counts of its levels (classed.py: one dense
         Cholesky of the other terms' size per evaluation, no level pairs); "measure" takes

@@ -141,8 +141,9 @@ def fastest_factor(pattern: MPattern, Mx: np.ndarray, mode: str):
 
 def _check_schur_fits(pattern: MPattern) -> None:
     """The memory guard of the Schur factor, before it is set up."""
-    q1 = pattern.diag_pos[0].shape[0]
-    check_schur_fits(schur.schur_bytes(pattern), q1, pattern.q - q1, pattern.nnz - pattern.q)
+    q1 = schur.first_columns(pattern)
+    pairs = int(np.count_nonzero(np.asarray(pattern.indices[pattern.indptr[q1]:]) < q1))
+    check_schur_fits(schur.schur_bytes(pattern), q1, pattern.q - q1, pairs)
 
 
 def _time_factorization(factor, Mx: np.ndarray) -> float:
@@ -157,28 +158,33 @@ def _time_factorization(factor, Mx: np.ndarray) -> float:
 
 def _schur_against_supernodal(pattern: MPattern, Mx: np.ndarray, ordering: str):
     """The Schur factor if it fits the budget and factors M faster than CHOLMOD's
-    supernodal code, else None (for the race of CHOLMOD's two modes).
+    supernodal code (or that one does not fit), else None (for the race of CHOLMOD's
+    two modes, which then analyses the supernodal factor again).
 
-    Where the Schur factor wins, the later terms' block has filled in, which is where
-    the simplicial factorization loses too (it wins on light fill only): it is not
-    timed then (0.2 s on the InstEval shape).
+    The simplicial factorization is not timed when the Schur factor wins (0.2 s on the
+    InstEval shape): a heuristic, since a block dense enough for the Schur factor to win
+    is one where the simplicial code, which wins on light fill, loses (true of every
+    shape in benchmarks/factorization.py). Each candidate is timed on its second
+    factorization: the first also starts the thread pool, looks up the BLAS libraries
+    and touches fresh memory (a fresh process's InstEval fit: 0.08 s against 0.025 s).
+    As in _faster_mode, one candidate exists at a time.
     """
     try:
         _check_schur_fits(pattern)
     except FactorMemoryError:
         return None
-    candidate = schur.SchurFactor(pattern)
-    # the first factorization also starts the thread pool and looks up the BLAS libraries
-    # (a fresh process's InstEval fit: 0.1 s, so the first one would lose every race)
-    _time_factorization(candidate, Mx)
-    seconds = _time_factorization(candidate, Mx)
     supernodal = SymbolicFactor(pattern.indptr, pattern.indices, pattern.q, "supernodal",
                                 ordering)
     try:
         check_factor_fits(supernodal)
+        _time_factorization(supernodal, Mx)
+        beat = _time_factorization(supernodal, Mx)
     except FactorMemoryError:
-        return None
-    return candidate if seconds < _time_factorization(supernodal, Mx) else None
+        beat = np.inf
+    del supernodal
+    candidate = schur.SchurFactor(pattern)
+    _time_factorization(candidate, Mx)
+    return candidate if _time_factorization(candidate, Mx) < beat else None
 
 
 def _faster_mode(pattern: MPattern, Mx: np.ndarray, held: list, ordering: str) -> SymbolicFactor:

@@ -31,10 +31,10 @@ from scipy.linalg import lapack
 from ._core import _blockdiag, _schur
 from ._core._cholmod import CholmodError, CholmodNotPositiveDefiniteError
 from .blas import one_blas_thread
+from .blockdiag import right_side
 from .parallel import run_all
 from .pattern import MPattern
 
-SYSTEMS = ("A", "L", "Lt", "P", "Pt")
 TILE = 256  # S's tiles, TILE x TILE doubles (512 KB: one core's L2 here)
 # Above this width the dense S (8 q2^2 bytes) and its O(q2^3) factorization stop paying:
 # a sparse factor keeps whatever sparsity the later terms' blocks have.
@@ -47,23 +47,28 @@ SLOTS = 2  # the tile pairs are split into this many runs, one per task (results
 def applies(pattern: MPattern) -> bool:
     """Whether M has the structure: at least two terms, the first of at most MAX_K
     columns (its block of M is block diagonal), the later ones of at most MAX_COLUMNS
-    random effects in all."""
+    random effects in all; and fewer than 2^31 entries (the kernels' int32 indices)."""
     if len(pattern.diag_pos) < 2 or pattern.diag_pos[0].shape[1] > MAX_K:
         return False
-    nlev, k, _ = pattern.diag_pos[0].shape
-    return 0 < pattern.q - nlev * k <= MAX_COLUMNS
+    return 0 < pattern.q - first_columns(pattern) <= MAX_COLUMNS and pattern.nnz < 2**31 - 1
+
+
+def first_columns(pattern: MPattern) -> int:
+    """q1: the first term's random effects (levels times columns)."""
+    return pattern.diag_pos[0].shape[0] * pattern.diag_pos[0].shape[1]
 
 
 def schur_bytes(pattern: MPattern) -> int:
     """Bytes the Schur factor of this pattern holds and needs at its peak: S, and for the
     selected inverse S^-1 twice (LAPACK's and the symmetric copy), each q2 x q2 dense; B's
     entries (values, column, position in M's values, scipy's index copy: 24 bytes), the
-    tile cuts, and the set-up's temporaries (56 bytes per entry of M)."""
-    q1 = pattern.diag_pos[0].shape[0] * pattern.diag_pos[0].shape[1]
+    tile cuts and the per-tile counts that split the work, and the set-up's
+    temporaries (56 bytes per entry of M)."""
+    q1 = first_columns(pattern)
     q2 = pattern.q - q1
     pairs = pattern.nnz - pattern.q  # M's off-diagonal entries: at most B's and C's
     ntiles = -(-q2 // TILE)
-    held = 3 * 8 * q2 * q2 + 24 * pairs + 4 * q1 * (ntiles + 1) + 8 * q1
+    held = 3 * 8 * q2 * q2 + 24 * pairs + 8 * q1 * (ntiles + 1) + 24 * q1
     return held + 56 * pattern.nnz
 
 
@@ -154,13 +159,7 @@ class SchurFactor:
     def solve(self, system: str, B) -> np.ndarray:
         """X solving ``system`` for the dense right side B (a vector or n x m)."""
         self._require_numeric()
-        if system not in SYSTEMS:
-            raise ValueError(f"unknown system {system!r}; use one of {sorted(SYSTEMS)}")
-        arr = np.asarray(B, dtype=np.float64)
-        vector = arr.ndim == 1
-        rhs = arr.reshape(-1, 1) if vector else arr
-        if rhs.shape[0] != self.n:
-            raise ValueError(f"right side has {rhs.shape[0]} rows, factor has {self.n}")
+        rhs, vector = right_side(system, B, self.n)
         if system in ("P", "Pt"):
             out = rhs.copy()
         else:
@@ -248,12 +247,13 @@ def _split_pairs(ntiles: int, cuts: np.ndarray, slots: int) -> tuple[list[np.nda
     """The tile pairs (ta, tb), tb <= ta, in ``slots`` runs of about equal work (the
     updates each pair holds: sum over rows of its entries in tile ta times in tile tb),
     and the updates in all (which decide, as rows do for a pass, whether to use threads)."""
-    per_tile = np.diff(cuts, axis=1).astype(np.float64)  # (q1, ntiles)
+    per_tile = np.diff(cuts, axis=1)  # (q1, ntiles) int32: each row's entries per tile
     pairs, work = [], []
     for ta in range(ntiles):
+        col_a = per_tile[:, ta].astype(np.float64)
         for tb in range(ta + 1):
             pairs.append((ta, tb))
-            w = per_tile[:, ta] @ per_tile[:, tb]
+            w = float(col_a @ per_tile[:, tb])
             work.append(0.5 * w if ta == tb else w)
     pairs = np.asarray(pairs, dtype=np.int32).reshape(-1, 2)
     bounds = np.searchsorted(np.cumsum(work), np.sum(work) * np.arange(1, slots) / slots)
@@ -307,7 +307,7 @@ class SchurInverse:
         _schur.level_rows_solve(factor.LD, BS, factor.bptr, off, True)
         off *= -1.0
         rows = np.repeat(np.arange(q1), np.diff(factor.bptr))
-        self.keys = rows.astype(np.int64) * q2 + factor.bcol  # B's entries, sorted (CSR)
+        self.keys = rows * q2 + factor.bcol  # B's entries (int64), sorted (CSR)
         self.first = nlev * k * k
 
     def positions(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:

@@ -86,13 +86,30 @@ def test_measure_takes_the_schur_factor_only_when_it_beats_the_supernodal_one(mo
     monkeypatch.setattr(objective, "MEASURE_ABOVE_NNZ", 0)  # time even this small pattern
     monkeypatch.setattr(objective, "_time_factorization", clock(0.5))
     assert isinstance(objective.fastest_factor(obj.pattern, obj.Mx, "measure"), SchurFactor)
-    # a warm-up, then the timed one; the supernodal factor; the simplicial one not timed
-    assert timed == ["SchurFactor", "SchurFactor", "SymbolicFactor"]
+    # each a warm-up, then the timed one: supernodal, Schur; the simplicial one not timed
+    assert timed == ["SymbolicFactor"] * 2 + ["SchurFactor"] * 2
     timed.clear()
     monkeypatch.setattr(objective, "_time_factorization", clock(2.0))
     factor = objective.fastest_factor(obj.pattern, obj.Mx, "measure")
     assert not isinstance(factor, SchurFactor)
-    assert timed == ["SchurFactor"] * 2 + ["SymbolicFactor"] * 3
+    # then CHOLMOD's race: simplicial, supernodal
+    assert timed == ["SymbolicFactor"] * 2 + ["SchurFactor"] * 2 + ["SymbolicFactor"] * 2
+
+
+def test_measure_keeps_the_schur_factor_when_the_supernodal_one_does_not_fit(monkeypatch):
+    from glmm_sparse.errors import FactorMemoryError
+
+    obj = objective_for(DESIGNS[0], "simplicial")
+
+    def refuse_supernodal(factor, **kw):
+        if getattr(factor, "is_supernodal", False):
+            raise FactorMemoryError("too large", needed=2, budget=1)
+
+    monkeypatch.setattr(objective, "MEASURE_ABOVE_NNZ", 0)
+    monkeypatch.setattr(objective, "check_factor_fits", refuse_supernodal)
+    monkeypatch.setattr(objective, "_time_factorization",
+                        lambda f, Mx: 9.0 if isinstance(f, SchurFactor) else 1.0)
+    assert isinstance(objective.fastest_factor(obj.pattern, obj.Mx, "measure"), SchurFactor)
 
 
 def fit_both(fit, **kw):
@@ -113,25 +130,16 @@ def test_lmer_with_the_schur_factor_reaches_the_same_fit():
     np.testing.assert_allclose(ra["condsd"], rb["condsd"], rtol=1e-7)
 
 
-def test_glmer_with_the_schur_factor_reaches_the_same_fit():
+@pytest.mark.parametrize("design, rows, seed", [
+    (Design((400, 30), family="binomial"), 12_000, 6),
+    # a first term (1 + x1 | g1): M's first block is 2 x 2 block diagonal
+    (Design((300, 25), slope=True, family="poisson"), 9_000, 7),
+])
+def test_glmer_with_the_schur_factor_reaches_the_same_fit(design, rows, seed):
     from glmm_sparse import glmer
 
-    design = Design((400, 30), family="binomial")
-    frame, _ = simulate(design, 12_000, seed=6)
-    a, b = fit_both(glmer, formula=design.formula(), data=frame, family="binomial")
-    np.testing.assert_allclose(a.loglik, b.loglik, rtol=1e-12)
-    np.testing.assert_allclose(a.theta, b.theta, rtol=1e-6)
-    np.testing.assert_allclose(a.fixef, b.fixef, rtol=1e-7)
-    np.testing.assert_allclose(a.ranef["condsd"], b.ranef["condsd"], rtol=1e-6)
-
-
-def test_glmer_with_slopes_through_the_schur_factor_reaches_the_same_fit():
-    """A first term (1 + x1 | g1): M's first block is 2 x 2 block diagonal."""
-    from glmm_sparse import glmer
-
-    design = Design((300, 25), slope=True, family="poisson")
-    frame, _ = simulate(design, 9_000, seed=7)
-    a, b = fit_both(glmer, formula=design.formula(), data=frame, family="poisson")
+    frame, _ = simulate(design, rows, seed=seed)
+    a, b = fit_both(glmer, formula=design.formula(), data=frame, family=design.family)
     np.testing.assert_allclose(a.loglik, b.loglik, rtol=1e-12)
     np.testing.assert_allclose(a.theta, b.theta, rtol=1e-6)
     np.testing.assert_allclose(a.fixef, b.fixef, rtol=1e-7)

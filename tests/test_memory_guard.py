@@ -377,3 +377,21 @@ def test_tiny_budget_refuses_the_schur_factor_and_measure_goes_sparse(monkeypatc
     monkeypatch.setattr("glmm_sparse.objective._time_factorization",
                         lambda f, Mx: 0.0 if isinstance(f, SchurFactor) else 1.0)
     assert not isinstance(LmmObjective(obj.cp, reml=True).factor, SchurFactor)
+
+
+def test_the_schur_refusal_counts_the_first_terms_columns_and_bs_pairs(monkeypatch):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent / "core"))
+    from test_schur import spd_problem
+
+    from glmm_sparse.objective import _check_schur_fits
+
+    pattern, _, M = spd_problem(100, 20, 3, seed=1, k=3)
+    pairs = int(np.count_nonzero(M[:300, 300:]))
+    monkeypatch.setenv("GLMM_SPARSE_MEMORY_BUDGET", "1000")
+    with pytest.raises(FactorMemoryError) as err:
+        _check_schur_fits(pattern)
+    assert (f"the later terms' 20 random effects and the {pairs:,} entries of M that join "
+            "them to the first term's 300;") in str(err.value)

@@ -166,6 +166,16 @@ def test_applies_to_a_first_term_of_a_few_columns_with_a_narrow_rest(monkeypatch
         schur.SchurFactor(pattern)
 
 
+def test_applies_refuses_patterns_beyond_the_kernels_int32_indices():
+    from types import SimpleNamespace
+
+    pattern, _, _ = spd_problem(15, 10, 4, seed=6, k=2)
+    big = SimpleNamespace(diag_pos=pattern.diag_pos, q=pattern.q, nnz=2**31 - 1)
+    assert schur.applies(SimpleNamespace(diag_pos=pattern.diag_pos, q=pattern.q,
+                                         nnz=2**31 - 2))
+    assert not schur.applies(big)
+
+
 def test_level_rows_solve_equals_dense_block_solves():
     rng = np.random.default_rng(9)
     nlev, k = 12, 3
