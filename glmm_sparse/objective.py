@@ -95,13 +95,13 @@ def fastest_factor(pattern: MPattern, Mx: np.ndarray, mode: str):
     Which one wins depends on the structure and the BLAS: the supernodal factorization
     wins where fill makes dense blocks (crossed designs: 0.12 s against 0.28 s for
     10^4 x 10^3 crossed levels), the simplicial one on nearly diagonal patterns, and the
-    Schur complement of the first term's block-diagonal block (schur.py) where the later terms' block
-    fills in completely (0.035 s there). Above MEASURE_ABOVE_NNZ entries in L, one
-    factorization of each at the start theta decides; the simplicial one is not timed
-    where the Schur factor beats the supernodal one (pass mode "simplicial",
-    "supernodal" or "schur" for bitwise reproducibility). A single term makes M block
-    diagonal: "measure" then factors its blocks directly (blockdiag.py). Each candidate's
-    memory is checked against the budget (memory.py) before it is factorized.
+    Schur complement of the first term's block-diagonal block (schur.py) where the later
+    terms' block fills in completely (0.039 s there). Above MEASURE_ABOVE_NNZ entries in
+    L, factorizations at the start theta decide; the simplicial one is not timed where
+    the Schur factor beats the supernodal one (pass mode "simplicial", "supernodal" or
+    "schur" for bitwise reproducibility). A single term makes M block diagonal:
+    "measure" then factors its blocks directly (blockdiag.py). Each candidate's memory
+    is checked against the budget (memory.py) before it is factorized.
     """
     if mode not in FACTOR_MODES:
         raise ModelSpecError(f"factor_mode must be one of {FACTOR_MODES}, not {mode!r}")
