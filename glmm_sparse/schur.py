@@ -28,10 +28,10 @@ import scipy.linalg
 import scipy.sparse
 from scipy.linalg import lapack
 
-from ._core import _blockdiag, _schur
+from ._core import _schur
 from ._core._cholmod import CholmodError, CholmodNotPositiveDefiniteError
 from .blas import one_blas_thread
-from .blockdiag import right_side
+from .blockdiag import BlockDiagonalFactor, right_side
 from .parallel import run_all
 from .pattern import MPattern
 
@@ -83,8 +83,8 @@ class SchurFactor:
         if not applies(pattern):
             raise ValueError(f"the Schur factor needs a first term of at most {MAX_K} columns "
                              f"and at most {MAX_COLUMNS} columns in the later terms")
-        self.diag_pos = np.ascontiguousarray(pattern.diag_pos[0], dtype=np.int64)
-        nlev, k, _ = self.diag_pos.shape
+        self.D = BlockDiagonalFactor(pattern.diag_pos[0], pattern.nnz)  # L_D, block by block
+        nlev, k = self.D.nlev, self.D.k
         q, q1 = pattern.q, nlev * k
         indptr = np.asarray(pattern.indptr, dtype=np.int64)
         rows = np.asarray(pattern.indices, dtype=np.int64)
@@ -110,7 +110,6 @@ class SchurFactor:
         self.runs, self.updates = _split_pairs(ntiles, self.cuts, SLOTS)
         self.B = scipy.sparse.csr_matrix(  # B~ = L_D^-1 B once factored
             (np.zeros(self.bpos.shape[0]), self.bcol, self.bptr), shape=(q1, self.q2))
-        self.LD = np.zeros((nlev, k, k))
         self.S = np.zeros((self.q2, self.q2))  # L_S in its lower triangle once factored
         self.is_supernodal = False
         self.is_factorized = False
@@ -119,13 +118,8 @@ class SchurFactor:
     def factorize(self, values, beta: float = 0.0) -> None:
         """L_D, B~ and L_S of M + beta I for M's upper-triangle values (length nnz)."""
         values = np.ascontiguousarray(values, dtype=np.float64)
-        if values.shape != (self.nnz,):
-            raise ValueError(f"expected {self.nnz} values, got {values.shape}")
         self.is_factorized = False
-        bad = _blockdiag.block_cholesky(values, self.diag_pos, float(beta), self.LD)
-        if bad >= 0:
-            raise CholmodNotPositiveDefiniteError(
-                f"matrix not positive definite at column {bad}", int(bad))
+        self.D.factorize(values, beta)  # checks the values; its columns are M's first q1
         bx = self.B.data
         bx[:] = values[self.bpos]
         _schur.level_rows_solve(self.LD, bx, self.bptr, bx, False)
@@ -149,12 +143,16 @@ class SchurFactor:
         if not self.is_factorized:
             raise CholmodError("no numeric factorization: call factorize() first")
 
+    @property
+    def LD(self) -> np.ndarray:
+        """The first block's factors, (nlev, k, k) lower triangular."""
+        return self.D.L
+
     # -- queries -------------------------------------------------------------------------
     def logdet(self) -> float:
         """log det(M + beta I) = 2 sum log diag(L_D) + 2 sum log diag(L_S)."""
         self._require_numeric()
-        return float(2.0 * (np.log(np.diagonal(self.LD, axis1=1, axis2=2)).sum()
-                            + np.log(np.diagonal(self.S)).sum()))
+        return float(self.D.logdet() + 2.0 * np.log(np.diagonal(self.S)).sum())
 
     def solve(self, system: str, B) -> np.ndarray:
         """X solving ``system`` for the dense right side B (a vector or n x m)."""
@@ -176,8 +174,7 @@ class SchurFactor:
         """L y = r: y1 = L_D^-1 r1, y2 = L_S^-1 (r2 - B~' y1)."""
         q1 = self.q1
         y = np.empty_like(r)
-        y1 = np.empty((q1, r.shape[1]))
-        _blockdiag.block_lower_solve(self.LD, np.ascontiguousarray(r[:q1]), y1)
+        y1 = self.D.solve("L", r[:q1])
         y[:q1] = y1
         rhs2 = r[q1:] - self.B.T @ y1
         y[q1:] = scipy.linalg.solve_triangular(self.S, rhs2, lower=True, check_finite=False)
@@ -189,10 +186,7 @@ class SchurFactor:
         x = np.empty_like(y)
         x[q1:] = scipy.linalg.solve_triangular(self.S, y[q1:], lower=True, trans="T",
                                                check_finite=False)
-        x1 = np.empty((q1, y.shape[1]))
-        _blockdiag.block_upper_solve(self.LD, np.ascontiguousarray(y[:q1] - self.B @ x[q1:]),
-                                     x1)
-        x[:q1] = x1
+        x[:q1] = self.D.solve("Lt", y[:q1] - self.B @ x[q1:])
         return x
 
     def perm(self) -> np.ndarray:
