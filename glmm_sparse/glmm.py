@@ -13,15 +13,24 @@ from dataclasses import replace
 import numpy as np
 
 from .crossprod import CrossprodPlan
+from .errors import DataError, NumericalError
 from .objective import LmmObjective
 from .optimize import OptSummary, minimize_theta
-from .errors import DataError, NumericalError
 from .parallel import row_chunks
-from .pirls import (GlmmData, PirlsState, deviance, factor_at_mode, linear_predictor, pirls,
-                    point_of, same_effects)
+from .pirls import (
+    GlmmData,
+    PirlsState,
+    deviance,
+    factor_at_mode,
+    linear_predictor,
+    pirls,
+    point_of,
+    same_effects,
+)
 from .rowpass import Point, row_pass
-from .terms import ones_column
 from .scaling import beta_units
+from .terms import ones_column
+from .warmstart import ModeTangent
 
 
 def start_eta(data: GlmmData) -> np.ndarray:
@@ -64,6 +73,8 @@ class GlmmObjective:
         self.state = PirlsState(np.zeros(cp0.q), beta0, eta0, from_start=True)
         self.mode_T = None  # the T_t of the theta at which self.state is the mode
         self.joint = True  # which PIRLS the factor in self.pls reflects
+        # stage 2's modes with their first-order moves, where its PIRLS starts
+        self.tangent = ModeTangent(self.pls.theta_map, cp0.offsets)
         # binomial, Poisson: -2 sum log p(y | mu) = sum devres - 2 loglik_saturated, and the
         # saturated part depends on y only: once per fit instead of lgamma per row and call
         self.saturated = None if fam.has_dispersion else saturated_loglik(data)
@@ -80,19 +91,30 @@ class GlmmObjective:
         """PIRLS for u at (theta, beta) = params, then the factor at the mode."""
         params = np.asarray(params, dtype=np.float64)
         theta, beta = params[:self.n_theta], params[self.n_theta:]
-        self.state = self._pirls(self._warm(theta, beta), theta, joint=False)
+        self.state = self._pirls(self._warm(theta, beta, params), theta, joint=False)
         self.mode_T = self.pls.T
         factor_at_mode(self.pls, self.data, self.state, theta, joint=False)
         self.joint = False
 
-    def _warm(self, theta, beta) -> PirlsState:
-        """Where PIRLS at (theta, beta) starts: the previous mode's random effects b
-        (``same_effects``), or the family's start before any mode exists."""
+    def _warm(self, theta, beta, params=None) -> PirlsState:
+        """Where PIRLS at (theta, beta) starts: in stage 2 (``params`` given) the modes of
+        earlier evaluations moved to first order (``ModeTangent``); else, or beyond its
+        trust, the previous mode's random effects b (``same_effects``); the family's
+        start before any mode exists."""
         state = self.state
         if state.from_start or self.mode_T is None:
             return PirlsState(state.u, beta, state.eta, from_start=state.from_start)
         T_new = self.pls.theta_map.factors(np.asarray(theta, dtype=np.float64))
-        return PirlsState(same_effects(state.u, self.mode_T, T_new, self.pls.cp.offsets), beta)
+        u = None if params is None else self.tangent.predict(params, T_new)
+        if u is None:
+            u = same_effects(state.u, self.mode_T, T_new, self.pls.cp.offsets)
+        return PirlsState(u, beta)
+
+    def _zt_wx(self) -> np.ndarray:
+        """Z'WX at the current mode's weights: one pass with X on the right-hand side."""
+        pls, p = self.pls, self.data.X.shape[1]
+        point = point_of(self.data, pls.T, self.state, pls.cp.offsets, joint=True)
+        return np.array(row_pass(self.data, point).cp.ZtWXy[:, :p])
 
     def _pirls(self, start: PirlsState, theta, *, joint: bool) -> PirlsState:
         """PIRLS from the previous mode; if that fails, once more from the family's start.
@@ -155,7 +177,9 @@ class GlmmObjective:
 
     def stage2(self, params) -> float:
         self.update_stage2(params)
-        return self.deviance()
+        value = self.deviance()
+        self.tangent.add_mode(self.pls, self.state.u, params, value, self._zt_wx)
+        return value
 
 
 # Stage 1 only starts stage 2 (unless nagq == 0), so it can stop early; stage 2 stops at
@@ -178,7 +202,7 @@ def subsample(data: GlmmData, rows: np.ndarray) -> GlmmData:
                     data.prior_w[rows], data.family, CrossprodPlan.from_terms(terms))
 
 
-def stage1_objective(obj: "GlmmObjective") -> tuple["GlmmObjective", float]:
+def stage1_objective(obj: GlmmObjective) -> tuple[GlmmObjective, float]:
     """The objective stage 1 runs on, and sqrt(n / rows used) to rescale its standard errors."""
     n = obj.data.n
     if obj.nagq == 0 or n <= 2 * STAGE1_MAX_ROWS:

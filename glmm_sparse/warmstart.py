@@ -1,0 +1,149 @@
+"""Where PIRLS starts in stage 2: the previous modes moved to first order in (theta, beta).
+
+Sits between the optimizer and PIRLS (glmm.py): each stage-2 evaluation leaves a mode
+u(theta, beta) and the factor of M = Lambda'Z'WZ Lambda + I at its weights. The mode
+solves G(u) = Lambda' Z' r(eta) - u = 0, eta = offset + X beta + Z Lambda u, where r is
+the weighted working residual and dG/du = -M (Fisher scoring's M; the exact Jacobian
+for canonical links). The implicit function theorem then gives the derivatives of the
+random effects b = Lambda u at the mode, column by column of a q x (P) matrix D:
+
+    db/dtheta_j = Lambda M^-1 (Lambda_j' Lambda'^-1 u + Lambda^-1 Lambda_j u)
+    db/dbeta    = -Lambda M^-1 Lambda' Z'W X
+
+(Lambda_j = dLambda/dtheta_j: one entry of one T_t per level; Lambda' Z' r = u at the
+mode turned the first column's Z' r into Lambda'^-1 u). One solve with P right-hand
+sides and the factor that is already there. The next evaluation starts from
+b + D (params - params_mode), turned into u by the new T_t: its error is second order
+in the step, so near the optimum (BOBYQA's last steps, the convergence check's
+differences) one Newton step reaches the mode instead of two.
+
+Z'WX is not in stage 2's passes (their right-hand side is the working response only,
+rowpass.py): it is taken from one pass with X at a mode and refreshed by another when
+a new best point is more than REFRESH (in b) from where it was taken; its weights only
+need to be close, since they only move the start.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["REFRESH", "TRUST", "Anchor", "ModeTangent"]
+
+# Predicted change in b (linear-predictor units) beyond which Z'WX is retaken at a new
+# best mode (its weights' error times the step is the prediction's first-order error)
+REFRESH = 1e-4
+# and beyond which a prediction is not used (the previous mode's b is the start then)
+TRUST = 1.0
+
+
+@dataclass(frozen=True, eq=False)
+class Anchor:
+    """A mode and its tangent: params = (theta, beta), b = Lambda u, D = db/dparams."""
+
+    params: np.ndarray
+    b: np.ndarray
+    D: np.ndarray
+    value: float
+
+    def displacement(self, params: np.ndarray) -> float:
+        """max |D (params - self.params)|: how far the prediction moves b."""
+        return float(np.max(np.abs(self.D @ (params - self.params)), initial=0.0))
+
+
+def level_blocks(v: np.ndarray, offsets, ks) -> list[np.ndarray]:
+    """Views of a length-q vector (or q x m array) per term: (nlev, k) (or (nlev, k, m))."""
+    tail = v.shape[1:]
+    return [v[offsets[t]:offsets[t + 1]].reshape((offsets[t + 1] - offsets[t]) // k, k, *tail)
+            for t, k in enumerate(ks)]
+
+
+def theta_columns(theta_map, T: list[np.ndarray], u: np.ndarray, offsets) -> np.ndarray:
+    """Lambda_j' Lambda'^-1 u + Lambda^-1 Lambda_j u for every theta_j, q x n_theta
+    (every T_t nonsingular)."""
+    R = np.zeros((u.shape[0], theta_map.n_theta))
+    j = 0
+    for t, (Tt, U) in enumerate(zip(T, level_blocks(u, offsets, theta_map.ks))):
+        Tinv = np.linalg.inv(Tt)
+        UT = U @ Tinv  # row g: (T'^-1 u_g)'
+        out = level_blocks(R, offsets, theta_map.ks)[t]  # (nlev, k, n_theta) view of R
+        for r, c in zip(theta_map.rows[t], theta_map.cols[t]):
+            out[:, :, j] = U[:, c, None] * Tinv[:, r]  # T^-1 E_rc u_g
+            out[:, c, j] += UT[:, r]  # E_rc' T'^-1 u_g
+            j += 1
+    return R
+
+
+def lambda_t(T: list[np.ndarray], A: np.ndarray, offsets, ks) -> np.ndarray:
+    """Lambda' A for a q x m array A: T_t' A_g per level."""
+    out = np.empty_like(A)
+    for Tt, blk, dst in zip(T, level_blocks(A, offsets, ks), level_blocks(out, offsets, ks)):
+        np.einsum("ji,gjm->gim", Tt, blk, out=dst)
+    return out
+
+
+def lambda_times(T: list[np.ndarray], Y: np.ndarray, offsets, ks) -> np.ndarray:
+    """Lambda Y for a q x m array Y: T_t Y_g per level."""
+    out = np.empty_like(Y)
+    for Tt, blk, dst in zip(T, level_blocks(Y, offsets, ks), level_blocks(out, offsets, ks)):
+        np.einsum("ij,gjm->gim", Tt, blk, out=dst)
+    return out
+
+
+class ModeTangent:
+    """The last and the best stage-2 modes with their tangents, and the Z'WX they use."""
+
+    def __init__(self, theta_map, offsets):
+        self.theta_map = theta_map
+        self.offsets = offsets
+        self.last: Anchor | None = None
+        self.best: Anchor | None = None
+        self.ZtWX: np.ndarray | None = None
+        self.ZtWX_params: np.ndarray | None = None
+
+    def add_mode(self, pls, u: np.ndarray, params: np.ndarray, value: float, zt_wx) -> None:
+        """Record the mode u at params (pls: the LMM objective holding M's factor at its
+        weights and T) and its criterion value; ``zt_wx()`` gives Z'WX (q x p) at this
+        mode (one pass with X), called when it is due. (A callable passed in, not held:
+        held, a bound method of the GLMM objective would make a reference cycle that
+        keeps its data, memory-mapped rows included, until the garbage collector runs.)"""
+        params = np.array(params, dtype=np.float64)
+        T, ks, offs = pls.T, self.theta_map.ks, self.offsets
+        if not all(np.all(np.diagonal(Tt) != 0.0) for Tt in T):
+            return  # a term at its bound: b does not determine u, no tangent
+        new_best = self.best is None or value < self.best.value
+        if self.ZtWX is None or (new_best and self._far(params)):
+            self.ZtWX, self.ZtWX_params = zt_wx(), params
+        R = np.concatenate([theta_columns(self.theta_map, T, u, offs),
+                            -lambda_t(T, self.ZtWX, offs, ks)], axis=1)
+        D = lambda_times(T, pls.factor.solve("A", R), offs, ks)
+        b = lambda_times(T, u[:, None], offs, ks)[:, 0]
+        self.last = Anchor(params, b, D, float(value))
+        if new_best:
+            self.best = self.last
+
+    def _far(self, params: np.ndarray) -> bool:
+        """Whether Z'WX was taken more than REFRESH (change in b predicted by the last
+        tangent) from params."""
+        if self.last is None:
+            return True
+        step = params - self.ZtWX_params
+        return float(np.max(np.abs(self.last.D @ step), initial=0.0)) > REFRESH
+
+    def predict(self, params: np.ndarray, T_new: list[np.ndarray]) -> np.ndarray | None:
+        """u at params from the nearer anchor, or None (no anchor within TRUST, or a new
+        T_t singular)."""
+        params = np.asarray(params, dtype=np.float64)
+        anchors = [a for a in (self.last, self.best) if a is not None]
+        if not anchors or not all(np.all(np.diagonal(Tt) != 0.0) for Tt in T_new):
+            return None
+        nearest = min(anchors, key=lambda a: a.displacement(params))
+        if nearest.displacement(params) > TRUST:
+            return None
+        b = nearest.b + nearest.D @ (params - nearest.params)
+        u = np.empty_like(b)
+        ks = self.theta_map.ks
+        for Tt, src, dst in zip(T_new, level_blocks(b, self.offsets, ks),
+                                level_blocks(u, self.offsets, ks)):
+            dst[:] = np.linalg.solve(Tt, src.T).T
+        return u
