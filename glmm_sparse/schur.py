@@ -115,13 +115,22 @@ class SchurFactor:
         self.is_factorized = False
 
     # -- factorization -----------------------------------------------------------------
-    def factorize(self, values, beta: float = 0.0) -> None:
-        """L_D, B~ and L_S of M + beta I for M's upper-triangle values (length nnz)."""
+    def factorize(self, values, beta: float = 0.0, b_values=None) -> None:
+        """L_D, B~ and L_S of M + beta I for M's upper-triangle values (length nnz).
+
+        ``b_values``: B's entries in B's own (row) order, when the caller made them there
+        (objective.DirectB); values' entries of B are then not read.
+        """
         values = np.ascontiguousarray(values, dtype=np.float64)
         self.is_factorized = False
         self.D.factorize(values, beta)  # checks the values; its columns are M's first q1
         bx = self.B.data
-        bx[:] = values[self.bpos]
+        if b_values is None:
+            bx[:] = values[self.bpos]
+        elif b_values.shape != bx.shape:
+            raise ValueError(f"b_values must hold B's {bx.shape[0]} entries")
+        else:
+            bx[:] = b_values
         _schur.level_rows_solve(self.LD, bx, self.bptr, bx, False)
         S = self.S
         S.fill(0.0)

@@ -112,6 +112,38 @@ def test_measure_keeps_the_schur_factor_when_the_supernodal_one_does_not_fit(mon
     assert isinstance(objective.fastest_factor(obj.pattern, obj.Mx, "measure"), SchurFactor)
 
 
+@pytest.mark.parametrize("design", [DESIGNS[0], DESIGNS[3], INSTEVAL_FORMULA])
+def test_b_straight_into_the_schur_factor_is_the_same_factor(design):
+    """objective.DirectB: B's values scattered in B's order give the factor that M's values
+    give, bit for bit (scalar and slope first terms, and a third term that pairs with the
+    second); obj.Mx still reads complete."""
+    if design == INSTEVAL_FORMULA:
+        data, _ = insteval_like(20_000, seed=3)
+        model = build_frame(parse_formula(design), design, data)
+        obj = LmmObjective(accumulate(model), reml=True, factor_mode="schur")
+    else:
+        obj = objective_for(design, "schur")
+    assert obj.direct is not None and set(obj.direct.pos) == {
+        i for i, pb in enumerate(obj.cp.pairs) if pb.t == 0}
+    obj.set_theta(obj.theta_map.start * 0.7 + 0.1)
+    obj.update_L()
+    reference = SchurFactor(obj.pattern)
+    reference.factorize(obj.Mx, beta=1.0)  # through M's values, B's copied in
+    assert np.array_equal(obj.factor.S, reference.S)
+    assert np.array_equal(obj.factor.B.data, reference.B.data)
+    assert obj.factor.logdet() == reference.logdet()
+    plain = LmmObjective(obj.cp, reml=True, factor_mode="supernodal")  # no DirectB
+    plain.set_theta(obj.theta)
+    plain.update_M()
+    assert plain.direct is None and np.array_equal(plain.Mx, obj.Mx)
+
+
+def test_b_values_of_the_wrong_length_are_refused():
+    obj = objective_for(DESIGNS[0], "schur")
+    with pytest.raises(ValueError, match="b_values must hold B's"):
+        obj.factor.factorize(obj.Mx, beta=1.0, b_values=np.zeros(3))
+
+
 def fit_both(fit, **kw):
     """The same fit with the Schur factor and with CHOLMOD's supernodal one."""
     return [fit(**kw, factor_mode=mode) for mode in ("schur", "supernodal")]

@@ -27,6 +27,14 @@ def congruence_scatter(const double[:, :, ::1] A, const double[:, ::1] Tr,
              "pos must have the shape of A")
     if nb and kr and kc:
         _require(np.max(pos) < out.shape[0], "pos points past the end of out")
+    cdef double tr, tc
+    if kr == 1 and kc == 1:  # scalar terms: one product per block, no loop nest
+        tr, tc = Tr[0, 0], Tc[0, 0]
+        with nogil:
+            for b in range(nb):
+                if pos[b, 0, 0] >= 0:
+                    out[pos[b, 0, 0]] = tr * A[b, 0, 0] * tc  # the rounding of the sum below
+        return None
     with nogil:
         for b in range(nb):
             for r in range(kr):

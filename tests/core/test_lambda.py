@@ -107,3 +107,20 @@ def test_lambda_and_lambdat_are_adjoint(k):
     lambda_apply(T, U, LU)
     lambdat_apply(T, V, LtV)
     assert_close(V.T @ LU, LtV.T @ U)
+
+
+def test_congruence_scatter_scalar_blocks():
+    """Scalar terms take their own loop: out = (Tr A) Tc per block, the rounding of the
+    general loop nest, and slots marked -1 left alone."""
+    rng = np.random.default_rng(11)
+    nb = 50
+    A = rng.standard_normal((nb, 1, 1))
+    Tr, Tc = np.array([[0.7]]), np.array([[1.3]])
+    pos = rng.permutation(nb + 5)[:nb].reshape(nb, 1, 1).astype(np.int64)
+    pos[::7] = -1
+    out = np.full(nb + 5, -1.5)
+    congruence_scatter(A, Tr, Tc, pos, out)
+    keep = pos[:, 0, 0] >= 0
+    expected = np.full(nb + 5, -1.5)
+    expected[pos[keep, 0, 0]] = (0.7 * A[keep, 0, 0]) * 1.3
+    assert np.array_equal(out, expected)
