@@ -29,7 +29,7 @@ def test_a_call_at_the_point_just_evaluated_is_not_an_evaluation():
 def test_the_polish_takes_newton_steps_until_the_scaled_gradient_is_small(monkeypatch):
     start = CENTRE + np.array([0.05, -0.04, 0.03])  # where a loose BOBYQA would stop
     lower = np.full(3, -np.inf)
-    x, f, g, H, sg = _polish(_Tally(smooth), start, smooth(start), lower)
+    x, f, _, _, sg = _polish(_Tally(smooth), start, smooth(start), lower)
     assert sg < optimize.POLISH_TOL
     assert np.max(np.abs(x - CENTRE)) < 1e-6
     monkeypatch.setattr(optimize, "POLISH_STEPS", 1)
@@ -51,9 +51,9 @@ def test_a_far_step_takes_the_hessian_again_where_it_lands(monkeypatch):
     """The Hessian reported is the one at the polished point, not where BOBYQA stopped."""
     lower = np.full(3, -np.inf)
     start = CENTRE + np.array([0.05, -0.04, 0.03])
-    x, _, g, H, _ = _polish(_Tally(smooth), start, smooth(start), lower)
-    g_end, H_end, _ = optimize.check_derivatives(smooth, x, lower)
-    g_start, H_start, _ = optimize.check_derivatives(smooth, start, lower)
+    x, _, _, H, _ = _polish(_Tally(smooth), start, smooth(start), lower)
+    _, H_end, _ = optimize.check_derivatives(smooth, x, lower)
+    _, H_start, _ = optimize.check_derivatives(smooth, start, lower)
     assert np.max(np.abs(H_start - H_end)) > 1e-3  # what makes the case informative
     assert np.max(np.abs(H - H_end)) < 1e-5 * np.max(np.abs(H_end))
     monkeypatch.setattr(optimize, "REHESSIAN", np.inf)  # the Hessian of the start, kept
