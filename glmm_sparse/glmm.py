@@ -97,8 +97,8 @@ class GlmmObjective:
         self.joint = False
 
     def _warm(self, theta, beta, params=None) -> PirlsState:
-        """Where PIRLS at (theta, beta) starts: in stage 2 (``params`` given) the modes of
-        earlier evaluations moved to first order (``ModeTangent``); else, or beyond its
+        """Where PIRLS at (theta, beta) starts: in stage 2 (``params`` given) the best
+        earlier mode moved to first order (``ModeTangent``); else, or beyond its
         trust, the previous mode's random effects b (``same_effects``); the family's
         start before any mode exists."""
         state = self.state
