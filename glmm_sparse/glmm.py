@@ -113,6 +113,8 @@ class GlmmObjective:
     def _zt_wx(self) -> np.ndarray:
         """Z'WX at the current mode's weights: one pass with X on the right-hand side."""
         pls, p = self.pls, self.data.X.shape[1]
+        if p == 0:
+            return np.zeros((pls.cp.q, 0))
         point = point_of(self.data, pls.T, self.state, pls.cp.offsets, joint=True)
         return np.array(row_pass(self.data, point).cp.ZtWXy[:, :p])
 
@@ -185,16 +187,21 @@ class GlmmObjective:
 # Stage 1 only starts stage 2 (unless nagq == 0), so it can stop early; stage 2 stops at
 # moderate tolerances and the convergence check's Newton steps finish it. Measured on the
 # GLMM references: the same optimum (log-likelihood to 1e-8, scaled gradient ~1e-10) with
-# 40-60% fewer evaluations than tight tolerances in both stages. Stage 2 at ftol 1e-6 and
-# xtol 1e-4 instead of 1e-8 and 1e-6, the check then taking up to three Newton steps and
-# the Hessian again where a step lands far (optimize._polish): on every reference the
-# log-likelihood equal to 1.3e-11, fixed effects to 2e-7 SE, theta to 5.4e-8, standard
-# errors to 2.7e-5 relative (as close to lme4's as before, or closer), evaluations
-# within -12% to +16%; on the 10^6-row binomial benchmark 112 evaluations instead of 159
-# (39 BOBYQA steps instead of 118, each of the early ones several PIRLS iterations) and
-# the same estimates to 1e-10.
+# 40-60% fewer evaluations than tight tolerances in both stages (STAGE2).
+# With few parameters stage 2 stops earlier still (STAGE2_LOOSE): the check then takes up
+# to three Newton steps and the Hessian again where a step lands far (optimize._polish),
+# and where they leave a scaled gradient above optimize.REFINE_SG BOBYQA goes on at
+# STAGE2. Measured against STAGE2: on every reference the log-likelihood equal to
+# 1.3e-11, fixed effects to 2e-7 SE, theta to 5.4e-8, standard errors to 2.7e-5
+# relative (as close to lme4's as before, or closer), evaluations within -12% to +16%;
+# on the 10^6-row binomial benchmark 112 evaluations instead of 159 (39 BOBYQA steps
+# instead of 118, each of the early ones several PIRLS iterations), the same estimates
+# to 1e-10. The second Hessian costs P^2 + P evaluations, so beyond LOOSE_MAX_PARAMS
+# (P^2 + P = 42) the tail of BOBYQA it replaces is the cheaper.
 STAGE1_START_ONLY = {"ftol_abs": 1e-6, "xtol_abs": 1e-4}
-STAGE2 = {"ftol_abs": 1e-6, "xtol_abs": 1e-4}
+STAGE2 = {"ftol_abs": 1e-8, "xtol_abs": 1e-6}
+STAGE2_LOOSE = {"ftol_abs": 1e-6, "xtol_abs": 1e-4}
+LOOSE_MAX_PARAMS = 6
 # When stage 1 only starts stage 2, it runs on every k-th row of large data: stage 2 then
 # converges to the same optimum on all rows (1.4M-row binomial: stage 1 took 19 of 48 s).
 STAGE1_MAX_ROWS = 200_000
@@ -244,7 +251,10 @@ def fit_glmm(obj: GlmmObjective, *, theta0=None, check: bool = True,
     beta_u = beta_units(se)
     steps = np.concatenate([0.02 * units, 0.2 * np.minimum(se, 10.0 * beta_u)])
     units2 = np.concatenate([units, beta_u])
-    opts2 = dict(STAGE2 if check else {}, initial_step=steps, **(optimizer_options or {}))
-    stage2 = minimize_theta(obj.stage2, params0, bounds, check=check, units=units2, **opts2)
+    loose = check and params0.shape[0] <= LOOSE_MAX_PARAMS
+    opts2 = dict((STAGE2_LOOSE if loose else STAGE2) if check else {}, initial_step=steps,
+                 **(optimizer_options or {}))
+    stage2 = minimize_theta(obj.stage2, params0, bounds, check=check, units=units2,
+                            refine=STAGE2 if loose else None, **opts2)
     obj.update_stage2(stage2.theta)
     return stage1, stage2

@@ -33,6 +33,9 @@ POLISH_TOL = 1e-6
 # and the step (optimizer's units) beyond which the Hessian is taken again where it lands:
 # one taken 1e-4 from the optimum moved standard errors by 5e-5 relative (poisson_agq)
 REHESSIAN = 1e-5
+# minimize_theta's ``refine``: the scaled gradient after the Newton steps above which BOBYQA
+# runs again from there at the refining tolerances
+REFINE_SG = 1e-5
 # A relative covariance factor (a diagonal theta, in the optimizer's units) beyond which
 # the "+ I" of Lambda'Z'WZ Lambda + I and the residual are below rounding: the criterion
 # no longer tells such thetas apart. Reached when the random effects fit the data exactly.
@@ -402,14 +405,17 @@ def check_derivatives(fun, theta, lower):
 
 def minimize_theta(fun, theta0: np.ndarray, lower: np.ndarray, *, check: bool = True,
                    units: np.ndarray | None = None, optimizer: str = "bobyqa",
-                   **options) -> OptSummary:
+                   refine: dict | None = None, **options) -> OptSummary:
     """Optimize, polish and check convergence; warns (ConvergenceWarning) only when it is real.
 
     The optimizer and the derivative checks work on theta / units (scaling.py; default 1);
     theta, the gradient and the Hessian are reported in theta's own units, the scaled
     gradient in the optimizer's. ``initial_step`` is in theta's units, the tolerances in
     the optimizer's. ``optimizer``: "bobyqa" (derivative-free) or "lbfgsb" (for an
-    objective with ``value_and_gradient``: ``minimize_with_gradient``).
+    objective with ``value_and_gradient``: ``minimize_with_gradient``). ``refine``:
+    BOBYQA's options (tolerances) for a second run from the polished point when the
+    check's Newton steps left a scaled gradient above REFINE_SG (for loose ``options``
+    that rely on those steps to finish).
     """
     if check_optimizer(optimizer) == "lbfgsb":
         return minimize_with_gradient(fun, theta0, lower, check=check, units=units, **options)
@@ -429,6 +435,12 @@ def minimize_theta(fun, theta0: np.ndarray, lower: np.ndarray, *, check: bool = 
     sg = 0.0
     if check:
         x, fmin, g, H, sg = _polish(fun, x, fmin, lower)
+        if refine is not None and not sg <= REFINE_SG:
+            x, fmin, more, code = bobyqa(fun, x, lower, **dict(options, **refine))
+            n_evals += more
+            x = np.where(np.abs(x - lower) < 1e-10, lower, x)
+            check_theta_limit(x, lower, units)
+            x, fmin, g, H, sg = _polish(fun, x, fun(x), lower)
         if sg > GRAD_TOL:
             messages.append(f"Model failed to converge with max|grad| = {sg:.3g} (tol = "
                             f"{GRAD_TOL}); the scaled gradient at the optimum is not small")
@@ -504,30 +516,35 @@ def _polish(fun, x, fmin, lower):
 
     BOBYQA resolves x only to about sqrt(ftol / curvature): Newton steps with the check's
     Hessian get closer. f cannot always tell the points apart (the decrease is below its
-    rounding noise), so the scaled gradient decides then. A step within REHESSIAN of
-    where the Hessian was taken keeps it and costs one evaluation and a gradient
-    (2P + 1); a step further away takes the Hessian again there (P^2 + P + 1), so that
-    the Hessian reported (it gives a GLMM's vcov) is the optimum's. Steps follow while
-    the scaled gradient (the next step's length) is above POLISH_TOL, at most
-    POLISH_STEPS in all.
+    rounding noise), so the scaled gradient decides then. One step is always tried, more
+    while the scaled gradient (the next step's length) stays above POLISH_TOL, at most
+    POLISH_STEPS. A step within REHESSIAN of where the Hessian was taken keeps it and
+    costs one evaluation and a gradient (2P + 1); the first step that lands further
+    takes the Hessian again there (P^2 + P + 1; once), so that the Hessian reported (it
+    gives a GLMM's vcov) is the optimum's. A step whose evaluation fails, or whose new
+    Hessian is singular, is not taken.
     """
     g, H, free = check_derivatives(fun, x, lower)
     sg = scaled_gradient(g, H, free)
-    origin = x  # where H was taken
+    origin, retaken = x, False  # where H was taken; whether it was taken again
     for _ in range(POLISH_STEPS):
-        step = newton_step(fun, x, g, H, free, lower)
-        if step is None or step[1] > fmin + F_NOISE * max(1.0, abs(fmin)):
+        try:
+            step = newton_step(fun, x, g, H, free, lower)
+        except NumericalError:
             break
-        if np.max(np.abs(step[0] - origin), initial=0.0) > REHESSIAN:
+        if step is None or not step[1] <= fmin + F_NOISE * max(1.0, abs(fmin)):
+            break
+        far = np.max(np.abs(step[0] - origin), initial=0.0) > REHESSIAN
+        if far and not retaken:
             g2, H2, free2 = check_derivatives(fun, step[0], lower)
         else:
             g2, at_bound2 = fd_gradient(fun, step[0], lower)
             H2, free2 = H, ~(at_bound2 & (g2 >= 0))
         sg2 = scaled_gradient(g2, H2, free2)
-        if not (step[1] < fmin or sg2 < sg):
+        if not np.isfinite(sg2) or not (step[1] < fmin or sg2 < sg):
             break
         if H2 is not H:
-            origin = step[0]
+            origin, retaken = step[0], True
         x, fmin, g, H, sg, free = step[0], step[1], g2, H2, sg2, free2
         if sg < POLISH_TOL:
             break

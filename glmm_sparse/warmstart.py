@@ -14,8 +14,10 @@ random effects b = Lambda u at the mode, column by column of a q x (P) matrix D:
 mode turned the first column's Z' r into Lambda'^-1 u). One solve with P right-hand
 sides and the factor that is already there, at each new best mode. The next
 evaluation starts from b + D (params - params_mode), turned into u by the new T_t: its
-error is second order in the step, so near the optimum (BOBYQA's last steps, the
-convergence check's differences) one Newton step reaches the mode instead of two.
+error is second order in the step for canonical links, so near the optimum (BOBYQA's
+last steps, the convergence check's differences) one Newton step reaches the mode instead
+of two. (For other links M holds Fisher's weights, not the Jacobian's: the prediction's
+error is first order, smaller than the previous mode's, and PIRLS still decides.)
 
 Z'WX is not in stage 2's passes (their right-hand side is the working response only,
 rowpass.py): it is taken from one pass with X at a mode and refreshed by another when
@@ -28,13 +30,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["REFRESH", "TRUST", "Anchor", "ModeTangent"]
+from .memory import memory_budget
+
+__all__ = ["MEMORY_SHARE", "REFRESH", "TRUST", "Anchor", "ModeTangent", "tangent_bytes"]
 
 # Predicted change in b (linear-predictor units) beyond which Z'WX is retaken at a new
 # best mode (its weights' error times the step is the prediction's first-order error)
 REFRESH = 1e-4
-# and beyond which a prediction is not used (the previous mode's b is the start then)
-TRUST = 1.0
+# and beyond which a prediction is not used (the previous mode's b is the start then:
+# BOBYQA's first steps move b by 0.003-0.03 on the binomial benchmark; profiles, whose
+# points never beat the optimum, go further from it than from their previous point)
+TRUST = 0.1
+# Share of the memory budget (memory.py) the tangent may take; above it there is none
+MEMORY_SHARE = 0.1
+
+
+def tangent_bytes(q: int, n_params: int, p: int) -> int:
+    """Bytes the tangent holds and needs at its peak: D and Z'WX, and while D is made the
+    right-hand sides (and their concatenation), the solve's result and Lambda times it."""
+    return 8 * q * (5 * n_params + p + 1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -105,6 +119,7 @@ class ModeTangent:
         self.best: Anchor | None = None
         self.ZtWX: np.ndarray | None = None
         self.ZtWX_params: np.ndarray | None = None
+        self.fits: bool | None = None  # within MEMORY_SHARE (decided at the first mode)
 
     def add_mode(self, pls, u: np.ndarray, params: np.ndarray, value: float, zt_wx) -> None:
         """Offer the mode u at params with its criterion value (pls: the LMM objective
@@ -117,6 +132,12 @@ class ModeTangent:
             return
         params = np.array(params, dtype=np.float64)
         T, ks, offs = pls.T, self.theta_map.ks, self.offsets
+        if self.fits is None:
+            p = params.shape[0] - self.theta_map.n_theta
+            self.fits = tangent_bytes(u.shape[0], params.shape[0], p) <= (
+                MEMORY_SHARE * memory_budget())
+        if not self.fits:
+            return  # too large for its share of memory: the previous mode's b serves
         if not all(np.all(np.diagonal(Tt) != 0.0) for Tt in T):
             return  # a term at its bound: b does not determine u, no tangent
         if self.ZtWX is None or self._far(params):
@@ -142,9 +163,10 @@ class ModeTangent:
         best = self.best
         if best is None or not all(np.all(np.diagonal(Tt) != 0.0) for Tt in T_new):
             return None
-        if best.displacement(params) > TRUST:
+        move = best.D @ (params - best.params)
+        if not np.max(np.abs(move), initial=0.0) <= TRUST:  # far, or not finite
             return None
-        b = best.b + best.D @ (params - best.params)
+        b = best.b + move
         u = np.empty_like(b)
         ks = self.theta_map.ks
         for Tt, src, dst in zip(T_new, level_blocks(b, self.offsets, ks),

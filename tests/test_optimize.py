@@ -1,8 +1,12 @@
 """optimize.py's bookkeeping and the check's Newton polish, on functions with known minima."""
 
+import warnings
+
 import numpy as np
+import pytest
 
 from glmm_sparse import optimize
+from glmm_sparse.errors import ConvergenceWarning
 from glmm_sparse.optimize import _polish, _Tally, minimize_theta
 
 CENTRE = np.array([0.7, -0.4, 1.3])
@@ -38,7 +42,7 @@ def test_the_polish_takes_newton_steps_until_the_scaled_gradient_is_small(monkey
     assert f <= f1 and np.max(np.abs(x - CENTRE)) < np.max(np.abs(x1 - CENTRE))
 
 
-def test_no_step_when_the_first_is_already_within_tolerance():
+def test_one_step_when_it_lands_within_tolerance():
     start = CENTRE + 1e-7
     tally = _Tally(smooth)
     _polish(tally, start, smooth(start), np.full(3, -np.inf))
@@ -66,3 +70,34 @@ def test_loose_bobyqa_and_the_polish_reach_the_minimum():
                          xtol_abs=1e-2)
     assert np.max(np.abs(res.theta - CENTRE)) < 1e-6 and res.converged
     assert res.n_total_evals > res.n_evals
+
+
+def test_a_newton_point_that_fails_is_not_taken():
+    """An evaluation that raises NumericalError at the Newton point (PIRLS failing there)
+    ends the polish at the point it had, with its derivatives."""
+    from glmm_sparse.errors import NumericalError
+
+    start = CENTRE + np.array([0.05, -0.04, 0.03])
+
+    def fragile(x):
+        if np.max(np.abs(x - start)) > 1e-3:  # beyond the difference steps
+            raise NumericalError("PIRLS failed here", theta=x)
+        return smooth(x)
+
+    x, f, _, H, sg = _polish(_Tally(fragile), start, smooth(start), np.full(3, -np.inf))
+    assert np.array_equal(x, start) and f == smooth(start)
+    assert sg > optimize.POLISH_TOL and np.all(np.isfinite(H))
+
+
+def test_refine_runs_bobyqa_on_where_the_newton_steps_do_not_finish(monkeypatch):
+    monkeypatch.setattr(optimize, "POLISH_STEPS", 0)  # no Newton step: the refining run
+    with pytest.warns(ConvergenceWarning, match="failed to converge"):
+        loose = minimize_theta(smooth, np.zeros(3), np.full(3, -np.inf), ftol_abs=1e-4,
+                               xtol_abs=1e-2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the refined fit has nothing to warn
+        refined = minimize_theta(smooth, np.zeros(3), np.full(3, -np.inf), ftol_abs=1e-4,
+                                 xtol_abs=1e-2, refine={"ftol_abs": 1e-12, "xtol_abs": 1e-8})
+    assert loose.scaled_gradient > optimize.REFINE_SG
+    assert refined.scaled_gradient < loose.scaled_gradient and refined.n_evals > loose.n_evals
+    assert np.max(np.abs(refined.theta - CENTRE)) < 1e-5

@@ -39,12 +39,13 @@ def crossed_data(family: str, seed: int = 1, n: int = 3000) -> pd.DataFrame:
                          "g2": pd.Categorical(g2)})
 
 
-def objective(formula: str, df: pd.DataFrame, family: str) -> GlmmObjective:
+def objective(formula: str, df: pd.DataFrame, family: str, link: str | None = None,
+              factor_mode: str = "measure") -> GlmmObjective:
     frame = build_frame(parse_formula(formula), formula, df)
     weights = np.ones(frame.n) if frame.weights is None else frame.weights
-    data = GlmmData(frame.y, frame.X, np.zeros(frame.n), weights, get_family(family),
+    data = GlmmData(frame.y, frame.X, np.zeros(frame.n), weights, get_family(family, link),
                     CrossprodPlan.from_terms(frame.terms))
-    return GlmmObjective(data)
+    return GlmmObjective(data, factor_mode=factor_mode)
 
 
 def mode_b(obj: GlmmObjective, params: np.ndarray) -> np.ndarray:
@@ -79,15 +80,17 @@ def test_the_tangent_is_the_derivative_of_the_mode(formula, family):
         assert np.max(np.abs(anchor.D[:, j] - central)) < 1e-6 * max(scale, 1.0), j
 
 
-def test_one_newton_iteration_from_the_prediction():
+@pytest.mark.parametrize("factor_mode", ["measure", "schur"])
+def test_one_newton_iteration_from_the_prediction(factor_mode):
     """A convergence-check step from the optimum: the prediction starts PIRLS within its
-    tolerance (one iteration); the previous mode's b, the fallback, needs two."""
+    tolerance (one iteration); the previous mode's b, the fallback, needs two. With the
+    Schur factor as with CHOLMOD's."""
     df = crossed_data("binomial")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         m = gs.glmer(CROSSED, df, family="binomial")
     params = np.concatenate([m.theta, m.fixef.to_numpy()])
-    obj = objective(CROSSED, df, "binomial")
+    obj = objective(CROSSED, df, "binomial", factor_mode=factor_mode)
     obj.stage2(params)
     step = np.zeros_like(params)
     step[-1] = 1e-4  # a beta moves every b
@@ -120,11 +123,72 @@ def test_no_prediction_beyond_trust_or_with_a_singular_t():
     T = obj.pls.theta_map.factors(params[:2])
     near = obj.tangent.predict(params, T)
     assert np.allclose(near, obj.state.u, rtol=0, atol=1e-14)  # at the anchor: its mode
-    far = params + np.array([0, 0, 50.0, 0, 0])  # the intercept 50 up: b moves beyond TRUST
+    far = params + np.array([0, 0, 0.5, 0, 0])  # the intercept 0.5 up: b moves beyond TRUST
     assert obj.tangent.best.displacement(far) > warmstart.TRUST
     assert obj.tangent.predict(far, T) is None
+    assert obj.tangent.predict(params + np.array([0, 0, np.nan, 0, 0]), T) is None
     T0 = obj.pls.theta_map.factors(np.array([0.0, 0.4]))
     assert obj.tangent.predict(np.array([0.0, 0.4, -0.3, 0.4, -0.3]), T0) is None
+
+
+def test_a_non_canonical_link_still_starts_nearer_than_the_previous_mode():
+    """probit: M holds Fisher's weights, so the prediction is first order only, but it
+    starts PIRLS nearer the mode than the previous mode's b does."""
+    df = crossed_data("binomial", seed=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = gs.glmer(CROSSED, df, family="binomial", link="probit")
+    params = np.concatenate([m.theta, m.fixef.to_numpy()])
+    obj = objective(CROSSED, df, "binomial", link="probit")
+    obj.stage2(params)
+    b0 = obj.tangent.best.b
+    step = np.array([2e-3, -2e-3, 1e-3, 1e-3, -1e-3])
+    T = obj.pls.theta_map.factors((params + step)[:2])
+    u = obj.tangent.predict(params + step, T)
+    predicted = warmstart.lambda_times(T, u[:, None], obj.pls.cp.offsets, obj.pls.theta_map.ks)
+    exact = mode_b(obj, params + step)
+    assert np.max(np.abs(predicted[:, 0] - exact)) < 0.1 * np.max(np.abs(b0 - exact))
+
+
+def test_no_tangent_beyond_its_share_of_memory(monkeypatch):
+    monkeypatch.setattr(warmstart, "MEMORY_SHARE", 0.0)
+    obj = objective(CROSSED, crossed_data("binomial"), "binomial")
+    obj.stage2(np.array([0.8, 0.4, -0.3, 0.4, -0.3]))
+    assert obj.tangent.fits is False and obj.tangent.best is None
+    assert warmstart.tangent_bytes(10**6, 7, 3) == 8 * 10**6 * (35 + 3 + 1)
+
+
+def test_without_fixed_effects_zt_wx_needs_no_pass(monkeypatch):
+    import glmm_sparse.glmm as glmm_module
+
+    df = crossed_data("binomial")
+    formula = "y ~ 0 + (1 | g1) + (1 | g2)"
+    obj = objective(formula, df, "binomial")
+    passes = []
+    inner = glmm_module.row_pass
+    monkeypatch.setattr(glmm_module, "row_pass", lambda *a, **k: passes.append(1) or inner(*a, **k))
+    obj.stage2(np.array([0.8, 0.4]))
+    assert obj.tangent.best is not None and obj.tangent.ZtWX.shape == (obj.pls.cp.q, 0)
+    assert passes == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with_tangent = gs.glmer(formula, df, family="binomial")
+        monkeypatch.setattr(warmstart, "TRUST", -1.0)
+        without = gs.glmer(formula, df, family="binomial")
+    assert with_tangent.loglik == pytest.approx(without.loglik, rel=1e-10, abs=0)
+
+
+def test_agq_fits_the_same_with_and_without_the_tangent(monkeypatch):
+    df = crossed_data("poisson", seed=5)
+    formula = "y ~ x1 + x2 + (1 | g1)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with_tangent = gs.glmer(formula, df, family="poisson", nagq=7)
+        monkeypatch.setattr(warmstart, "TRUST", -1.0)
+        without = gs.glmer(formula, df, family="poisson", nagq=7)
+    assert with_tangent.loglik == pytest.approx(without.loglik, rel=1e-10, abs=0)
+    assert np.allclose(with_tangent.fixef, without.fixef, rtol=1e-6, atol=0)
+    assert np.allclose(with_tangent.vcov, without.vcov, rtol=1e-4, atol=0)
 
 
 def test_a_mode_on_the_bound_leaves_no_anchor():
@@ -153,5 +217,10 @@ def test_only_a_new_best_is_kept_and_zt_wx_retaken_only_far_from_it(monkeypatch)
     best = obj.tangent.best
     obj.stage2(optimum + np.array([0.3, 0, 0, 0, 0]))  # worse: neither kept nor retaken
     assert len(calls) == 2 and obj.tangent.best is best
-    obj.stage2(optimum + np.array([0, 0, 1e-9, 0, 0]))  # a tie or a new best within REFRESH
-    assert len(calls) == 2
+    lower = best.value - 1.0  # offered as a new best, 1e-9 from the last one taken
+    obj.tangent.add_mode(obj.pls, obj.state.u, optimum + np.array([0, 0, 1e-9, 0, 0]), lower,
+                         lambda: calls.append(1) or inner(obj))
+    assert obj.tangent.best.value == lower and len(calls) == 2  # within REFRESH: kept
+    obj.tangent.add_mode(obj.pls, obj.state.u, optimum + np.array([0, 0, 0.05, 0, 0]),
+                         lower - 1.0, lambda: calls.append(1) or inner(obj))
+    assert len(calls) == 3  # a new best far from where Z'WX was taken: retaken
