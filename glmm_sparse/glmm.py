@@ -73,7 +73,7 @@ class GlmmObjective:
         self.state = PirlsState(np.zeros(cp0.q), beta0, eta0, from_start=True)
         self.mode_T = None  # the T_t of the theta at which self.state is the mode
         self.joint = True  # which PIRLS the factor in self.pls reflects
-        # stage 2's modes with their first-order moves, where its PIRLS starts
+        # stage 2's best mode with its first-order move: where its PIRLS starts
         self.tangent = ModeTangent(self.pls.theta_map, cp0.offsets)
         # binomial, Poisson: -2 sum log p(y | mu) = sum devres - 2 loglik_saturated, and the
         # saturated part depends on y only: once per fit instead of lgamma per row and call

@@ -61,14 +61,15 @@ def first_columns(pattern: MPattern) -> int:
 def schur_bytes(pattern: MPattern) -> int:
     """Bytes the Schur factor of this pattern holds and needs at its peak: S, and for the
     selected inverse S^-1 twice (LAPACK's and the symmetric copy), each q2 x q2 dense; B's
-    entries (values, column, position in M's values, scipy's index copy: 24 bytes), the
+    entries (values, column, position in M's values, scipy's index copy: 24 bytes; and
+    the objective's copy in B's order with its positions, objective.DirectB: 16), the
     tile cuts and the per-tile counts that split the work, and the set-up's
     temporaries (56 bytes per entry of M)."""
     q1 = first_columns(pattern)
     q2 = pattern.q - q1
     pairs = pattern.nnz - pattern.q  # M's off-diagonal entries: at most B's and C's
     ntiles = -(-q2 // TILE)
-    held = 3 * 8 * q2 * q2 + 24 * pairs + 8 * q1 * (ntiles + 1) + 24 * q1
+    held = 3 * 8 * q2 * q2 + 40 * pairs + 8 * q1 * (ntiles + 1) + 24 * q1
     return held + 56 * pattern.nnz
 
 
