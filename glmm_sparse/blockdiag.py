@@ -34,6 +34,22 @@ def right_side(system: str, B, n: int) -> tuple[np.ndarray, bool]:
     return rhs, arr.ndim == 1
 
 
+def unpermuted_solve(system: str, B, n: int, lower, upper) -> np.ndarray:
+    """X solving ``system`` for a factor without fill-reducing permutation (P = I), from
+    its two triangular solves: ``lower(r)`` = L^-1 r and ``upper(r)`` = L'^-1 r, each on
+    an n x m array. B is a vector or n x m; "A" is L' \\ (L \\ B)."""
+    rhs, vector = right_side(system, B, n)
+    if system in ("P", "Pt"):
+        out = rhs.copy()
+    elif system == "L":
+        out = lower(rhs)
+    elif system == "Lt":
+        out = upper(rhs)
+    else:
+        out = upper(lower(rhs))
+    return out[:, 0] if vector else out
+
+
 class BlockDiagonalFactor:
     """L L' = M + beta I for M block diagonal; ``diag_pos`` (nlev, k, k) are the positions
     of each block's upper-triangle entries in M's values (-1 below the diagonal)."""
@@ -72,21 +88,21 @@ class BlockDiagonalFactor:
     def solve(self, system: str, B) -> np.ndarray:
         """X solving ``system`` for the dense right side B (a vector or n x m)."""
         self._require_numeric()
-        rhs, vector = right_side(system, B, self.n)
-        if system in ("P", "Pt"):
-            out = rhs.copy()
-        else:
-            rhs = np.ascontiguousarray(rhs)
-            out = np.empty_like(rhs)
-            if system == "L":
-                _blockdiag.block_lower_solve(self.L, rhs, out)
-            elif system == "Lt":
-                _blockdiag.block_upper_solve(self.L, rhs, out)
-            else:  # "A": L' \ (L \ b)
-                mid = np.empty_like(rhs)
-                _blockdiag.block_lower_solve(self.L, rhs, mid)
-                _blockdiag.block_upper_solve(self.L, mid, out)
-        return out[:, 0] if vector else out
+        return unpermuted_solve(system, B, self.n, self._lower, self._upper)
+
+    def _lower(self, r: np.ndarray) -> np.ndarray:
+        """L^-1 r, block by block."""
+        r = np.ascontiguousarray(r)
+        out = np.empty_like(r)
+        _blockdiag.block_lower_solve(self.L, r, out)
+        return out
+
+    def _upper(self, r: np.ndarray) -> np.ndarray:
+        """L'^-1 r, block by block."""
+        r = np.ascontiguousarray(r)
+        out = np.empty_like(r)
+        _blockdiag.block_upper_solve(self.L, r, out)
+        return out
 
     def perm(self) -> np.ndarray:
         """No fill-reducing permutation: the identity."""

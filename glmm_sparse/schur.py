@@ -31,7 +31,7 @@ from scipy.linalg import lapack
 from ._core import _schur
 from ._core._cholmod import CholmodError, CholmodNotPositiveDefiniteError
 from .blas import one_blas_thread
-from .blockdiag import BlockDiagonalFactor, right_side
+from .blockdiag import BlockDiagonalFactor, unpermuted_solve
 from .parallel import run_all
 from .pattern import MPattern
 
@@ -167,18 +167,8 @@ class SchurFactor:
     def solve(self, system: str, B) -> np.ndarray:
         """X solving ``system`` for the dense right side B (a vector or n x m)."""
         self._require_numeric()
-        rhs, vector = right_side(system, B, self.n)
-        if system in ("P", "Pt"):
-            out = rhs.copy()
-        else:
-            with one_blas_thread():  # as the factorization: the same bits, no idle spinners
-                if system == "L":
-                    out = self._lower(rhs)
-                elif system == "Lt":
-                    out = self._upper(rhs)
-                else:
-                    out = self._upper(self._lower(rhs))
-        return out[:, 0] if vector else out
+        with one_blas_thread():  # as the factorization: the same bits, no idle spinners
+            return unpermuted_solve(system, B, self.n, self._lower, self._upper)
 
     def _lower(self, r: np.ndarray) -> np.ndarray:
         """L y = r: y1 = L_D^-1 r1, y2 = L_S^-1 (r2 - B~' y1)."""
