@@ -129,11 +129,9 @@ class FitContext:
         frame = self.frame
         plan = (self.objective.data.plan if self.objective is not None
                 else CrossprodPlan.from_terms(frame.terms))
-        return GlmmData(frame.y if y is None else y, frame.X,
-                        np.zeros(frame.n) if frame.offset is None else frame.offset,
-                        np.ones(frame.n) if frame.weights is None else frame.weights,
-                        self.family_object if self.objective is None
-                        else self.objective.data.family, plan)
+        family = (self.family_object if self.objective is None
+                  else self.objective.data.family)
+        return GlmmData.from_frame(frame, family, y=y, plan=plan)
 
     def at_optimum(self):
         """The fit's objective, updated at the optimum (again, if anything moved it).

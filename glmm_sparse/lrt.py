@@ -411,7 +411,6 @@ def _fit_lmm_frame(result, frame, formula, parsed, *, reml: bool):
 
 
 def _fit_glmm_frame(result, frame, formula, parsed):
-    from .crossprod import CrossprodPlan
     from .glmm import GlmmObjective, fit_glmm
     from .pirls import GlmmData
     from .results_glmm import build_glmer_result
@@ -419,10 +418,7 @@ def _fit_glmm_frame(result, frame, formula, parsed):
 
     ctx = result.model
     opts = _common_options(ctx)
-    n = frame.n
-    data = GlmmData(frame.y, frame.X, np.zeros(n) if frame.offset is None else frame.offset,
-                    np.ones(n) if frame.weights is None else frame.weights,
-                    ctx.family_object, CrossprodPlan.from_terms(frame.terms))
+    data = GlmmData.from_frame(frame, ctx.family_object)
     obj = GlmmObjective(data, nagq=int(ctx.options["nagq"]), factor_mode=opts["factor_mode"])
     theta_map = obj.pls.theta_map
     units = theta_units(frame.terms, theta_map)

@@ -10,7 +10,6 @@ import warnings
 import numpy as np
 
 from .agq import check_agq_model
-from .crossprod import CrossprodPlan
 from .classed import frame_objective, same_route, with_first_pairs
 from .families import get_family
 from .glmm import GlmmObjective, fit_glmm
@@ -413,8 +412,7 @@ def glmer(formula: str, data, *, family="binomial", link: str | None = None, nag
     fam.check_response(frame.y, prior_w, name=parsed.response, rows=frame.row_index)
     check_glmm_response_varies(frame.y, prior_w, fam, parsed.response)
     check_agq_model(tuple(t.k for t in frame.terms), int(nagq), fam)
-    gdata = GlmmData(frame.y, frame.X, np.zeros(frame.n) if frame.offset is None else frame.offset,
-                     prior_w, fam, CrossprodPlan.from_terms(frame.terms))
+    gdata = GlmmData.from_frame(frame, fam, prior_w=prior_w)
     obj = GlmmObjective(gdata, nagq=int(nagq), factor_mode=factor_mode)
     theta_map = obj.pls.theta_map
     units = theta_units(frame.terms, theta_map)  # sigma = 1: prior weights do not scale theta

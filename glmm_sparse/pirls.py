@@ -52,6 +52,19 @@ class GlmmData:
     def n(self) -> int:
         return self.y.shape[0]
 
+    @classmethod
+    def from_frame(cls, frame, family: Family, *, y: np.ndarray | None = None,
+                   prior_w: np.ndarray | None = None,
+                   plan: CrossprodPlan | None = None) -> GlmmData:
+        """A model frame's GLMM inputs: no offset is zeros, no weights are ones; ``y``,
+        ``prior_w`` (the caller's own, if it made them) and ``plan`` replace the frame's."""
+        n = frame.n
+        if prior_w is None:
+            prior_w = np.ones(n) if frame.weights is None else frame.weights
+        return cls(frame.y if y is None else y, frame.X,
+                   np.zeros(n) if frame.offset is None else frame.offset, prior_w, family,
+                   CrossprodPlan.from_terms(frame.terms) if plan is None else plan)
+
 
 @dataclass
 class PirlsState:

@@ -34,7 +34,6 @@ def test_gaussian_identity_is_lmer_ml():
 
 def _cbpp_objective(cbpp, nagq: int = 1):
     """The GLMM objective of the CBPP model, built as glmer builds it."""
-    from glmm_sparse.crossprod import CrossprodPlan
     from glmm_sparse.families import get_family
     from glmm_sparse.formula import parse_formula
     from glmm_sparse.frame import build_frame
@@ -43,9 +42,7 @@ def _cbpp_objective(cbpp, nagq: int = 1):
     from glmm_sparse.responses import binomial_response
 
     frame = build_frame(parse_formula(CBPP), CBPP, cbpp, response=binomial_response)
-    data = GlmmData(frame.y, frame.X, np.zeros(frame.n), frame.weights, get_family("binomial"),
-                    CrossprodPlan.from_terms(frame.terms))
-    return GlmmObjective(data, nagq=nagq)
+    return GlmmObjective(GlmmData.from_frame(frame, get_family("binomial")), nagq=nagq)
 
 
 def test_one_node_agq_is_laplace(cbpp):

@@ -14,7 +14,6 @@ import pytest
 
 import glmm_sparse as gs
 from glmm_sparse import warmstart
-from glmm_sparse.crossprod import CrossprodPlan
 from glmm_sparse.families import get_family
 from glmm_sparse.formula import parse_formula
 from glmm_sparse.frame import build_frame
@@ -42,9 +41,7 @@ def crossed_data(family: str, seed: int = 1, n: int = 3000) -> pd.DataFrame:
 def objective(formula: str, df: pd.DataFrame, family: str, link: str | None = None,
               factor_mode: str = "measure") -> GlmmObjective:
     frame = build_frame(parse_formula(formula), formula, df)
-    weights = np.ones(frame.n) if frame.weights is None else frame.weights
-    data = GlmmData(frame.y, frame.X, np.zeros(frame.n), weights, get_family(family, link),
-                    CrossprodPlan.from_terms(frame.terms))
+    data = GlmmData.from_frame(frame, get_family(family, link))
     return GlmmObjective(data, factor_mode=factor_mode)
 
 
