@@ -31,6 +31,7 @@ except ImportError as err:  # pragma: no cover - exercised without the extra onl
 import pandas as pd
 
 from .batches import BATCH_ROWS, progress_bar
+from .blas import fit_on_one_blas_thread
 from .errors import DataError
 from .models import check_lmer_arguments, warn_if_singular
 from .partials import merge_partials, tree_merge
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 __all__ = ["lmer"]
 
 
+@fit_on_one_blas_thread
 def lmer(formula: str, ddf, *, reml: bool = True, weights: str | None = None,
          offset: str | None = None, sigma: float | None = None, na_action: str = "omit",
          start=None, check_convergence: bool = True, optimizer_options: dict | None = None,

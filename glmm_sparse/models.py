@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 
 from .agq import check_agq_model
+from .blas import fit_on_one_blas_thread
 from .classed import frame_objective, same_route, with_first_pairs
 from .families import get_family
 from .glmm import GlmmObjective, fit_glmm
@@ -199,6 +200,7 @@ def streams(data, streaming: bool | None) -> bool:
     return bool(streaming)
 
 
+@fit_on_one_blas_thread
 def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
          sigma: float | None = None, na_action: str = "omit", start=None,
          check_convergence: bool = True, optimizer_options: dict | None = None,
@@ -315,6 +317,7 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
     return result
 
 
+@fit_on_one_blas_thread
 def glmer(formula: str, data, *, family="binomial", link: str | None = None, nagq: int = 1,
           weights=None, offset=None, na_action: str = "omit", start=None,
           check_convergence: bool = True, optimizer_options: dict | None = None,

@@ -33,6 +33,7 @@ except ImportError as err:  # pragma: no cover - exercised without the extra onl
 
 
 from .batches import BATCH_ROWS
+from .blas import fit_on_one_blas_thread
 from .errors import GlmmSparseError
 from .levelscan import LevelScan
 from .models import check_lmer_arguments, warn_if_singular
@@ -47,6 +48,7 @@ __all__ = ["lmer"]
 PART_SCHEMA = "part binary"  # one pickled partial result per partition
 
 
+@fit_on_one_blas_thread
 def lmer(formula: str, sdf, *, reml: bool = True, weights: str | None = None,
          offset: str | None = None, sigma: float | None = None, na_action: str = "omit",
          start=None, check_convergence: bool = True, optimizer_options: dict | None = None,

@@ -67,3 +67,30 @@ def test_results_unchanged():
     with one_blas_thread():
         inside = scipy.linalg.cholesky(S)
     np.testing.assert_allclose(inside, scipy.linalg.cholesky(S), rtol=1e-12, atol=1e-12)
+
+
+def test_fits_hold_every_blas_on_one_thread(two_threads, monkeypatch):
+    """lmer and glmer run whole on one BLAS thread (blas.fit_on_one_blas_thread), seen
+    from inside the fit (at the optimizer's call), and restore the settings after."""
+    import pandas as pd
+
+    import glmm_sparse
+    from glmm_sparse import models
+
+    seen = []
+    minimize = models.minimize_theta
+
+    def watching(*args, **kwargs):
+        seen.append(set(blas_threads()))
+        return minimize(*args, **kwargs)
+
+    monkeypatch.setattr(models, "minimize_theta", watching)
+    monkeypatch.setattr("glmm_sparse.glmm.minimize_theta", watching)
+    rng = np.random.default_rng(5)
+    g = rng.integers(0, 20, 400)
+    y = rng.standard_normal(20)[g] + rng.standard_normal(400)
+    df = pd.DataFrame({"y": y, "yb": (y > 0).astype(float), "g": g.astype(str)})
+    glmm_sparse.lmer("y ~ 1 + (1 | g)", df)
+    glmm_sparse.glmer("yb ~ 1 + (1 | g)", df, family="binomial")
+    assert len(seen) >= 2 and all(s == {1} for s in seen)
+    assert set(blas_threads()) == {2}
