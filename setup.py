@@ -11,7 +11,7 @@ from setuptools import Extension, setup
 
 HERE = Path(__file__).parent.resolve()
 CORE = ["_blockdiag", "_classed", "_cholmod", "_crossprod", "_glm", "_lambda", "_pattern", "_selinv",
-        "_schur", "_supinv"]
+        "_schur", "_supinv", "_tilechol"]
 NEEDS_CHOLMOD = {"_cholmod"}
 
 

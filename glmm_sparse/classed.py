@@ -67,6 +67,7 @@ from .errors import ModelSpecError, NumericalError
 from .memory import format_bytes, memory_budget
 from .objective import LmmObjective, ThetaMap, check_fixed_sigma
 from .parallel import n_threads, run_all
+from .tilechol import cholesky_lower
 
 log = logging.getLogger(__name__)
 
@@ -544,13 +545,15 @@ class ClassedObjective:
         return out
 
     def update_U(self) -> None:
-        """U'U = C (upper Cholesky); Ry is its trailing (p+1) x (p+1) block."""
-        try:
-            self.U = scipy.linalg.cholesky(self.C, lower=False)
-        except np.linalg.LinAlgError:
+        """U'U = C (upper Cholesky; below its diagonal U holds C's values, which the
+        triangular solves do not read); Ry is its trailing (p+1) x (p+1) block."""
+        S = self.C.copy()
+        if cholesky_lower(S) == 0:  # S's lower triangle: L = U', by tiles on both cores
+            self.U = S.T
+        else:
             self.U = self._factor_exact_fit(self.C)
         q2 = self.cp.q2
-        self.Ry = self.U[q2:, q2:].copy()
+        self.Ry = np.triu(self.U[q2:, q2:])
 
     def _factor_exact_fit(self, C: np.ndarray) -> np.ndarray:
         """U when only its last pivot (pwrss) fails (an exact fit: pwrss = 0), as

@@ -62,6 +62,17 @@ def submit_all(tasks, rows: int) -> Pending:
     return Pending(futures=[pool.submit(task) for task in tasks])
 
 
+def help_with(work) -> None:
+    """Start ``work`` (a zero-argument callable) on up to n_threads() - 1 pool threads and
+    return at once, without waiting for them: for kernels in which the calling thread can
+    do all the work itself and helpers only take what is left (tilechol.py), so that a
+    busy pool delays nothing. ``work`` must not raise."""
+    if n_threads() > 1:
+        pool = _executor()
+        for _ in range(n_threads() - 1):
+            pool.submit(work)
+
+
 class Pending:
     """Tasks started by ``submit_all``; ``wait`` gives their results in order."""
 
