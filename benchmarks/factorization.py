@@ -6,7 +6,8 @@ The matrices are the M = Lambda'Z'Z Lambda + I of lmer at the start theta for th
 benchmark shapes (glmm_sparse.synthetic, seed 1): what objective.fastest_factor chooses
 between, CHOLMOD's modes and orderings and the Schur complement of the first term's
 diagonal block (schur.py, "analysis": its set-up). Times are the minimum of 3
-factorizations after the analysis.
+factorizations after the analysis, every BLAS on one thread as in a fit
+(blas.fit_on_one_blas_thread).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import warnings
 
 from glmm_sparse._core._cholmod import SymbolicFactor
 
+from glmm_sparse.blas import one_blas_thread
 from glmm_sparse.crossprod import accumulate
 from glmm_sparse.formula import parse_formula
 from glmm_sparse.frame import build_frame
@@ -68,7 +70,9 @@ def main() -> None:
           "entries of L |")
     print("|---|---:|---:|---|---|---:|---:|---:|")
     for shape in SHAPES:
-        for s, q, nnz, ordering, mode, analyse, factor, nnz_l in timed(shape):
+        with one_blas_thread():
+            rows = timed(shape)
+        for s, q, nnz, ordering, mode, analyse, factor, nnz_l in rows:
             name = "AMD (CHOLMOD default)" if ordering == "default" else ordering
             mode = "Schur complement (schur.py)" if mode == "schur" else mode
             print(f"| {s} | {q:,} | {nnz:,} | {name} | {mode} | {analyse:.3f} | {factor:.3f} "
