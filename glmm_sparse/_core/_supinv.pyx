@@ -21,7 +21,7 @@ build needs no SciPy headers); the kernel runs without the GIL on the calling th
 """
 import numpy as np
 cimport numpy as cnp
-from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
+from glmm_sparse._core._capsules cimport capsule_pointer
 from libc.string cimport memcpy
 from scipy.linalg import cython_blas as _blas, cython_lapack as _lapack
 
@@ -40,17 +40,11 @@ ctypedef void (*trtri_t)(char *uplo, char *diag, int *n, double *a, int *lda,
 ctypedef void (*lauum_t)(char *uplo, int *n, double *a, int *lda, int *info) noexcept nogil
 
 
-cdef void *_capsule_pointer(module, str name) except NULL:
-    """The C function behind one of SciPy's cython_blas / cython_lapack capsules."""
-    capsule = module.__pyx_capi__[name]
-    return PyCapsule_GetPointer(capsule, PyCapsule_GetName(capsule))
-
-
-cdef trsm_t dtrsm = <trsm_t> _capsule_pointer(_blas, "dtrsm")
-cdef symm_t dsymm = <symm_t> _capsule_pointer(_blas, "dsymm")
-cdef gemm_t dgemm = <gemm_t> _capsule_pointer(_blas, "dgemm")
-cdef trtri_t dtrtri = <trtri_t> _capsule_pointer(_lapack, "dtrtri")
-cdef lauum_t dlauum = <lauum_t> _capsule_pointer(_lapack, "dlauum")
+cdef trsm_t dtrsm = <trsm_t> capsule_pointer(_blas, "dtrsm")
+cdef symm_t dsymm = <symm_t> capsule_pointer(_blas, "dsymm")
+cdef gemm_t dgemm = <gemm_t> capsule_pointer(_blas, "dgemm")
+cdef trtri_t dtrtri = <trtri_t> capsule_pointer(_lapack, "dtrtri")
+cdef lauum_t dlauum = <lauum_t> capsule_pointer(_lapack, "dlauum")
 
 
 def column_supernodes(const int[::1] super_):

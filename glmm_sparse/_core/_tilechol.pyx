@@ -22,7 +22,7 @@ deadlock. The BLAS and LAPACK are SciPy's (their Cython capsules, as _supinv.pyx
 """
 import numpy as np
 cimport numpy as cnp
-from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
+from glmm_sparse._core._capsules cimport capsule_pointer
 from scipy.linalg import cython_blas as _blas, cython_lapack as _lapack
 
 cnp.import_array()
@@ -65,16 +65,10 @@ ctypedef void (*gemm_t)(char *transa, char *transb, int *m, int *n, int *k, doub
                         int *ldc) noexcept nogil
 
 
-cdef void *_capsule_pointer(module, str name) except NULL:
-    """The C function behind one of SciPy's cython_blas / cython_lapack capsules."""
-    capsule = module.__pyx_capi__[name]
-    return PyCapsule_GetPointer(capsule, PyCapsule_GetName(capsule))
-
-
-cdef potrf_t dpotrf = <potrf_t> _capsule_pointer(_lapack, "dpotrf")
-cdef trsm_t dtrsm = <trsm_t> _capsule_pointer(_blas, "dtrsm")
-cdef syrk_t dsyrk = <syrk_t> _capsule_pointer(_blas, "dsyrk")
-cdef gemm_t dgemm = <gemm_t> _capsule_pointer(_blas, "dgemm")
+cdef potrf_t dpotrf = <potrf_t> capsule_pointer(_lapack, "dpotrf")
+cdef trsm_t dtrsm = <trsm_t> capsule_pointer(_blas, "dtrsm")
+cdef syrk_t dsyrk = <syrk_t> capsule_pointer(_blas, "dsyrk")
+cdef gemm_t dgemm = <gemm_t> capsule_pointer(_blas, "dgemm")
 
 cdef enum:
     POTRF = 0
