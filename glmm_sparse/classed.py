@@ -733,8 +733,10 @@ def with_first_pairs(cp: CrossProducts, B: LevelRows) -> CrossProducts:
 
 
 def frame_objective(frame, *, reml: bool, factor_mode: str = "measure",
-                    sigma: float | None = None):
-    """lmer's objective for an in-memory frame, by the route ``takes_classes`` picks.
+                    sigma: float | None = None, classes: bool = True):
+    """lmer's objective for an in-memory frame, by the route ``takes_classes`` picks
+    (``classes=False``: never the count classes, for an optimizer that needs the gradient
+    they do not have; their sums are then not built).
 
     Where the classes may be taken (a scalar first term and more terms), the first term's
     level pairs are not accumulated: B = Z0'WZ2 comes from the terms' codes
@@ -744,25 +746,27 @@ def frame_objective(frame, *, reml: bool, factor_mode: str = "measure",
     terms = frame.terms
     if factor_mode not in ("measure", "classes") or len(terms) < 2 or terms[0].k != 1:
         cp = accumulate(frame)
-        if takes_classes(cp, factor_mode):  # "classes" where they do not apply: refused
+        if classes and takes_classes(cp, factor_mode):  # "classes" where not applicable: refused
             return ClassedObjective.from_crossproducts(cp, reml=reml, sigma=sigma)
         return LmmObjective(cp, reml=reml, factor_mode=factor_mode, sigma=sigma)
     cp = accumulate(frame, skip_first_pairs=True)
     B = b_from_rows(terms[0].codes, [t.codes for t in terms[1:]],
                     [None if intercept_only(t) else t.X for t in terms[1:]],
                     [t.nlev for t in terms], [t.k for t in terms], weights=frame.weights)
-    obj = objective_with_b(cp, B, reml=reml, factor_mode=factor_mode, sigma=sigma)
+    obj = objective_with_b(cp, B, reml=reml, factor_mode=factor_mode, sigma=sigma,
+                           classes=classes)
     if isinstance(obj, ClassedObjective):
         obj.source_cp = cp  # without the first pairs: context.py adds them when asked
     return obj
 
 
 def objective_with_b(cp: CrossProducts, B: LevelRows, *, reml: bool, factor_mode: str,
-                     sigma: float | None):
+                     sigma: float | None, classes: bool = True):
     """The objective of cp, whose first-term level pairs are given as B instead: the
     classes where they apply and pay (or are asked for, refused with the reason where they
-    do not apply), else the sparse factor with the pairs made from B."""
-    reason = classes_apply(cp)
+    do not apply), else the sparse factor with the pairs made from B. ``classes=False``:
+    the sparse factor whatever the classes would do (not with factor_mode "classes")."""
+    reason = classes_apply(cp) if classes else "not asked for (the optimizer needs a gradient)"
     if factor_mode == "classes" and reason is not None:
         raise classes_refused(reason)
     if reason is None and (factor_mode == "classes" or classes_pay(cp, B)):

@@ -299,7 +299,8 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
     # the moment start before the objective exists: its n-long temporaries (y centred,
     # the codes widened by np.bincount) then do not stack on the objective's memory
     moment = moment_theta(frame.terms, frame.y) if start is None and sigma is None else None
-    obj = frame_objective(frame, reml=bool(reml), factor_mode=factor_mode, sigma=sigma)
+    obj = frame_objective(frame, reml=bool(reml), factor_mode=factor_mode, sigma=sigma,
+                          classes=optimizer != "lbfgsb")
     obj = objective_for_optimizer(obj, optimizer, factor_mode)
     theta0, units = lmm_start_and_units(obj, frame, start, moment)
     opt = optimize_lmm(obj, theta0, units, start=start, check=check_convergence,

@@ -664,7 +664,8 @@ def fit_sums(spec: StreamSpec, scan: LevelScan, acc: Accumulator, *, source_name
         raise DataError("every prior weight is 0: no row carries information; check the "
                         "weights column")
     cp, xnames, dropped = crossproducts(acc, stacklevel + 1)
-    obj = streamed_objective(acc, cp, reml=bool(reml), factor_mode=factor_mode, sigma=sigma)
+    obj = streamed_objective(acc, cp, reml=bool(reml), factor_mode=factor_mode, sigma=sigma,
+                             classes=optimizer != "lbfgsb")
     obj = objective_for_optimizer(obj, optimizer, factor_mode, source_cp=cp)
     units = theta_units_sums(acc.terms, obj.theta_map, s, spec.weights is not None)
     theta0 = None
@@ -690,9 +691,10 @@ def fit_sums(spec: StreamSpec, scan: LevelScan, acc: Accumulator, *, source_name
 
 
 def streamed_objective(acc: Accumulator, cp: CrossProducts, *, reml: bool, factor_mode: str,
-                       sigma) -> LmmObjective | ClassedObjective:
+                       sigma, classes: bool = True) -> LmmObjective | ClassedObjective:
     """The criterion of the streamed sums: with the row codes kept, B from them and the
-    route classed.objective_with_b picks; else the sparse factor."""
+    route classed.objective_with_b picks (never the classes if ``classes`` is False);
+    else the sparse factor."""
     if acc.row_codes is None:
         return LmmObjective(cp, reml=reml, factor_mode=factor_mode, sigma=sigma)
     t0 = time.perf_counter()
@@ -700,7 +702,8 @@ def streamed_objective(acc: Accumulator, cp: CrossProducts, *, reml: bool, facto
     acc.row_codes = None
     log.info("level pairs of the first term from the kept row codes: %d in %.2f s", B.nnz,
              time.perf_counter() - t0)
-    return objective_with_b(cp, B, reml=reml, factor_mode=factor_mode, sigma=sigma)
+    return objective_with_b(cp, B, reml=reml, factor_mode=factor_mode, sigma=sigma,
+                            classes=classes)
 
 
 def fit_partials(spec: StreamSpec, scan: LevelScan, acc: Accumulator, merged: PartialSums, *,

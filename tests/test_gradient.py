@@ -253,6 +253,31 @@ def test_lbfgsb_with_classes_refused_and_measure_goes_sparse():
     assert sparse.objective == pytest.approx(classed.objective, abs=1e-6)
 
 
+def test_lbfgsb_does_not_build_the_class_sums(monkeypatch, tmp_path):
+    """With optimizer='lbfgsb' the count classes are never taken, so their sums (a pass
+    over the first term's levels and the G stack) are not built only to be dropped, in
+    memory or streamed; the fit is the one on the sparse route."""
+    from glmm_sparse import classed
+
+    data = classes_data()
+    formula = "y ~ 1 + (1 | g1) + (1 | g2)"
+    before = gs.lmer(formula, data, optimizer="lbfgsb")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the class sums were built")
+
+    monkeypatch.setattr(classed, "class_sums", refuse)
+    in_memory = gs.lmer(formula, data, optimizer="lbfgsb")
+    assert type(in_memory.model.objective).__name__ == "LmmObjective"
+    assert in_memory.objective == before.objective
+    path = tmp_path / "crossed.parquet"
+    data.to_parquet(path)
+    streamed = gs.lmer(formula, str(path), streaming=True, optimizer="lbfgsb")
+    assert streamed.objective == pytest.approx(in_memory.objective, abs=1e-8)
+    with pytest.raises(AssertionError, match="class sums"):
+        gs.lmer(formula, data)  # BOBYQA takes the classes here
+
+
 @pytest.fixture(scope="module", params=case_ids("gaussian"), ids=[c for _, c in case_ids()])
 def fitted(request):
     """The lme4 reference cases fitted with optimizer="lbfgsb"."""
