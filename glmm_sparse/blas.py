@@ -8,13 +8,16 @@ peers harness, a dense Cholesky of order 1,003 per evaluation), a whole fit took
 with the libraries' default threads and 1.4-1.9 s with one, the Cholesky alone 15-17 ms
 against 12 ms. ``one_blas_thread`` limits every loaded BLAS to one thread for a block.
 
-A whole fit runs in such a block (``fit_on_one_blas_thread`` on lmer, glmer and the Dask
-and Spark fits). The limit set and restored around each dense call was not enough: a
+A whole fit runs in such a block (the bodies of lmer, glmer and the Dask and Spark fits,
+and every optimization, ``optimize.minimize_theta``, so refits, profiles and the
+bootstrap's refits too; a ``with`` block adds no frame, so the warnings' stacklevels still
+name the caller's line). The limit set and restored around each dense call was not enough: a
 binomial GLMM on 10^6 rows (the peers harness's binomial_1e6) took 36.8 s with the limit
 around the dense calls only and 25.8 s with it around the whole fit, the same optimum to
 every printed digit: between the limited blocks the libraries' threads woke for small
 products and then spun, and the fit's own kernels (row passes, the Schur update) waited
-for the cores they held.
+for the cores they held. The limit is process-wide: while a fit runs on the main thread,
+BLAS calls made by the user's other threads run on one thread too.
 
 Only the main thread sets the limit: OpenBLAS (0.3.30, 0.3.31 here) ignores a change of
 its thread count made from any other thread, so a block entered elsewhere (a fit run in a
@@ -24,7 +27,6 @@ every BLAS the package's imports load is loaded; a block then costs about 12 mic
 """
 from __future__ import annotations
 
-import functools
 import threading
 from contextlib import contextmanager
 
@@ -56,11 +58,7 @@ def one_blas_thread():
             limited.restore_original_limits()
 
 
-def fit_on_one_blas_thread(fit):
-    """``fit`` (a function) run inside ``one_blas_thread``: every BLAS on one thread for
-    the whole call, so the fit's own threads have the cores."""
-    @functools.wraps(fit)
-    def limited(*args, **kwargs):
-        with one_blas_thread():
-            return fit(*args, **kwargs)
-    return limited
+def holds_one_thread() -> bool:
+    """Whether the calling thread is inside a block that holds every BLAS at one thread
+    (the main thread, within ``one_blas_thread``)."""
+    return _depth > 0 and threading.current_thread() is threading.main_thread()

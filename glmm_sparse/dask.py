@@ -31,7 +31,7 @@ except ImportError as err:  # pragma: no cover - exercised without the extra onl
 import pandas as pd
 
 from .batches import BATCH_ROWS, progress_bar
-from .blas import fit_on_one_blas_thread
+from .blas import one_blas_thread
 from .errors import DataError
 from .models import check_lmer_arguments, warn_if_singular
 from .partials import merge_partials, tree_merge
@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 __all__ = ["lmer"]
 
 
-@fit_on_one_blas_thread
 def lmer(formula: str, ddf, *, reml: bool = True, weights: str | None = None,
          offset: str | None = None, sigma: float | None = None, na_action: str = "omit",
          start=None, check_convergence: bool = True, optimizer_options: dict | None = None,
@@ -81,34 +80,35 @@ def lmer(formula: str, ddf, *, reml: bool = True, weights: str | None = None,
         As ``glmm_sparse.lmer`` on Parquet with ``streaming=True``: every n-free result;
         ``fitted``, ``residuals`` and ``scaled_residuals`` are None.
     """
-    if not isinstance(ddf, dd.DataFrame):
-        raise TypeError(f"ddf must be a dask.dataframe.DataFrame, not {type(ddf).__name__}; "
-                        "for pandas data use glmm_sparse.lmer")
-    sigma, parsed, options = check_lmer_arguments(formula, reml=reml, sigma=sigma,
-                                                  optimizer_options=optimizer_options)
-    spec = stream_spec(formula, parsed, arrow_schema(ddf._meta), weights=weights,
-                       offset=offset, na_action=na_action, batch_rows=batch_rows, sigma=sigma)
-    parts = ddf[spec.columns].to_delayed()
-    log.info("Dask fit of %s: %d partition(s), columns %s", formula, len(parts), spec.columns)
+    with one_blas_thread():
+        if not isinstance(ddf, dd.DataFrame):
+            raise TypeError(f"ddf must be a dask.dataframe.DataFrame, not {type(ddf).__name__}; "
+                            "for pandas data use glmm_sparse.lmer")
+        sigma, parsed, options = check_lmer_arguments(formula, reml=reml, sigma=sigma,
+                                                      optimizer_options=optimizer_options)
+        spec = stream_spec(formula, parsed, arrow_schema(ddf._meta), weights=weights,
+                           offset=offset, na_action=na_action, batch_rows=batch_rows, sigma=sigma)
+        parts = ddf[spec.columns].to_delayed()
+        log.info("Dask fit of %s: %d partition(s), columns %s", formula, len(parts), spec.columns)
 
-    def scan_pass():
-        scan_part = dask.delayed(spec.scan_partition, pure=True)
-        return reduce_on_cluster([scan_part(p) for p in parts], _merge_scans, progress,
-                                 "levels pass")
+        def scan_pass():
+            scan_part = dask.delayed(spec.scan_partition, pure=True)
+            return reduce_on_cluster([scan_part(p) for p in parts], _merge_scans, progress,
+                                     "levels pass")
 
-    def sums_pass(acc):
-        acc_d = dask.delayed(acc, name=f"glmm-sparse-accumulator-{uuid.uuid4().hex}")
-        add = dask.delayed(accumulate_partition, pure=True)
-        return reduce_on_cluster([add(acc_d, p, spec.batch_rows) for p in parts],
-                                 merge_partials, progress, "cross-products pass")
+        def sums_pass(acc):
+            acc_d = dask.delayed(acc, name=f"glmm-sparse-accumulator-{uuid.uuid4().hex}")
+            add = dask.delayed(accumulate_partition, pure=True)
+            return reduce_on_cluster([add(acc_d, p, spec.batch_rows) for p in parts],
+                                     merge_partials, progress, "cross-products pass")
 
-    result = partitioned_fit(spec, scan_pass, sums_pass,
-                             source_name=f"a Dask DataFrame of {len(parts)} partition(s)",
-                             na_action=na_action, reml=reml, sigma=sigma, start=start,
-                             check_convergence=check_convergence, options=options,
-                             factor_mode=factor_mode, optimizer=optimizer)
-    warn_if_singular(result)
-    return result
+        result = partitioned_fit(spec, scan_pass, sums_pass,
+                                 source_name=f"a Dask DataFrame of {len(parts)} partition(s)",
+                                 na_action=na_action, reml=reml, sigma=sigma, start=start,
+                                 check_convergence=check_convergence, options=options,
+                                 factor_mode=factor_mode, optimizer=optimizer)
+        warn_if_singular(result)
+        return result
 
 
 def _merge_scans(a, b):

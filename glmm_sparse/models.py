@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 
 from .agq import check_agq_model
-from .blas import fit_on_one_blas_thread
+from .blas import one_blas_thread
 from .classed import frame_objective, same_route, with_first_pairs
 from .families import get_family
 from .glmm import GlmmObjective, fit_glmm
@@ -200,7 +200,6 @@ def streams(data, streaming: bool | None) -> bool:
     return bool(streaming)
 
 
-@fit_on_one_blas_thread
 def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
          sigma: float | None = None, na_action: str = "omit", start=None,
          check_convergence: bool = True, optimizer_options: dict | None = None,
@@ -278,47 +277,47 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
         ``fixef``, ``vcov``, ``varcorr``, ``ranef``, ``coef``, ``loglik``, ``aic``, ``bic``,
         ``sigma``, ``theta``, ``fitted``, ``residuals``, ``summary()``, ...
     """
-    sigma, parsed, options = check_lmer_arguments(formula, reml=reml, sigma=sigma,
-                                                  optimizer_options=optimizer_options)
-    check_optimizer_route(optimizer, factor_mode)
-    if streams(data, streaming):
-        from .streaming import lmer_parquet
+    with one_blas_thread():
+        sigma, parsed, options = check_lmer_arguments(formula, reml=reml, sigma=sigma,
+                                                      optimizer_options=optimizer_options)
+        check_optimizer_route(optimizer, factor_mode)
+        if streams(data, streaming):
+            from .streaming import lmer_parquet
 
-        result = lmer_parquet(formula, data, parsed, reml=reml, weights=weights, offset=offset,
-                              sigma=sigma, na_action=na_action, start=start,
-                              check_convergence=check_convergence, options=options,
-                              factor_mode=factor_mode, progress=progress, optimizer=optimizer,
-                              **({} if batch_rows is None else {"batch_rows": batch_rows}))
+            result = lmer_parquet(formula, data, parsed, reml=reml, weights=weights, offset=offset,
+                                  sigma=sigma, na_action=na_action, start=start,
+                                  check_convergence=check_convergence, options=options,
+                                  factor_mode=factor_mode, progress=progress, optimizer=optimizer,
+                                  **({} if batch_rows is None else {"batch_rows": batch_rows}))
+            warn_if_singular(result)
+            return result
+        # a known residual variance tells one random effect per row from the residual (the
+        # meta-analysis model), so sigma relaxes lmer's identifiability check as glmer's does
+        frame = build_frame(parsed, formula, as_pandas(data), weights=weights, offset=offset,
+                            na_action=na_action, glmm=sigma is not None)
+        check_response_varies(frame.y, parsed.response)
+        # the moment start before the objective exists: its n-long temporaries (y centred,
+        # the codes widened by np.bincount) then do not stack on the objective's memory
+        moment = moment_theta(frame.terms, frame.y) if start is None and sigma is None else None
+        obj = frame_objective(frame, reml=bool(reml), factor_mode=factor_mode, sigma=sigma,
+                              classes=optimizer != "lbfgsb")
+        obj = objective_for_optimizer(obj, optimizer, factor_mode)
+        theta0, units = lmm_start_and_units(obj, frame, start, moment)
+        opt = optimize_lmm(obj, theta0, units, start=start, check=check_convergence,
+                           options=options, optimizer=optimizer)
+        obj.update(opt.theta)
+        obj.check_residual_left()
+        result = build_lmer_result(formula, frame, obj, opt,
+                                   data_name=data if isinstance(data, str) else None,
+                                   weights_name=weights if isinstance(weights, str) else None,
+                                   offset_name=offset if isinstance(offset, str) else None,
+                                   parsed=parsed, options=dict(
+                                       factor_mode=factor_mode, check_convergence=check_convergence,
+                                       optimizer_options=options, optimizer=optimizer))
         warn_if_singular(result)
         return result
-    # a known residual variance tells one random effect per row from the residual (the
-    # meta-analysis model), so sigma relaxes lmer's identifiability check as glmer's does
-    frame = build_frame(parsed, formula, as_pandas(data), weights=weights, offset=offset,
-                        na_action=na_action, glmm=sigma is not None)
-    check_response_varies(frame.y, parsed.response)
-    # the moment start before the objective exists: its n-long temporaries (y centred,
-    # the codes widened by np.bincount) then do not stack on the objective's memory
-    moment = moment_theta(frame.terms, frame.y) if start is None and sigma is None else None
-    obj = frame_objective(frame, reml=bool(reml), factor_mode=factor_mode, sigma=sigma,
-                          classes=optimizer != "lbfgsb")
-    obj = objective_for_optimizer(obj, optimizer, factor_mode)
-    theta0, units = lmm_start_and_units(obj, frame, start, moment)
-    opt = optimize_lmm(obj, theta0, units, start=start, check=check_convergence,
-                       options=options, optimizer=optimizer)
-    obj.update(opt.theta)
-    obj.check_residual_left()
-    result = build_lmer_result(formula, frame, obj, opt,
-                               data_name=data if isinstance(data, str) else None,
-                               weights_name=weights if isinstance(weights, str) else None,
-                               offset_name=offset if isinstance(offset, str) else None,
-                               parsed=parsed, options=dict(
-                                   factor_mode=factor_mode, check_convergence=check_convergence,
-                                   optimizer_options=options, optimizer=optimizer))
-    warn_if_singular(result)
-    return result
 
 
-@fit_on_one_blas_thread
 def glmer(formula: str, data, *, family="binomial", link: str | None = None, nagq: int = 1,
           weights=None, offset=None, na_action: str = "omit", start=None,
           check_convergence: bool = True, optimizer_options: dict | None = None,
@@ -377,57 +376,59 @@ def glmer(formula: str, data, *, family="binomial", link: str | None = None, nag
         family with the identity link is the linear mixed model: its fit by maximum
         likelihood (an ``LmerResult``), exactly as ``lmer(..., reml=False)``.
     """
-    if sigma is not None:
-        raise ModelSpecError(
-            f"glmer does not take sigma (got {sigma!r}): a GLMM's dispersion is fixed by its "
-            "family (binomial, Poisson) or estimated (Gamma, inverse Gaussian); for a "
-            "linear mixed model with a known residual SD use lmer(..., sigma=...)")
-    fam = get_family(family, link)
-    if not isinstance(nagq, (int, np.integer)) or isinstance(nagq, bool) or nagq < 0:
-        raise TypeError(f"nagq must be a non-negative integer, not {nagq!r}")
-    if fam.name == "gaussian" and fam.link.name == "identity":
-        # the linear mixed model itself, by maximum likelihood (lme4's glmer does the same)
-        return lmer(formula, data, reml=False, weights=weights, offset=offset,
-                    na_action=na_action, start=start, check_convergence=check_convergence,
-                    optimizer_options=optimizer_options, factor_mode=factor_mode,
-                    streaming=streaming, batch_rows=batch_rows, progress=progress,
-                    optimizer=optimizer)
-    if check_optimizer(optimizer) != "bobyqa":
-        raise ModelSpecError(f"optimizer={optimizer!r} needs the analytic gradient of the "
-                             f"criterion, which a GLMM ({fam.name} family, Laplace or AGQ) does "
-                             "not have; use optimizer='bobyqa'")
-    parsed = parse_mixed_formula(formula, "a GLM (e.g. statsmodels GLM)")
-    options = check_optimizer_options(optimizer_options)
-    if streams(data, streaming):
-        from .outofcore import glmer_parquet
+    with one_blas_thread():
+        if sigma is not None:
+            raise ModelSpecError(
+                f"glmer does not take sigma (got {sigma!r}): a GLMM's dispersion is fixed by its "
+                "family (binomial, Poisson) or estimated (Gamma, inverse Gaussian); for a "
+                "linear mixed model with a known residual SD use lmer(..., sigma=...)")
+        fam = get_family(family, link)
+        if not isinstance(nagq, (int, np.integer)) or isinstance(nagq, bool) or nagq < 0:
+            raise TypeError(f"nagq must be a non-negative integer, not {nagq!r}")
+        if fam.name == "gaussian" and fam.link.name == "identity":
+            # the linear mixed model itself, by maximum likelihood (lme4's glmer does the same)
+            return lmer(formula, data, reml=False, weights=weights, offset=offset,
+                        na_action=na_action, start=start, check_convergence=check_convergence,
+                        optimizer_options=optimizer_options, factor_mode=factor_mode,
+                        streaming=streaming, batch_rows=batch_rows, progress=progress,
+                        optimizer=optimizer)
+        if check_optimizer(optimizer) != "bobyqa":
+            raise ModelSpecError(f"optimizer={optimizer!r} needs the analytic gradient of the "
+                                 f"criterion, which a GLMM ({fam.name} family, Laplace or AGQ) "
+                                 "does not have; use optimizer='bobyqa'")
+        parsed = parse_mixed_formula(formula, "a GLM (e.g. statsmodels GLM)")
+        options = check_optimizer_options(optimizer_options)
+        if streams(data, streaming):
+            from .outofcore import glmer_parquet
 
-        result = glmer_parquet(formula, data, parsed, family=fam, nagq=int(nagq),
-                               weights=weights, offset=offset, na_action=na_action,
-                               start=start, check_convergence=check_convergence,
-                               options=options, factor_mode=factor_mode, progress=progress,
-                               spill_dir=spill_dir,
-                               **({} if batch_rows is None else {"batch_rows": batch_rows}))
+            result = glmer_parquet(formula, data, parsed, family=fam, nagq=int(nagq),
+                                   weights=weights, offset=offset, na_action=na_action,
+                                   start=start, check_convergence=check_convergence,
+                                   options=options, factor_mode=factor_mode, progress=progress,
+                                   spill_dir=spill_dir,
+                                   **({} if batch_rows is None else {"batch_rows": batch_rows}))
+            warn_if_singular(result)
+            return result
+        response = binomial_response if fam.name == "binomial" else numeric_response
+        frame = build_frame(parsed, formula, as_pandas(data), weights=weights, offset=offset,
+                            na_action=na_action, response=response, glmm=True)
+        prior_w = np.ones(frame.n) if frame.weights is None else frame.weights
+        fam.check_response(frame.y, prior_w, name=parsed.response, rows=frame.row_index)
+        check_glmm_response_varies(frame.y, prior_w, fam, parsed.response)
+        check_agq_model(tuple(t.k for t in frame.terms), int(nagq), fam)
+        gdata = GlmmData.from_frame(frame, fam, prior_w=prior_w)
+        obj = GlmmObjective(gdata, nagq=int(nagq), factor_mode=factor_mode)
+        theta_map = obj.pls.theta_map
+        units = theta_units(frame.terms, theta_map)  # sigma = 1: prior weights do not scale theta
+        stage1, stage2 = fit_glmm(obj, theta0=start_theta(start, theta_map, units),
+                                  check=check_convergence, optimizer_options=options, units=units)
+        result = build_glmer_result(formula, frame, obj, stage1, stage2,
+                                    weights_name=weights if isinstance(weights, str) else None,
+                                    data_name=data if isinstance(data, str) else None,
+                                    offset_name=offset if isinstance(offset, str) else None,
+                                    parsed=parsed, options=dict(
+                                        factor_mode=factor_mode,
+                                        check_convergence=check_convergence,
+                                        optimizer_options=options))
         warn_if_singular(result)
         return result
-    response = binomial_response if fam.name == "binomial" else numeric_response
-    frame = build_frame(parsed, formula, as_pandas(data), weights=weights, offset=offset,
-                        na_action=na_action, response=response, glmm=True)
-    prior_w = np.ones(frame.n) if frame.weights is None else frame.weights
-    fam.check_response(frame.y, prior_w, name=parsed.response, rows=frame.row_index)
-    check_glmm_response_varies(frame.y, prior_w, fam, parsed.response)
-    check_agq_model(tuple(t.k for t in frame.terms), int(nagq), fam)
-    gdata = GlmmData.from_frame(frame, fam, prior_w=prior_w)
-    obj = GlmmObjective(gdata, nagq=int(nagq), factor_mode=factor_mode)
-    theta_map = obj.pls.theta_map
-    units = theta_units(frame.terms, theta_map)  # sigma = 1: prior weights do not scale theta
-    stage1, stage2 = fit_glmm(obj, theta0=start_theta(start, theta_map, units),
-                              check=check_convergence, optimizer_options=options, units=units)
-    result = build_glmer_result(formula, frame, obj, stage1, stage2,
-                                weights_name=weights if isinstance(weights, str) else None,
-                                data_name=data if isinstance(data, str) else None,
-                                offset_name=offset if isinstance(offset, str) else None,
-                                parsed=parsed, options=dict(
-                                    factor_mode=factor_mode, check_convergence=check_convergence,
-                                    optimizer_options=options))
-    warn_if_singular(result)
-    return result

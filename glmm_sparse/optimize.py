@@ -21,6 +21,7 @@ import nlopt
 import numpy as np
 import scipy.optimize
 
+from .blas import one_blas_thread
 from .errors import ConvergenceWarning, ModelSpecError, NumericalError
 
 SINGULAR_TOL = 1e-4  # lme4's isSingular tolerance on theta / its bounds
@@ -417,37 +418,38 @@ def minimize_theta(fun, theta0: np.ndarray, lower: np.ndarray, *, check: bool = 
     check's Newton steps left a scaled gradient above REFINE_SG (for loose ``options``
     that rely on those steps to finish).
     """
-    if check_optimizer(optimizer) == "lbfgsb":
-        return minimize_with_gradient(fun, theta0, lower, check=check, units=units, **options)
-    t0 = time.perf_counter()
-    units = np.ones_like(theta0, dtype=np.float64) if units is None else units
-    if options.get("initial_step") is not None:
-        options["initial_step"] = np.asarray(options["initial_step"]) / units
-    fun = _Tally(fun if np.all(units == 1.0) else _InUnits(fun, units))
-    x0, lower = theta0 / units, lower / units
-    x, fmin, n_evals, code = bobyqa(fun, x0, lower, **options)
-    x = np.where(np.abs(x - lower) < 1e-10, lower, x)  # snap to the boundary
-    check_theta_limit(x, lower, units)
-    fmin = fun(x)
-    messages: list[str] = []
-    g = np.zeros_like(x)
-    H = None
-    sg = 0.0
-    if check:
-        x, fmin, g, H, sg = _polish(fun, x, fmin, lower)
-        if refine is not None and not sg <= REFINE_SG:
-            x, fmin, more, code = bobyqa(fun, x, lower, **dict(options, **refine))
-            n_evals += more
-            x = np.where(np.abs(x - lower) < 1e-10, lower, x)
-            check_theta_limit(x, lower, units)
-            x, fmin, g, H, sg = _polish(fun, x, fun(x), lower)
-        if sg > GRAD_TOL:
-            messages.append(f"Model failed to converge with max|grad| = {sg:.3g} (tol = "
-                            f"{GRAD_TOL}); the scaled gradient at the optimum is not small")
-    if code == "MAXEVAL_REACHED":
-        messages.append(f"the optimizer stopped at its evaluation limit ({n_evals})")
-    return _summary(theta0, x, fmin, n_evals, t0, "NLopt BOBYQA", code, g, H, sg, messages,
-                    units, fun.count, stacklevel=4)
+    with one_blas_thread():
+        if check_optimizer(optimizer) == "lbfgsb":
+            return minimize_with_gradient(fun, theta0, lower, check=check, units=units, **options)
+        t0 = time.perf_counter()
+        units = np.ones_like(theta0, dtype=np.float64) if units is None else units
+        if options.get("initial_step") is not None:
+            options["initial_step"] = np.asarray(options["initial_step"]) / units
+        fun = _Tally(fun if np.all(units == 1.0) else _InUnits(fun, units))
+        x0, lower = theta0 / units, lower / units
+        x, fmin, n_evals, code = bobyqa(fun, x0, lower, **options)
+        x = np.where(np.abs(x - lower) < 1e-10, lower, x)  # snap to the boundary
+        check_theta_limit(x, lower, units)
+        fmin = fun(x)
+        messages: list[str] = []
+        g = np.zeros_like(x)
+        H = None
+        sg = 0.0
+        if check:
+            x, fmin, g, H, sg = _polish(fun, x, fmin, lower)
+            if refine is not None and not sg <= REFINE_SG:
+                x, fmin, more, code = bobyqa(fun, x, lower, **dict(options, **refine))
+                n_evals += more
+                x = np.where(np.abs(x - lower) < 1e-10, lower, x)
+                check_theta_limit(x, lower, units)
+                x, fmin, g, H, sg = _polish(fun, x, fun(x), lower)
+            if sg > GRAD_TOL:
+                messages.append(f"Model failed to converge with max|grad| = {sg:.3g} (tol = "
+                                f"{GRAD_TOL}); the scaled gradient at the optimum is not small")
+        if code == "MAXEVAL_REACHED":
+            messages.append(f"the optimizer stopped at its evaluation limit ({n_evals})")
+        return _summary(theta0, x, fmin, n_evals, t0, "NLopt BOBYQA", code, g, H, sg, messages,
+                        units, fun.count, stacklevel=4)
 
 
 def _summary(theta0, x, fmin, n_evals, t0, method, code, g, H, sg, messages, units,

@@ -33,7 +33,7 @@ except ImportError as err:  # pragma: no cover - exercised without the extra onl
 
 
 from .batches import BATCH_ROWS
-from .blas import fit_on_one_blas_thread
+from .blas import one_blas_thread
 from .errors import GlmmSparseError
 from .levelscan import LevelScan
 from .models import check_lmer_arguments, warn_if_singular
@@ -48,7 +48,6 @@ __all__ = ["lmer"]
 PART_SCHEMA = "part binary"  # one pickled partial result per partition
 
 
-@fit_on_one_blas_thread
 def lmer(formula: str, sdf, *, reml: bool = True, weights: str | None = None,
          offset: str | None = None, sigma: float | None = None, na_action: str = "omit",
          start=None, check_convergence: bool = True, optimizer_options: dict | None = None,
@@ -82,37 +81,38 @@ def lmer(formula: str, sdf, *, reml: bool = True, weights: str | None = None,
         As ``glmm_sparse.lmer`` on Parquet with ``streaming=True``: every n-free result;
         ``fitted``, ``residuals`` and ``scaled_residuals`` are None.
     """
-    if not isinstance(sdf, pyspark.sql.DataFrame):
-        raise TypeError(f"sdf must be a pyspark.sql.DataFrame, not {type(sdf).__name__}; "
-                        "for pandas data use glmm_sparse.lmer")
-    sigma, parsed, options = check_lmer_arguments(formula, reml=reml, sigma=sigma,
-                                                  optimizer_options=optimizer_options)
-    spec = stream_spec(formula, parsed, to_arrow_schema(sdf.schema), weights=weights,
-                       offset=offset, na_action=na_action, batch_rows=batch_rows, sigma=sigma)
-    used = sdf.select(*spec.columns)
-    n_parts = used.rdd.getNumPartitions()
-    log.info("Spark fit of %s: %d partition(s), columns %s", formula, n_parts, spec.columns)
+    with one_blas_thread():
+        if not isinstance(sdf, pyspark.sql.DataFrame):
+            raise TypeError(f"sdf must be a pyspark.sql.DataFrame, not {type(sdf).__name__}; "
+                            "for pandas data use glmm_sparse.lmer")
+        sigma, parsed, options = check_lmer_arguments(formula, reml=reml, sigma=sigma,
+                                                      optimizer_options=optimizer_options)
+        spec = stream_spec(formula, parsed, to_arrow_schema(sdf.schema), weights=weights,
+                           offset=offset, na_action=na_action, batch_rows=batch_rows, sigma=sigma)
+        used = sdf.select(*spec.columns)
+        n_parts = used.rdd.getNumPartitions()
+        log.info("Spark fit of %s: %d partition(s), columns %s", formula, n_parts, spec.columns)
 
-    def scan_pass():
-        return tree_merge(_collect(used.mapInArrow(_ScanPartition(spec), PART_SCHEMA)),
-                          LevelScan.merge)
+        def scan_pass():
+            return tree_merge(_collect(used.mapInArrow(_ScanPartition(spec), PART_SCHEMA)),
+                              LevelScan.merge)
 
-    def sums_pass(acc):
-        shared = sdf.sparkSession.sparkContext.broadcast(acc)
-        try:
-            parts = _collect(used.mapInArrow(_AddPartition(shared, spec.batch_rows),
-                                             PART_SCHEMA))
-        finally:
-            shared.destroy()  # unpersist() left the driver's pickle in Spark's temp dir
-        return tree_merge(parts, merge_partials)
+        def sums_pass(acc):
+            shared = sdf.sparkSession.sparkContext.broadcast(acc)
+            try:
+                parts = _collect(used.mapInArrow(_AddPartition(shared, spec.batch_rows),
+                                                 PART_SCHEMA))
+            finally:
+                shared.destroy()  # unpersist() left the driver's pickle in Spark's temp dir
+            return tree_merge(parts, merge_partials)
 
-    result = partitioned_fit(spec, scan_pass, sums_pass,
-                             source_name=f"a Spark DataFrame of {n_parts} partition(s)",
-                             na_action=na_action, reml=reml, sigma=sigma, start=start,
-                             check_convergence=check_convergence, options=options,
-                             factor_mode=factor_mode, optimizer=optimizer)
-    warn_if_singular(result)
-    return result
+        result = partitioned_fit(spec, scan_pass, sums_pass,
+                                 source_name=f"a Spark DataFrame of {n_parts} partition(s)",
+                                 na_action=na_action, reml=reml, sigma=sigma, start=start,
+                                 check_convergence=check_convergence, options=options,
+                                 factor_mode=factor_mode, optimizer=optimizer)
+        warn_if_singular(result)
+        return result
 
 
 def _collect(parts_df) -> list:

@@ -70,8 +70,9 @@ def test_results_unchanged():
 
 
 def test_fits_hold_every_blas_on_one_thread(two_threads, monkeypatch):
-    """lmer and glmer run whole on one BLAS thread (blas.fit_on_one_blas_thread), seen
-    from inside the fit (at the optimizer's call), and restore the settings after."""
+    """lmer and glmer run whole on one BLAS thread (a ``one_blas_thread`` block around
+    their bodies), seen from inside the fit (at the optimizer's call), and restore the
+    settings after."""
     import pandas as pd
 
     import glmm_sparse
@@ -94,3 +95,39 @@ def test_fits_hold_every_blas_on_one_thread(two_threads, monkeypatch):
     glmm_sparse.glmer("yb ~ 1 + (1 | g)", df, family="binomial")
     assert len(seen) >= 2 and all(s == {1} for s in seen)
     assert set(blas_threads()) == {2}
+
+
+def test_every_optimization_holds_one_blas_thread(two_threads):
+    """minimize_theta evaluates inside the block too, so refits, profiles and the
+    bootstrap's refits, which call it outside lmer, get the same limit."""
+    from glmm_sparse.optimize import minimize_theta
+
+    seen = []
+
+    def criterion(theta):
+        seen.append(set(blas_threads()))
+        return float((theta[0] - 1.0) ** 2 + 1.0)
+
+    minimize_theta(criterion, np.array([0.5]), np.array([0.0]), check=False)
+    assert seen and all(s == {1} for s in seen)
+    assert set(blas_threads()) == {2}
+
+
+def test_warnings_of_a_fit_name_the_callers_line():
+    """The block adds no frame: a fit's warnings (rows dropped, a singular fit) still
+    point at the line that called lmer."""
+    import warnings
+
+    import pandas as pd
+
+    import glmm_sparse
+
+    rng = np.random.default_rng(2)
+    g = rng.integers(0, 10, 200)
+    df = pd.DataFrame({"y": rng.standard_normal(200), "g": g.astype(str)})
+    df.loc[3, "y"] = np.nan
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        glmm_sparse.lmer("y ~ 1 + (1 | g)", df)
+    assert caught
+    assert {w.filename for w in caught} == {__file__}, [(w.filename, str(w.message)) for w in caught]
