@@ -66,11 +66,15 @@ def help_with(work) -> None:
     """Start ``work`` (a zero-argument callable) on up to n_threads() - 1 pool threads and
     return at once, without waiting for them: for kernels in which the calling thread can
     do all the work itself and helpers only take what is left (tilechol.py), so that a
-    busy pool delays nothing. ``work`` must not raise."""
+    busy pool delays nothing. ``work`` must not raise. A pool that takes no more work
+    (the interpreter shutting down) starts no helper."""
     if n_threads() > 1:
         pool = _executor()
-        for _ in range(n_threads() - 1):
-            pool.submit(work)
+        try:
+            for _ in range(n_threads() - 1):
+                pool.submit(work)
+        except RuntimeError:  # "cannot schedule new futures after (interpreter) shutdown"
+            pass
 
 
 class Pending:

@@ -12,9 +12,10 @@ order 1,000, 14.7 ms -> 7.9 ms at 1,156 (2 threads, this machine kind).
 from __future__ import annotations
 
 import numpy as np
+from scipy.linalg import lapack
 
 from ._core import _tilechol
-from .blas import one_blas_thread
+from .blas import holds_one_thread, one_blas_thread
 from .parallel import help_with
 
 NB = 128  # tile order: fixed, since the bits depend on it (96-256 measured alike)
@@ -26,21 +27,31 @@ def cholesky_lower(S: np.ndarray) -> int:
     (S's lower triangle read; the strict upper triangle is left as it was).
 
     Returns LAPACK's info: 0, or j > 0 when the leading minor of order j is not positive
-    definite (L is then incomplete) or, as in the reference LAPACK, L's j-th pivot is not
-    a finite number (OpenBLAS's potrf passes NaN on). The BLAS runs on one thread per
-    caller thread.
+    definite (L is then incomplete) or L's j-th pivot is not a finite number (NaN, which
+    the reference LAPACK also reports and OpenBLAS's potrf passes on, or an infinity).
+
+    On the main thread every BLAS is held at one thread and the tiles run on the pool's
+    threads as well: the same bits for any thread count. Elsewhere (a fit in a worker
+    thread) the BLAS keeps its own threads, which the tiles' small calls would fight, so
+    LAPACK's potrf factors S whole, as the BLAS's threads divide it.
     """
     if S.ndim != 2 or S.shape[0] != S.shape[1] or not S.flags.c_contiguous:
         raise ValueError("S must be a square C-ordered array")
     if S.dtype != np.float64:
         raise ValueError(f"S must hold float64, not {S.dtype}")
-    run = _tilechol.TiledRun(S.T, NB)  # S's lower triangle = the upper of S.T, column-major
     with one_blas_thread():
-        if S.shape[0] >= PARALLEL_MIN_ORDER:
-            help_with(run.work)
-        run.work()
-        run.wait()
-    if run.info != 0:
-        return int(run.info)
+        if holds_one_thread():
+            run = _tilechol.TiledRun(S.T, NB)  # S's lower triangle: S.T's upper, column-major
+            try:
+                if S.shape[0] >= PARALLEL_MIN_ORDER:
+                    help_with(run.work)
+            finally:  # no helper is left writing into S once this returns, whatever happened
+                run.work()
+                run.wait()
+            info = run.info
+        else:
+            _, info = lapack.dpotrf(S.T, lower=0, clean=0, overwrite_a=1)
+    if info != 0:
+        return int(info)
     bad = np.flatnonzero(~np.isfinite(S.diagonal()))
     return int(bad[0]) + 1 if bad.size else 0

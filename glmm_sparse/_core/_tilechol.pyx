@@ -101,7 +101,8 @@ def _tasks_for(Py_ssize_t ntiles):
 cdef class TiledRun:
     """One factorization of a column-major A in place: ``work`` from any number of
     threads (the caller's first), then ``wait`` on the caller's; ``info`` as LAPACK's
-    (0, or j > 0: the leading minor of order j is not positive definite)."""
+    (0; j > 0: the leading minor of order j is not positive definite; j < 0: a tile's
+    potrf refused its argument -j)."""
 
     cdef double *A
     cdef int n, nb, ntiles, ntasks
@@ -179,7 +180,7 @@ cdef class TiledRun:
                     info = 0
                     dpotrf(b"U", &mk, self._tile(k, k), &n, &info)
                     if info != 0:
-                        tc_claim_error(&self.failed, k * self.nb + info if info > 0 else -1)
+                        tc_claim_error(&self.failed, k * self.nb + info if info > 0 else info)
                 elif kind == TRSM:  # U_kc = U_kk^-T A_kc
                     mc = self._size(c)
                     dtrsm(b"L", b"U", b"T", b"N", &mk, &mc, &one, self._tile(k, k), &n,

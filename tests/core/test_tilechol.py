@@ -97,6 +97,39 @@ def test_busy_pool_does_not_delay_the_factorization(monkeypatch):
         release.set()
 
 
+def test_off_the_main_thread_lapack_factors_it_whole():
+    """In a worker thread the BLAS keeps its threads (blas.py), so no tiles: LAPACK's
+    potrf, the same bits as its call there."""
+    A = spd(700, 17)
+    out = {}
+
+    def worker():
+        S = A.copy()
+        out["info"] = tilechol.cholesky_lower(S)
+        ref = A.copy()
+        lapack.dpotrf(ref.T, lower=0, clean=0, overwrite_a=1)
+        out["same"] = np.array_equal(S, ref)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join(60)
+    assert out == {"info": 0, "same": True}
+
+
+def test_a_pool_that_takes_no_work_starts_no_helper(monkeypatch):
+    """At interpreter shutdown the pool refuses new work: the caller factors alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setenv("GLMM_SPARSE_THREADS", "2")
+    closed = ThreadPoolExecutor(max_workers=2)
+    closed.shutdown()
+    monkeypatch.setattr(parallel, "_executor", lambda: closed)
+    A = spd(700, 19)
+    S, info = factored(A)
+    assert info == 0
+    np.testing.assert_allclose(np.tril(S), np.linalg.cholesky(A), rtol=0, atol=1e-9)
+
+
 def test_rejects_what_it_cannot_factor():
     with pytest.raises(ValueError, match="square C-ordered"):
         tilechol.cholesky_lower(np.asfortranarray(spd(4, 1)[:, :3]))
