@@ -546,10 +546,17 @@ class ClassedObjective:
 
     def update_U(self) -> None:
         """U'U = C (upper Cholesky; below its diagonal U holds C's values, which the
-        triangular solves do not read); Ry is its trailing (p+1) x (p+1) block."""
+        triangular solves do not read); Ry is its trailing (p+1) x (p+1) block.
+
+        C's lower triangle is factored (C is symmetric to rounding, ~1e-19 relative;
+        the fallback for an exact fit reads its upper one)."""
         S = self.C.copy()
         if cholesky_lower(S) == 0:  # S's lower triangle: L = U', by tiles on both cores
             self.U = S.T
+        elif not np.all(np.isfinite(self.C)):
+            raise NumericalError("Lambda'Z'WZ Lambda + I (the count classes' C) holds values "
+                                 "that are not finite numbers; rescale the response or the "
+                                 "random-effects columns", theta=self.theta)
         else:
             self.U = self._factor_exact_fit(self.C)
         q2 = self.cp.q2
@@ -682,6 +689,9 @@ def classes_pay(cp: CrossProducts, B: LevelRows | None = None) -> bool:
     return n_classes * m * (m + 1) / 2 < float(partners @ partners)
 
 
+NEEDS_GRADIENT = "the optimizer needs the criterion's gradient, which this route does not give"
+
+
 def classes_refused(reason: str) -> ModelSpecError:
     """The error of ``factor_mode="classes"`` where the route does not apply."""
     return ModelSpecError(f"factor_mode='classes' does not apply to this model: {reason}")
@@ -744,6 +754,8 @@ def frame_objective(frame, *, reml: bool, factor_mode: str = "measure",
     arrays and the blocks), and the sparse route, if it wins, gets its pairs from B.
     """
     terms = frame.terms
+    if not classes and factor_mode == "classes":
+        raise classes_refused(NEEDS_GRADIENT)
     if factor_mode not in ("measure", "classes") or len(terms) < 2 or terms[0].k != 1:
         cp = accumulate(frame)
         if classes and takes_classes(cp, factor_mode):  # "classes" where not applicable: refused
@@ -766,7 +778,7 @@ def objective_with_b(cp: CrossProducts, B: LevelRows, *, reml: bool, factor_mode
     classes where they apply and pay (or are asked for, refused with the reason where they
     do not apply), else the sparse factor with the pairs made from B. ``classes=False``:
     the sparse factor whatever the classes would do (not with factor_mode "classes")."""
-    reason = classes_apply(cp) if classes else "not asked for (the optimizer needs a gradient)"
+    reason = classes_apply(cp) if classes else NEEDS_GRADIENT
     if factor_mode == "classes" and reason is not None:
         raise classes_refused(reason)
     if reason is None and (factor_mode == "classes" or classes_pay(cp, B)):

@@ -27,7 +27,7 @@ from glmm_sparse.classed import (
 )
 from glmm_sparse.condvar import condvar_blocks
 from glmm_sparse.crossprod import accumulate
-from glmm_sparse.errors import ModelSpecError
+from glmm_sparse.errors import ModelSpecError, NumericalError
 from glmm_sparse.formula import parse_formula
 from glmm_sparse.frame import build_frame
 from glmm_sparse.models import lmm_start_and_units, optimize_lmm
@@ -120,6 +120,17 @@ def test_conditional_variances_equal_the_selected_inverse(formula, weights):
     assert [g.shape for g in got] == [e.shape for e in expected]
     for g, e in zip(got, expected):
         assert_rel(g, e)
+
+
+def test_a_c_with_non_finite_values_is_a_numerical_error():
+    """C's Cholesky (tilechol) reports a NaN pivot; update_U says so rather than take the
+    exact-fit fallback, which could otherwise pass a NaN in C's last entry as pwrss 0."""
+    formula, weights = MODELS[0]
+    obj = ClassedObjective.from_crossproducts(crossproducts(formula, weights), reml=True)
+    obj.update(thetas(obj.theta_map, 3)[1])
+    obj.C[-1, -1] = np.nan
+    with pytest.raises(NumericalError, match="not finite"):
+        obj.update_U()
 
 
 def test_classes_are_the_distinct_row_counts_of_the_first_term():

@@ -278,6 +278,19 @@ def test_lbfgsb_does_not_build_the_class_sums(monkeypatch, tmp_path):
         gs.lmer(formula, data)  # BOBYQA takes the classes here
 
 
+def test_classes_off_and_classes_asked_for_is_the_refusal():
+    """frame_objective refuses factor_mode='classes' without the classes as lmer's
+    argument check does (ModelSpecError naming factor_mode='classes')."""
+    from glmm_sparse.classed import frame_objective
+    from glmm_sparse.formula import parse_formula
+    from glmm_sparse.frame import build_frame
+
+    formula = "y ~ 1 + (1 | g1) + (1 | g2)"
+    frame = build_frame(parse_formula(formula), formula, classes_data())
+    with pytest.raises(gs.ModelSpecError, match="factor_mode='classes'.*gradient"):
+        frame_objective(frame, reml=True, factor_mode="classes", classes=False)
+
+
 @pytest.fixture(scope="module", params=case_ids("gaussian"), ids=[c for _, c in case_ids()])
 def fitted(request):
     """The lme4 reference cases fitted with optimizer="lbfgsb"."""
