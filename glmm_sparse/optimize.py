@@ -428,8 +428,7 @@ def minimize_theta(fun, theta0: np.ndarray, lower: np.ndarray, *, check: bool = 
         fun = _Tally(fun if np.all(units == 1.0) else _InUnits(fun, units))
         x0, lower = theta0 / units, lower / units
         x, fmin, n_evals, code = bobyqa(fun, x0, lower, **options)
-        x = np.where(np.abs(x - lower) < 1e-10, lower, x)  # snap to the boundary
-        check_theta_limit(x, lower, units)
+        x = at_optimum(x, lower, units)
         fmin = fun(x)
         messages: list[str] = []
         g = np.zeros_like(x)
@@ -440,8 +439,7 @@ def minimize_theta(fun, theta0: np.ndarray, lower: np.ndarray, *, check: bool = 
             if refine is not None and not sg <= REFINE_SG:
                 x, fmin, more, code = bobyqa(fun, x, lower, **dict(options, **refine))
                 n_evals += more
-                x = np.where(np.abs(x - lower) < 1e-10, lower, x)
-                check_theta_limit(x, lower, units)
+                x = at_optimum(x, lower, units)
                 x, fmin, g, H, sg = _polish(fun, x, fun(x), lower)
             if sg > GRAD_TOL:
                 messages.append(f"Model failed to converge with max|grad| = {sg:.3g} (tol = "
@@ -481,8 +479,7 @@ def minimize_with_gradient(obj, theta0: np.ndarray, lower: np.ndarray, *, check:
     fun = _WithGradient(obj, units)
     x0, lower = theta0 / units, lower / units
     x, fmin, n_evals, code = lbfgsb(fun, x0, lower, **options)
-    x = np.where(np.abs(x - lower) < 1e-10, lower, x)  # snap to the boundary
-    check_theta_limit(x, lower, units)
+    x = at_optimum(x, lower, units)
     messages: list[str] = []
     g = np.zeros_like(x)
     H = None
@@ -498,6 +495,14 @@ def minimize_with_gradient(obj, theta0: np.ndarray, lower: np.ndarray, *, check:
         messages.append(f"the optimizer stopped at its evaluation limit ({n_evals})")
     return _summary(theta0, x, fmin, n_evals, t0, "scipy L-BFGS-B", code, g, H, sg, messages,
                     units, fun.count, stacklevel=5)
+
+
+def at_optimum(x: np.ndarray, lower: np.ndarray, units: np.ndarray) -> np.ndarray:
+    """An optimizer's result (optimizer's units) snapped to the bound where within 1e-10
+    of it, and refused where a variance ratio is beyond rounding (check_theta_limit)."""
+    x = np.where(np.abs(x - lower) < 1e-10, lower, x)
+    check_theta_limit(x, lower, units)
+    return x
 
 
 def check_theta_limit(x: np.ndarray, lower: np.ndarray, units: np.ndarray) -> None:

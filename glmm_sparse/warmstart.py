@@ -62,9 +62,16 @@ class Anchor:
     D: np.ndarray
     value: float
 
-    def displacement(self, params: np.ndarray) -> float:
-        """max |D (params - self.params)|: how far the prediction moves b."""
-        return float(np.max(np.abs(self.D @ (params - self.params)), initial=0.0))
+    def displacement(self, params: np.ndarray, since: np.ndarray | None = None) -> float:
+        """max |D (params - since)|: how far b moves, to first order, from ``since``
+        (default: the anchor's own params) to params."""
+        origin = self.params if since is None else since
+        return float(np.max(np.abs(self.D @ (params - origin)), initial=0.0))
+
+
+def nonsingular(T: list[np.ndarray]) -> bool:
+    """Whether every T_t (lower triangular) is nonsingular, so that b = Lambda u gives u."""
+    return all(np.all(np.diagonal(Tt) != 0.0) for Tt in T)
 
 
 def level_blocks(v: np.ndarray, offsets, ks) -> list[np.ndarray]:
@@ -140,7 +147,7 @@ class ModeTangent:
                 MEMORY_SHARE * memory_budget())
         if not self.fits:
             return  # too large for its share of memory: the previous mode's b serves
-        if not all(np.all(np.diagonal(Tt) != 0.0) for Tt in T):
+        if not nonsingular(T):
             return  # a term at its bound: b does not determine u, no tangent
         if self.ZtWX is None or self._far(params):
             self.ZtWX, self.ZtWX_params = zt_wx(), params
@@ -153,17 +160,14 @@ class ModeTangent:
     def _far(self, params: np.ndarray) -> bool:
         """Whether Z'WX was taken more than REFRESH (change in b predicted by the best
         tangent) from params."""
-        if self.best is None:
-            return True
-        step = params - self.ZtWX_params
-        return float(np.max(np.abs(self.best.D @ step), initial=0.0)) > REFRESH
+        return self.best is None or self.best.displacement(params, self.ZtWX_params) > REFRESH
 
     def predict(self, params: np.ndarray, T_new: list[np.ndarray]) -> np.ndarray | None:
         """u at params from the best mode, or None (none within TRUST, or a new T_t
         singular)."""
         params = np.asarray(params, dtype=np.float64)
         best = self.best
-        if best is None or not all(np.all(np.diagonal(Tt) != 0.0) for Tt in T_new):
+        if best is None or not nonsingular(T_new):
             return None
         move = best.D @ (params - best.params)
         if not np.max(np.abs(move), initial=0.0) <= TRUST:  # far, or not finite
