@@ -84,8 +84,9 @@ def lmer(formula: str, ddf, *, reml: bool = True, weights: str | None = None,
         if not isinstance(ddf, dd.DataFrame):
             raise TypeError(f"ddf must be a dask.dataframe.DataFrame, not {type(ddf).__name__}; "
                             "for pandas data use glmm_sparse.lmer")
-        sigma, parsed, options = check_lmer_arguments(formula, reml=reml, sigma=sigma,
-                                                      optimizer_options=optimizer_options)
+        sigma, parsed, options = check_lmer_arguments(
+            formula, reml=reml, sigma=sigma, optimizer_options=optimizer_options,
+            optimizer=optimizer, factor_mode=factor_mode)
         spec = stream_spec(formula, parsed, arrow_schema(ddf._meta), weights=weights,
                            offset=offset, na_action=na_action, batch_rows=batch_rows, sigma=sigma)
         parts = ddf[spec.columns].to_delayed()

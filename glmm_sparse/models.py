@@ -11,7 +11,7 @@ import numpy as np
 
 from .agq import check_agq_model
 from .blas import one_blas_thread
-from .classed import frame_objective, same_route, with_first_pairs
+from .classed import frame_objective, same_route
 from .families import get_family
 from .glmm import GlmmObjective, fit_glmm
 from .pirls import GlmmData
@@ -24,7 +24,7 @@ from .formula import parse_formula
 from .frame import build_frame
 from .io import as_pandas
 from .objective import LmmObjective, check_fixed_sigma, fixed_sigma_unit
-from .optimize import check_optimizer, has_gradient, is_singular, minimize_theta
+from .optimize import check_optimizer, is_singular, minimize_theta
 from .results import LmerResult, build_lmer_result
 from .validate import check_glmm_response_varies, check_response_varies
 
@@ -159,24 +159,21 @@ def check_optimizer_route(optimizer: str, factor_mode: str) -> None:
                              "optimizer='bobyqa'")
 
 
-def objective_for_optimizer(obj, optimizer: str, factor_mode: str, *, source_cp=None):
-    """obj, or for ``optimizer="lbfgsb"`` on the count classes (classed.py, no analytic
-    gradient) with ``factor_mode="measure"``, the sparse route on the same sums; with
-    ``factor_mode="classes"`` that combination is refused. ``source_cp``: the sums the
-    classes were made from, when obj does not hold them (a streamed fit)."""
-    if optimizer != "lbfgsb" or has_gradient(obj):
-        return obj
-    check_optimizer_route(optimizer, factor_mode)
-    cp = obj.source_cp if source_cp is None else source_cp
-    return LmmObjective(with_first_pairs(cp, obj.B), reml=obj.reml, factor_mode=factor_mode,
-                        sigma=obj.fixed_sigma)
+def classes_allowed(optimizer: str) -> bool:
+    """Whether the count classes (classed.py, no analytic gradient) may be the route: not
+    for an optimizer that needs the gradient ("lbfgsb": the sparse route then, and their
+    sums are never built; with factor_mode "classes" it is refused up front)."""
+    return check_optimizer(optimizer) != "lbfgsb"
 
 
-def check_lmer_arguments(formula: str, *, reml, sigma, optimizer_options):
-    """lmer's argument checks, shared by every lmer (in memory, streamed, Dask, Spark):
-    the checked sigma, the parsed formula and the optimizer options."""
+def check_lmer_arguments(formula: str, *, reml, sigma, optimizer_options,
+                         optimizer: str = "bobyqa", factor_mode: str = "measure"):
+    """lmer's argument checks, shared by every lmer (in memory, streamed, Dask, Spark),
+    before any pass over the rows: the checked sigma, the parsed formula and the
+    optimizer options; the optimizer's route (check_optimizer_route)."""
     if not isinstance(reml, (bool, np.bool_)):
         raise TypeError(f"reml must be True or False, not {reml!r}")
+    check_optimizer_route(optimizer, factor_mode)
     sigma = check_fixed_sigma(sigma)
     parsed = parse_mixed_formula(formula, "ordinary least squares (e.g. statsmodels OLS)")
     return sigma, parsed, check_optimizer_options(optimizer_options)
@@ -278,9 +275,9 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
         ``sigma``, ``theta``, ``fitted``, ``residuals``, ``summary()``, ...
     """
     with one_blas_thread():
-        sigma, parsed, options = check_lmer_arguments(formula, reml=reml, sigma=sigma,
-                                                      optimizer_options=optimizer_options)
-        check_optimizer_route(optimizer, factor_mode)
+        sigma, parsed, options = check_lmer_arguments(
+            formula, reml=reml, sigma=sigma, optimizer_options=optimizer_options,
+            optimizer=optimizer, factor_mode=factor_mode)
         if streams(data, streaming):
             from .streaming import lmer_parquet
 
@@ -300,8 +297,7 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
         # the codes widened by np.bincount) then do not stack on the objective's memory
         moment = moment_theta(frame.terms, frame.y) if start is None and sigma is None else None
         obj = frame_objective(frame, reml=bool(reml), factor_mode=factor_mode, sigma=sigma,
-                              classes=optimizer != "lbfgsb")
-        obj = objective_for_optimizer(obj, optimizer, factor_mode)
+                              classes=classes_allowed(optimizer))
         theta0, units = lmm_start_and_units(obj, frame, start, moment)
         opt = optimize_lmm(obj, theta0, units, start=start, check=check_convergence,
                            options=options, optimizer=optimizer)

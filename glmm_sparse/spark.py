@@ -85,8 +85,9 @@ def lmer(formula: str, sdf, *, reml: bool = True, weights: str | None = None,
         if not isinstance(sdf, pyspark.sql.DataFrame):
             raise TypeError(f"sdf must be a pyspark.sql.DataFrame, not {type(sdf).__name__}; "
                             "for pandas data use glmm_sparse.lmer")
-        sigma, parsed, options = check_lmer_arguments(formula, reml=reml, sigma=sigma,
-                                                      optimizer_options=optimizer_options)
+        sigma, parsed, options = check_lmer_arguments(
+            formula, reml=reml, sigma=sigma, optimizer_options=optimizer_options,
+            optimizer=optimizer, factor_mode=factor_mode)
         spec = stream_spec(formula, parsed, to_arrow_schema(sdf.schema), weights=weights,
                            offset=offset, na_action=na_action, batch_rows=batch_rows, sigma=sigma)
         used = sdf.select(*spec.columns)

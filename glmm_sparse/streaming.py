@@ -655,7 +655,7 @@ def fit_sums(spec: StreamSpec, scan: LevelScan, acc: Accumulator, *, source_name
              data_name, reml: bool, sigma, start, check_convergence: bool, options: dict,
              factor_mode: str, stacklevel: int, optimizer: str = "bobyqa") -> LmerResult:
     """The fit from an accumulator holding the sums of every row (n-free from here on)."""
-    from .models import objective_for_optimizer, optimize_lmm, start_theta
+    from .models import classes_allowed, optimize_lmm, start_theta
 
     t0 = time.perf_counter()
     s = acc.sums
@@ -665,8 +665,7 @@ def fit_sums(spec: StreamSpec, scan: LevelScan, acc: Accumulator, *, source_name
                         "weights column")
     cp, xnames, dropped = crossproducts(acc, stacklevel + 1)
     obj = streamed_objective(acc, cp, reml=bool(reml), factor_mode=factor_mode, sigma=sigma,
-                             classes=optimizer != "lbfgsb")
-    obj = objective_for_optimizer(obj, optimizer, factor_mode, source_cp=cp)
+                             classes=classes_allowed(optimizer))
     units = theta_units_sums(acc.terms, obj.theta_map, s, spec.weights is not None)
     theta0 = None
     if obj.fixed_sigma is not None:

@@ -171,6 +171,10 @@ def test_bad_inputs(client, data):
         gsd.lmer("y ~ z + (1 | g)", dask_frame(data))
     with pytest.raises(gs.ModelSpecError, match="column"):
         gsd.lmer("y ~ x + (1 | g)", dask_frame(data), weights=np.ones(len(data)))
+    # refused with the other argument checks, before any pass (lmer's message)
+    with pytest.raises(gs.ModelSpecError, match="optimizer='lbfgsb' needs the analytic"):
+        gsd.lmer("y ~ x + (1 | g)", dask_frame(data), factor_mode="classes",
+                 optimizer="lbfgsb")
 
 
 def test_partial_sums_pickle_small(data):
