@@ -243,7 +243,8 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None,
         factors without fill, timing both kinds once for large ones, and, with two or
         more terms, the first of at most 8 columns, the Schur complement of its
         block-diagonal block (schur.py: the later terms' block dense, at most 4,096
-        wide) where that is faster; name a mode to
+        wide) where the sparse factor fills that block in, or else where it is timed
+        faster; name a mode to
         make large fits bitwise reproducible. "classes" eliminates a scalar first term
         ``(1 | g1)`` through the distinct row counts of its levels (classed.py: one dense
         Cholesky of the other terms' size per evaluation, no level pairs); "measure" takes

@@ -31,6 +31,9 @@ LOG_2PI = float(np.log(2.0 * np.pi))
 MEASURE_ABOVE_NNZ = 200_000  # entries of L above which the factorization mode is timed
 AMD_BELOW_NNZ = 200_000  # entries of M below which AMD's analysis is cheap enough to try
 NO_FILL_RATIO = 1.05  # nnz(L) / nnz(M) up to which a factor counts as free of fill
+# share of the Schur factor's dense block that the sparse factor must fill for "measure"
+# to take the Schur factor untimed (objective.schur_by_fill)
+SCHUR_FILL_SHARE = 0.9
 FACTOR_MODES = ("measure", "simplicial", "supernodal", "auto", "schur")
 # pwrss / y'Wy below which a fit is exact to rounding (objective.check_residual_left):
 # at 1e-9 pwrss still has 7 digits; a random intercept 1e4 times the residual sd (theta
@@ -72,8 +75,10 @@ class ThetaMap:
         return out
 
 
-def best_ordering(pattern: MPattern) -> tuple[str, SymbolicFactor]:
-    """The fill-reducing ordering for M and its simplicial analysis.
+def best_ordering(pattern: MPattern, natural: SymbolicFactor | None = None
+                  ) -> tuple[str, SymbolicFactor]:
+    """The fill-reducing ordering for M and its simplicial analysis (``natural``: the
+    natural order's, if already made).
 
     lme4's term order (most levels first) makes the first term's block diagonal, so the
     natural order confines fill to the later terms' blocks, and its analysis is nearly
@@ -81,13 +86,40 @@ def best_ordering(pattern: MPattern) -> tuple[str, SymbolicFactor]:
     for 10^4 x 10^3 crossed levels, where it found the same nnz(L) as the natural order),
     so it is only tried on small patterns, and kept when it fills less.
     """
-    natural = SymbolicFactor(pattern.indptr, pattern.indices, pattern.q, "simplicial", "natural")
+    if natural is None:
+        natural = natural_probe(pattern)
     if pattern.nnz > AMD_BELOW_NNZ:
         return "natural", natural
     amd = SymbolicFactor(pattern.indptr, pattern.indices, pattern.q, "simplicial", "default")
     if amd.factor_nnz() < natural.factor_nnz():
         return "default", amd
     return "natural", natural
+
+
+def natural_probe(pattern: MPattern) -> SymbolicFactor:
+    """M's simplicial analysis in the natural order (lme4's term order)."""
+    return SymbolicFactor(pattern.indptr, pattern.indices, pattern.q, "simplicial", "natural")
+
+
+def schur_by_fill(pattern: MPattern, natural: SymbolicFactor) -> bool:
+    """Whether "measure" takes the Schur factor without timing it: its structure applies,
+    L is large enough to be timed at all, and the sparse factor in the natural order
+    (``natural``) stores all but at most 1 - SCHUR_FILL_SHARE of the Schur factor's
+    dense block, i.e. the later terms' block of L fills in (nearly) completely.
+
+    Both factors then do the same dense work there, which the Schur factor does with
+    less overhead, so the race would only confirm it (it did on every crossed shape of
+    benchmarks/factorization.py: 1.7-3.6x), at the cost of two factorizations of each
+    kind and the supernodal analysis (0.13 s of a 1.1 s InstEval fit; the AMD analysis
+    this also skips, 0.04 s more). AMD is not tried first: on these shapes it found the
+    natural order's fill or within 0.1% of it. The choice also no longer depends on the
+    machine's load, so such fits repeat bit for bit.
+    """
+    if natural.factor_nnz() < MEASURE_ABOVE_NNZ or not schur.applies(pattern):
+        return False
+    q2 = pattern.q - schur.first_columns(pattern)
+    spare = schur.factor_entries(pattern) - natural.factor_nnz()
+    return spare <= (1.0 - SCHUR_FILL_SHARE) * (q2 * (q2 + 1) // 2)
 
 
 def fastest_factor(pattern: MPattern, Mx: np.ndarray, mode: str):
@@ -98,9 +130,10 @@ def fastest_factor(pattern: MPattern, Mx: np.ndarray, mode: str):
     10^4 x 10^3 crossed levels), the simplicial one on nearly diagonal patterns, and the
     Schur complement of the first term's block-diagonal block (schur.py) where the later
     terms' block fills in completely (0.039 s there). Above MEASURE_ABOVE_NNZ entries in
-    L, factorizations at the start theta decide; the simplicial one is not timed where
-    the Schur factor beats the supernodal one (pass mode "simplicial", "supernodal" or
-    "schur" for bitwise reproducibility). A single term makes M block diagonal:
+    L, the Schur factor is taken untimed where that block of L fills in (``schur_by_fill``);
+    otherwise factorizations at the start theta decide, and the simplicial one is not timed
+    where the Schur factor beats the supernodal one (pass mode "simplicial", "supernodal"
+    or "schur" for bitwise reproducibility). A single term makes M block diagonal:
     "measure" then factors its blocks directly (blockdiag.py). Each candidate's memory
     is checked against the budget (memory.py) before it is factorized.
     """
@@ -119,7 +152,15 @@ def fastest_factor(pattern: MPattern, Mx: np.ndarray, mode: str):
                 "factor_mode='measure'")
         _check_schur_fits(pattern)
         return schur.SchurFactor(pattern)
-    ordering, probe = best_ordering(pattern)
+    natural = natural_probe(pattern)
+    if mode == "measure" and schur_by_fill(pattern, natural):
+        try:
+            _check_schur_fits(pattern)
+            return schur.SchurFactor(pattern)
+        except FactorMemoryError:
+            pass  # the sparse candidates may still fit
+    ordering, probe = best_ordering(pattern, natural)
+    del natural
     no_fill = probe.factor_nnz() <= NO_FILL_RATIO * pattern.nnz
     if mode == "measure" and (probe.factor_nnz() < MEASURE_ABOVE_NNZ or no_fill):
         # small, or L has M's own pattern (nested and single-factor designs): nothing for
@@ -143,8 +184,7 @@ def fastest_factor(pattern: MPattern, Mx: np.ndarray, mode: str):
 def _check_schur_fits(pattern: MPattern) -> None:
     """The memory guard of the Schur factor, before it is set up."""
     q1 = schur.first_columns(pattern)
-    pairs = int(np.count_nonzero(np.asarray(pattern.indices[pattern.indptr[q1]:]) < q1))
-    check_schur_fits(schur.schur_bytes(pattern), q1, pattern.q - q1, pairs)
+    check_schur_fits(schur.schur_bytes(pattern), q1, pattern.q - q1, schur.b_entries(pattern))
 
 
 def _time_factorization(factor, Mx: np.ndarray) -> float:

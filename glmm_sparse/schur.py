@@ -20,7 +20,8 @@ well (tilechol.py: 10 ms -> 5.4 ms at order 1,000).
 ``SchurFactor`` has the interface of ``_core._cholmod.SymbolicFactor`` that the
 objective, PIRLS, the conditional variances and the memory guard use (as
 ``blockdiag.BlockDiagonalFactor``); it is one of the candidates that
-``objective.fastest_factor`` times, or named by ``factor_mode="schur"``. No permutation.
+``objective.fastest_factor`` picks (by its fill, else by timing), or named by
+``factor_mode="schur"``. No permutation.
 """
 from __future__ import annotations
 
@@ -58,6 +59,22 @@ def applies(pattern: MPattern) -> bool:
 def first_columns(pattern: MPattern) -> int:
     """q1: the first term's random effects (levels times columns)."""
     return pattern.diag_pos[0].shape[0] * pattern.diag_pos[0].shape[1]
+
+
+def b_entries(pattern: MPattern) -> int:
+    """Entries of B, M's block that joins the first term's random effects to the later
+    terms' (in M's upper triangle: rows < q1 of the later columns)."""
+    q1 = first_columns(pattern)
+    return int(np.count_nonzero(np.asarray(pattern.indices[pattern.indptr[q1]:]) < q1))
+
+
+def factor_entries(pattern: MPattern) -> int:
+    """The entries that the Schur factor of this pattern stores (its ``factor_nnz``),
+    without setting it up: L_D's blocks, B~ (B's pattern) and S's dense lower triangle."""
+    k = pattern.diag_pos[0].shape[1]
+    q2 = pattern.q - first_columns(pattern)
+    return pattern.diag_pos[0].shape[0] * k * (k + 1) // 2 + b_entries(pattern) \
+        + q2 * (q2 + 1) // 2
 
 
 def schur_bytes(pattern: MPattern) -> int:

@@ -1,6 +1,7 @@
 """Which ordering and factorization the objective uses, and that the choice never changes
 the criterion (objective.best_ordering, objective.fastest_factor)."""
 import numpy as np
+import pandas as pd
 import pytest
 from glmm_sparse._core._cholmod import SymbolicFactor
 
@@ -73,9 +74,54 @@ def test_schur_mode_applies_to_two_or_more_terms():
         objective_for(DESIGNS[2], "schur")  # one term
 
 
+def never_timed(factor, Mx):
+    raise AssertionError(f"{type(factor).__name__} was timed")
+
+
+def test_measure_takes_the_schur_factor_untimed_where_the_later_block_fills_in(monkeypatch):
+    obj = objective_for(DESIGNS[0], "simplicial")  # 300 x 40 crossed: S is dense
+    natural = objective.natural_probe(obj.pattern)
+    q2 = 40
+    assert SchurFactor(obj.pattern).factor_nnz() == objective.schur.factor_entries(obj.pattern)
+    # the sparse factor fills S's whole triangle (what makes this case the one to test)
+    assert objective.schur.factor_entries(obj.pattern) - natural.factor_nnz() < 0.01 * q2 * q2
+    monkeypatch.setattr(objective, "MEASURE_ABOVE_NNZ", 0)  # large enough to choose
+    monkeypatch.setattr(objective, "_time_factorization", never_timed)
+    monkeypatch.setattr(objective, "best_ordering", lambda *a: pytest.fail("AMD analysed"))
+    factor = objective.fastest_factor(obj.pattern, obj.Mx, "measure")
+    assert isinstance(factor, SchurFactor)
+    # a pattern below MEASURE_ABOVE_NNZ keeps its untimed simplicial factor, as before
+    monkeypatch.undo()
+    assert not objective.schur_by_fill(obj.pattern, natural)
+    assert not isinstance(objective.fastest_factor(obj.pattern, obj.Mx, "measure"), SchurFactor)
+
+
+def test_a_later_block_that_stays_sparse_is_timed(monkeypatch):
+    # g2 mostly follows g1 (each level of g1 meets two neighbouring levels of g2): S is
+    # banded, and the sparse factor keeps most of the dense block empty
+    rng = np.random.default_rng(5)
+    g1 = rng.integers(0, 3000, 30_000)
+    g2 = (g1 // 3 + rng.integers(0, 2, g1.size)) % 1000
+    data = pd.DataFrame({"y": rng.normal(size=g1.size), "g1": g1, "g2": g2})
+    formula = "y ~ 1 + (1 | g1) + (1 | g2)"
+    model = build_frame(parse_formula(formula), formula, data)
+    obj = LmmObjective(accumulate(model), reml=True, factor_mode="simplicial")
+    natural = objective.natural_probe(obj.pattern)
+    spare = objective.schur.factor_entries(obj.pattern) - natural.factor_nnz()
+    assert spare > 0.5 * 1000 * 1001 / 2
+    monkeypatch.setattr(objective, "MEASURE_ABOVE_NNZ", 0)
+    assert applies(obj.pattern) and not objective.schur_by_fill(obj.pattern, natural)
+    timed = []
+    monkeypatch.setattr(objective, "_time_factorization",
+                        lambda f, Mx: timed.append(type(f).__name__) or 1.0)
+    objective.fastest_factor(obj.pattern, obj.Mx, "measure")
+    assert "SchurFactor" in timed and "SymbolicFactor" in timed
+
+
 def test_measure_takes_the_schur_factor_only_when_it_beats_the_supernodal_one(monkeypatch):
     obj = objective_for(DESIGNS[0], "simplicial")
     timed = []
+    monkeypatch.setattr(objective, "SCHUR_FILL_SHARE", 2.0)  # never by fill: the race
 
     def clock(schur_seconds):
         def time_factorization(factor, Mx):
@@ -106,6 +152,7 @@ def test_measure_keeps_the_schur_factor_when_the_supernodal_one_does_not_fit(mon
             raise FactorMemoryError("too large", needed=2, budget=1)
 
     monkeypatch.setattr(objective, "MEASURE_ABOVE_NNZ", 0)
+    monkeypatch.setattr(objective, "SCHUR_FILL_SHARE", 2.0)  # never by fill: the race
     monkeypatch.setattr(objective, "check_factor_fits", refuse_supernodal)
     monkeypatch.setattr(objective, "_time_factorization",
                         lambda f, Mx: 9.0 if isinstance(f, SchurFactor) else 1.0)
