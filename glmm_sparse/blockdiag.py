@@ -5,7 +5,8 @@ diagonal, one k x k block per level, and so is L. CHOLMOD factors it as a genera
 matrix (a permuted transpose, column counts, one column at a time), which cost 7 ms per
 evaluation for 10^5 levels of k = 2, and 4 ms more for each triangular solve with its
 copies; as a stack of k x k blocks the same work is one pass of a compiled kernel
-(``_core/_blockdiag.pyx``): 6 ms per evaluation in all.
+(``_core/_blockdiag.pyx``): 6 ms per evaluation in all; for k = 1 or 2 the objective
+makes the whole evaluation one pass over the levels (``factorize_levels``).
 
 ``BlockDiagonalFactor`` has the interface of ``_core._cholmod.SymbolicFactor`` that the
 objective, PIRLS, the conditional variances and the memory guard use: ``factorize``,
@@ -18,8 +19,11 @@ import numpy as np
 
 from ._core import _blockdiag
 from ._core._cholmod import CholmodError, CholmodNotPositiveDefiniteError
+from .parallel import run_all
 
 SYSTEMS = ("A", "L", "Lt", "P", "Pt")
+LEVEL_KS = (1, 2)  # block sizes factorize_levels takes (its kernel is written out for them)
+LEVEL_SLOTS = 2  # fixed parts of the levels in factorize_levels (not the thread count)
 
 
 def right_side(system: str, B, n: int) -> tuple[np.ndarray, bool]:
@@ -63,18 +67,50 @@ class BlockDiagonalFactor:
         self.is_supernodal = False
         self.is_factorized = False
         self.L = np.zeros((nlev, k, k))
+        self._logdet = None  # set by factorize_levels, which sums it in its pass
 
     def factorize(self, values, beta: float = 0.0) -> None:
         """L of each block of M + beta I (values: M's upper triangle, length nnz)."""
         values = np.ascontiguousarray(values, dtype=np.float64)
         if values.shape != (self.nnz,):
             raise ValueError(f"expected {self.nnz} values, got {values.shape}")
-        self.is_factorized = False
+        self.is_factorized, self._logdet = False, None
         bad = _blockdiag.block_cholesky(values, self.diag_pos, float(beta), self.L)
         if bad >= 0:
             raise CholmodNotPositiveDefiniteError(
                 f"matrix not positive definite at column {bad}", int(bad))
         self.is_factorized = True
+
+    def factorize_levels(self, D: np.ndarray, T: np.ndarray, C: np.ndarray, beta: float,
+                         R: np.ndarray) -> np.ndarray:
+        """``factorize`` of M + beta I for M = T' D[l] T per level (a single term's
+        Lambda'Z'WZ Lambda with k = 1 or 2 columns: ``LEVEL_KS``; D its (nlev, k, k)
+        blocks of Z'WZ; M's values are not stored), and in the same pass over the levels
+        the objective's products with C = Z'W[X y]: R = L^-1 (I x T') C into R; returns
+        G = R'R (``_blockdiag.level_update``: the same bits as the separate kernels,
+        except G's and the log-determinant's order of addition).
+
+        The levels go in LEVEL_SLOTS fixed parts, on the pool's threads, their G and
+        log-determinant added in order: the same bits for any number of threads.
+        """
+        self.is_factorized, self._logdet = False, None
+        D, T, C = (np.ascontiguousarray(a, dtype=np.float64) for a in (D, T, C))
+        m = C.shape[1]
+        cuts = [self.nlev * i // LEVEL_SLOTS for i in range(LEVEL_SLOTS + 1)]
+        parts = [np.empty((m, m)) for _ in range(LEVEL_SLOTS)]
+        done = run_all([lambda lo=lo, hi=hi, G=G: _blockdiag.level_update(
+            D, T, C, float(beta), self.L, R, G, lo, hi)
+            for lo, hi, G in zip(cuts[:-1], cuts[1:], parts)], self.nlev * self.k * m)
+        for bad, _ in done:
+            if bad >= 0:
+                raise CholmodNotPositiveDefiniteError(
+                    f"matrix not positive definite at column {bad}", int(bad))
+        G, logdet = parts[0], done[0][1]
+        for part, (_, ld) in zip(parts[1:], done[1:]):
+            G += part
+            logdet += ld
+        self.is_factorized, self._logdet = True, float(logdet)
+        return G
 
     def _require_numeric(self) -> None:
         if not self.is_factorized:
@@ -83,6 +119,8 @@ class BlockDiagonalFactor:
     def logdet(self) -> float:
         """log det(M + beta I) = 2 sum log diag(L)."""
         self._require_numeric()
+        if self._logdet is not None:
+            return self._logdet
         return float(2.0 * np.log(np.diagonal(self.L, axis1=1, axis2=2)).sum())
 
     def solve(self, system: str, B) -> np.ndarray:

@@ -20,7 +20,7 @@ import scipy.linalg
 from . import schur
 from ._core import _lambda
 from ._core._cholmod import CholmodNotPositiveDefiniteError, SymbolicFactor
-from .blockdiag import BlockDiagonalFactor
+from .blockdiag import LEVEL_KS, BlockDiagonalFactor
 from .crossprod import CrossProducts
 from .errors import FactorMemoryError, ModelSpecError, NumericalError
 from .memory import check_factor_fits, check_schur_fits
@@ -355,6 +355,7 @@ class LmmObjective:
         self.theta_map = ThetaMap(cp.k)
         self.pattern: MPattern = build_pattern(cp)
         self._Mx = np.zeros(self.pattern.nnz)
+        self._Mx_behind = False  # update_levels leaves M's values to be made if read
         self.LtB = np.zeros_like(cp.ZtWXy)
         self.theta = self.theta_map.start
         self.T = self.theta_map.factors(self.theta)
@@ -366,11 +367,17 @@ class LmmObjective:
         perm = self.factor.perm()  # fixed by the analysis: P B = B[perm]
         self.perm = None if np.array_equal(perm, np.arange(perm.shape[0])) else perm
         self.direct = DirectB.of(self.factor, self.pattern, cp)
+        # one term, M block diagonal: an evaluation is one pass over the levels
+        self.by_levels = (isinstance(self.factor, BlockDiagonalFactor) and len(cp.diag) == 1
+                          and cp.k[0] in LEVEL_KS and self.perm is None and self.direct is None)
 
     @property
     def Mx(self) -> np.ndarray:
         """M's values on its pattern (upper triangle, CSC). With ``DirectB`` the values of
-        B are kept in B's order, and copied in here, for readers other than update_L."""
+        B are kept in B's order, and copied in here, for readers other than update_L;
+        after ``update_levels``, which does not store them, they are made here."""
+        if self._Mx_behind:
+            self.update_M()
         if self.direct is not None:
             self._Mx[self.factor.bpos] = self.direct.values
         return self._Mx
@@ -396,6 +403,7 @@ class LmmObjective:
         """Values of Lambda' A_ZZ Lambda on the fixed pattern, block by block (the blocks
         of B straight into B's order for the Schur factor: ``DirectB``)."""
         cp, pat, T, direct = self.cp, self.pattern, self.T, self.direct
+        self._Mx_behind = False
         for t, D in enumerate(cp.diag):
             _lambda.congruence_scatter(D, T[t], T[t], pat.diag_pos[t], self._Mx)
         for i, (pb, pos) in enumerate(zip(cp.pairs, pat.pair_pos)):
@@ -426,9 +434,29 @@ class LmmObjective:
         PLtB = self.LtB if self.perm is None else self.LtB[self.perm]
         self.RZXy = self.factor.solve("L", PLtB)
 
+    def update_levels(self) -> None:
+        """update_L, update_RZX and update_RX of a single term's objective (``by_levels``)
+        in one pass over its levels (``BlockDiagonalFactor.factorize_levels``): the
+        separate updates each pass over arrays of nlev blocks, which took 90 ms an
+        evaluation for 10^6 levels of k = 2."""
+        cp = self.cp
+        RZXy = self.RZXy  # written in place, as the factor's L (a fresh q x (p + 1) array
+        if RZXy.shape != cp.ZtWXy.shape or not RZXy.flags.c_contiguous:  # faulted in
+            RZXy = np.empty_like(cp.ZtWXy)  # its pages each time: 10 of 29 ms at 10^6 x 2)
+        try:
+            G = self.factor.factorize_levels(cp.diag[0], self.T[0], cp.ZtWXy, 1.0, RZXy)
+        except CholmodNotPositiveDefiniteError as err:
+            raise NumericalError(f"Lambda'Z'WZ Lambda + I is not positive definite "
+                                 f"(column {err.column})", theta=self.theta) from None
+        self.RZXy, self._Mx_behind = RZXy, True
+        self._factor_RX(cp.XtWXy - G)
+
     def update_RX(self) -> None:
         """R'R = [X y]'W[X y] - [R_ZX c_u]'[R_ZX c_u]: R_X, c_b and sqrt(pwrss) in one factor."""
-        S = self.cp.XtWXy - self.RZXy.T @ self.RZXy
+        self._factor_RX(self.cp.XtWXy - self.RZXy.T @ self.RZXy)
+
+    def _factor_RX(self, S: np.ndarray) -> None:
+        """Ry from S = [X y]'W[X y] - [R_ZX c_u]'[R_ZX c_u]."""
         try:
             self.Ry = scipy.linalg.cholesky(S, lower=False)
         except np.linalg.LinAlgError:
@@ -453,6 +481,9 @@ class LmmObjective:
 
     def update(self, theta) -> None:
         self.set_theta(theta)
+        if self.by_levels:
+            self.update_levels()
+            return
         self.update_L()
         self.update_RZX()
         self.update_RX()

@@ -223,3 +223,50 @@ def test_glmer_with_the_schur_factor_reaches_the_same_fit(design, rows, seed):
     np.testing.assert_allclose(a.theta, b.theta, rtol=1e-6)
     np.testing.assert_allclose(a.fixef, b.fixef, rtol=1e-7)
     np.testing.assert_allclose(a.ranef["condsd"], b.ranef["condsd"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("design", [Design((20_000,), slope=True), Design((30_000,))])
+def test_one_pass_over_the_levels_is_the_separate_updates(design, monkeypatch):
+    """A single term's update_levels: the factor and R_ZX bit for bit as update_L and
+    update_RZX make them, M's values made when read, the criterion to rounding, and the
+    same bits on one thread as on two (the levels split in fixed parts)."""
+    frame, _ = simulate(design, 120_000, seed=4)
+    formula = design.formula()
+    cp = accumulate(build_frame(parse_formula(formula), formula, frame))
+    fused, separate = LmmObjective(cp, reml=True), LmmObjective(cp, reml=True)
+    assert fused.by_levels
+    separate.by_levels = False
+    theta = fused.theta_map.start * 0.6 + 0.1
+    fused.update(theta)
+    separate.update(theta)
+    assert np.array_equal(fused.factor.L, separate.factor.L)
+    assert np.array_equal(fused.RZXy, separate.RZXy)
+    assert fused._Mx_behind and np.array_equal(fused.Mx, separate.Mx)
+    assert fused.objective() == pytest.approx(separate.objective(), rel=1e-14)
+    np.testing.assert_allclose(fused.Ry, separate.Ry, rtol=1e-12)
+    assert fused.factor.logdet() == pytest.approx(separate.factor.logdet(), rel=1e-14)
+    monkeypatch.setenv("GLMM_SPARSE_THREADS", "1")
+    one = LmmObjective(cp, reml=True)
+    one.update(theta)
+    assert np.array_equal(one.Ry, fused.Ry) and one.objective() == fused.objective()
+
+
+def test_one_pass_over_the_levels_names_theta_when_m_is_not_positive_definite():
+    from glmm_sparse.errors import NumericalError
+
+    fused = objective_for(DESIGNS[2], "measure")  # (1 + x | g): one term, k = 2
+    separate = LmmObjective(fused.cp, reml=True)
+    separate.by_levels = False
+    assert fused.by_levels
+    good = fused.cp.diag[0][3].copy()
+    fused.cp.diag[0][3] = -1e6 * np.eye(2)  # no data makes this; it reaches the error path
+    theta = fused.theta_map.start
+    messages = []
+    for obj in (fused, separate):
+        with pytest.raises(NumericalError, match=r"not positive definite \(column 6\)") as err:
+            obj.update(theta)
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]
+    fused.cp.diag[0][3] = good
+    fused.update(theta)  # and it recovers
+    assert np.isfinite(fused.objective())

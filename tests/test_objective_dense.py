@@ -107,3 +107,26 @@ def test_conditional_modes_and_variances_equal_dense_formulas():
         for a in range(obj.cp.nlev[t]):
             s = offs[t] + a * k
             assert np.allclose(blocks[a], C[s:s + k, s:s + k], atol=1e-10)
+
+
+@pytest.mark.parametrize("formula, n_theta", [("y ~ x + z + (1 + x | g)", 3),
+                                              ("y ~ x + (1 | g)", 1)])
+@pytest.mark.parametrize("reml", [True, False])
+def test_single_term_criterion_by_levels_equals_dense_likelihood(formula, n_theta, reml):
+    """One term, k = 1 or 2: the objective's one pass over the levels (update_levels)."""
+    data = random_data(11, n=80)
+    frame = build_frame(parse_formula(formula), formula, data, weights="w")
+    obj = LmmObjective(accumulate(frame), reml=reml)
+    assert obj.by_levels
+    rng = np.random.default_rng(3)
+    for theta in [np.zeros(n_theta), np.ones(n_theta)] + [
+            np.where(rng.random(n_theta) < 0.2, 0.0, rng.uniform(0.1, 2.0, n_theta))
+            for _ in range(8)]:
+        if n_theta == 3:
+            theta[1] = rng.normal()  # the correlation's entry may be negative
+        value = obj(theta)
+        Z, Lam = dense_Z_and_Lambda(frame, obj)
+        want, beta, sigma = dense_criterion(frame.y, frame.X, Z, Lam, frame.weights, reml)
+        assert value == pytest.approx(want, rel=1e-10, abs=1e-9), theta
+        assert np.allclose(obj.beta(), beta, rtol=1e-8, atol=1e-10)
+        assert obj.sigma() == pytest.approx(sigma, rel=1e-9)
