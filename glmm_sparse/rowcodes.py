@@ -70,6 +70,7 @@ class RowCodes:
         n = self.filled
         B = b_from_rows(self.codes[0][:n], [c[:n] for c in self.codes[1:]],
                         [None if v is None else v[:n] for v in self.values[1:]],
-                        [t.nlev for t in self.terms], [t.k for t in self.terms])
+                        [t.nlev for t in self.terms], [t.k for t in self.terms],
+                        overwrite=True)
         self.codes, self.values = None, None
         return B

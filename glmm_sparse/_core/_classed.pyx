@@ -198,6 +198,108 @@ ctypedef fused gram_t:
     double
 
 
+def level_starts(const cnp.int32_t[::1] codes0, Py_ssize_t nlev0):
+    """start (int64, nlev0 + 1): level g's rows are number start[g] .. start[g + 1] - 1
+    once the rows are ordered by codes0 (a histogram's running sums)."""
+    cdef Py_ssize_t n = codes0.shape[0], i, g
+    _require(n <= INT32_MAX, "level_starts numbers rows in int32: at most 2^31 - 1 rows")
+    _check_codes(codes0, nlev0, "codes0")
+    start = np.zeros(nlev0 + 1, dtype=np.int64)
+    cdef cnp.int64_t[::1] st = start
+    with nogil:
+        for i in range(n):
+            st[codes0[i] + 1] += 1
+        for g in range(nlev0):
+            st[g + 1] += st[g]
+    return start
+
+
+def sorted_partners(const cnp.int32_t[::1] codes0, const cnp.int32_t[::1] codes_s,
+                    const cnp.int64_t[::1] start0, Py_ssize_t nlev_s, cnp.int32_t[::1] out):
+    """out[start0[g] .. start0[g + 1] - 1] = the codes_s of level g's rows, increasing.
+
+    Two counting sorts, by codes_s and then (stably) by codes0, so that within each level
+    of the first term its partners come in order and equal ones next to each other: B's
+    row is then a run-length code of them (``count_runs``, ``fill_runs``), with no
+    per-level sort. The first sort writes codes0 in codes_s order (an int32 per row, nlev_s
+    streams: cache-friendly); the second reads that sequentially. ``out`` may be codes0
+    itself (read in full before out is written: no n-long array beyond the one inside).
+    """
+    cdef Py_ssize_t n = codes0.shape[0], nlev0 = start0.shape[0] - 1, i, j, s, g
+    _require(codes_s.shape[0] == n and out.shape[0] == n and start0[nlev0] == n,
+             "codes0, codes_s, out and start0 must describe the same n rows")
+    _require(n <= INT32_MAX, "sorted_partners numbers rows in int32: at most 2^31 - 1 rows")
+    _check_codes(codes_s, nlev_s, "codes_s")
+    _check_codes(codes0, nlev0, "codes0")
+    start_s = np.zeros(nlev_s + 1, dtype=np.int64)
+    by_s = np.empty(n, dtype=np.int32)  # codes0 in codes_s order
+    at0 = np.array(start0[:nlev0], dtype=np.int64)
+    cdef cnp.int64_t[::1] st = start_s
+    cdef cnp.int64_t[::1] a0 = at0
+    cdef cnp.int32_t[::1] b = by_s
+    with nogil:
+        for i in range(n):
+            st[codes_s[i] + 1] += 1
+        for s in range(nlev_s):
+            st[s + 1] += st[s]
+        for i in range(n):  # st[s] walks through level s's run
+            s = codes_s[i]
+            b[st[s]] = codes0[i]
+            st[s] += 1
+        j = 0
+        for s in range(nlev_s):  # runs of s in order, so each level g gets its s increasing
+            while j < st[s]:
+                g = b[j]
+                out[a0[g]] = <cnp.int32_t>s
+                a0[g] += 1
+                j += 1
+    return None
+
+
+def count_runs(const cnp.int64_t[::1] start0, const cnp.int32_t[::1] partners,
+               cnp.int64_t[::1] counts_out):
+    """counts_out[g] += the number of distinct partners of level g (runs in ``partners``,
+    as ``sorted_partners`` orders them)."""
+    cdef Py_ssize_t nlev0 = start0.shape[0] - 1, g, j
+    _require(counts_out.shape[0] == nlev0, "counts_out must have one entry per level")
+    _require(start0[nlev0] == partners.shape[0], "start0 and partners must describe the same rows")
+    with nogil:
+        for g in range(nlev0):
+            for j in range(start0[g], start0[g + 1]):
+                if j == start0[g] or partners[j] != partners[j - 1]:
+                    counts_out[g] += 1
+    return None
+
+
+def fill_runs(const cnp.int64_t[::1] start0, const cnp.int32_t[::1] partners,
+              Py_ssize_t col_offset, cnp.int64_t[::1] pos, cnp.int32_t[::1] indices_out,
+              count_t[::1] data_out):
+    """Level g's CSR entries of B = Z0'Z_s (intercept terms, no weights) at pos[g], which
+    advances: column col_offset + s and the count of g's rows with partner s, per run of
+    ``partners`` (as ``sorted_partners`` orders them). The caller sizes data_out's type to
+    hold every level's row count."""
+    cdef Py_ssize_t nlev0 = start0.shape[0] - 1, g, j, at, run
+    _require(start0[nlev0] == partners.shape[0], "start0 and partners must describe the same rows")
+    _require(pos.shape[0] == nlev0 and indices_out.shape[0] == data_out.shape[0],
+             "pos has one entry per level; indices_out and data_out the same length")
+    if partners.shape[0]:
+        _require(col_offset + np.asarray(partners).max() <= INT32_MAX,
+                 "B's columns must fit in int32")
+    with nogil:
+        for g in range(nlev0):
+            at = pos[g]
+            run = 0
+            for j in range(start0[g], start0[g + 1]):
+                run += 1
+                if j + 1 == start0[g + 1] or partners[j + 1] != partners[j]:
+                    indices_out[at] = <cnp.int32_t>(col_offset + partners[j])
+                    data_out[at] = <count_t>run
+                    at += 1
+                    run = 0
+            pos[g] = at
+    return None
+
+
 def add_class_grams(const cnp.int64_t[::1] indptr, const cnp.int32_t[::1] indices,
                     const count_t[::1] data, const double[:, ::1] F,
                     const cnp.int64_t[::1] order, const cnp.int64_t[::1] class_start,

@@ -301,3 +301,53 @@ def test_row_quadratic_forms_equal_dense(nrow, ncol):
     row_quadratic_forms(indptr, indices, data, Q, 0, nrow // 3, split)
     row_quadratic_forms(indptr, indices, data, Q, nrow // 3, nrow, split)
     np.testing.assert_array_equal(split, out)
+
+
+@pytest.mark.parametrize("n, nlev0, nlev_s", [(1, 1, 1), (0, 3, 2), (60, 5, 4), (5000, 300, 40),
+                                              (20_000, 50, 700)])
+def test_pair_counts_by_runs_equal_dense_and_the_general_path(n, nlev0, nlev_s):
+    """Two intercept terms, no weights: B from the double counting sort and run-length
+    codes (b_from_rows' fast path) equals Z0'Z_s densely, and the general path's CSR
+    (weights of one take it: float64 sums of ones) entry for entry."""
+    from glmm_sparse.classed import b_from_rows
+
+    rng = np.random.default_rng(n + nlev_s)
+    c0 = rng.integers(0, nlev0, n).astype(np.int32)
+    cs = rng.integers(0, nlev_s, n).astype(np.int32)
+    fast = b_from_rows(c0, [cs], [None], [nlev0, nlev_s], [1, 1])
+    general = b_from_rows(c0, [cs], [None], [nlev0, nlev_s], [1, 1], weights=np.ones(n))
+    most = np.bincount(c0, minlength=nlev0).max(initial=0)  # a level's rows: the largest count
+    assert fast.data.dtype == (np.uint8 if most <= 255 else np.uint16)
+    np.testing.assert_array_equal(fast.indptr, general.indptr)
+    np.testing.assert_array_equal(fast.indices, general.indices)
+    np.testing.assert_array_equal(fast.data.astype(np.float64), general.data)
+    dense = np.zeros((nlev0, nlev_s))
+    dense[np.repeat(np.arange(nlev0), np.diff(fast.indptr)), fast.indices] = fast.data
+    np.testing.assert_array_equal(dense, one_hot(c0, nlev0).T @ one_hot(cs, nlev_s))
+    kept = c0.copy()
+    again = b_from_rows(kept, [cs], [None], [nlev0, nlev_s], [1, 1], overwrite=True)
+    np.testing.assert_array_equal(again.data, fast.data)
+    np.testing.assert_array_equal(again.indices, fast.indices)
+
+
+def test_sorted_partners_orders_each_levels_partners():
+    from glmm_sparse._core._classed import count_runs, level_starts, sorted_partners
+
+    rng = np.random.default_rng(8)
+    c0 = rng.integers(0, 30, 2000).astype(np.int32)
+    cs = rng.integers(0, 12, 2000).astype(np.int32)
+    start = level_starts(c0, 30)
+    np.testing.assert_array_equal(start, np.concatenate([[0], np.cumsum(np.bincount(c0, minlength=30))]))
+    out = np.empty_like(c0)
+    sorted_partners(c0, cs, start, 12, out)
+    order = np.lexsort((cs, c0))  # by c0, then cs
+    np.testing.assert_array_equal(out, cs[order])
+    counts = np.zeros(30, dtype=np.int64)
+    count_runs(start, out, counts)
+    np.testing.assert_array_equal(counts, [len(np.unique(cs[c0 == g])) for g in range(30)])
+    with pytest.raises(ValueError, match=r"codes_s must lie in \[0, 12\)"):
+        sorted_partners(c0, np.where(cs == 3, 12, cs).astype(np.int32), start, 12, out)
+    with pytest.raises(ValueError, match="the same n rows"):
+        sorted_partners(c0, cs[:-1], start, 12, out)
+    with pytest.raises(ValueError, match=r"codes0 must lie in \[0, 30\)"):
+        level_starts(np.array([0, 30], dtype=np.int32), 30)
