@@ -252,6 +252,17 @@ def test_gram_dtype_bounds_every_class_sum(values, dtype):
     assert classed.gram_dtype(B, level_class, 2) == dtype
 
 
+@pytest.mark.parametrize("data_dtype", [np.uint8, np.uint16])
+def test_gram_dtype_of_counts_as_unsigned_values(data_dtype):
+    """B's counts held as uint8 or uint16 (count_dtype): the same bound, without the
+    whole-number check's float64 copy."""
+    B = level_rows([15.0, 6.0, 1.0])
+    B = classed.LevelRows(B.indptr, B.indices, B.data.astype(data_dtype), B.ncols)
+    assert classed.gram_dtype(B, np.array([0, 0, 1], dtype=np.int32), 2) == np.uint16
+    B = classed.LevelRows(B.indptr, B.indices, np.array([15, 3, 1], dtype=data_dtype), B.ncols)
+    assert classed.gram_dtype(B, np.array([0, 0, 1], dtype=np.int32), 2) == np.uint8
+
+
 def test_uint16_class_sums_give_the_sparse_criterion():
     """60 g1 levels of 6 rows, 3 of them in g2 level 0: one class, whose (0, 0) entry is
     60 x 3^2 = 540, held in uint16; the criterion equals the sparse factor's."""
