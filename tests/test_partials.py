@@ -1,8 +1,9 @@
-"""The merge of keyed level-pair blocks (partials._merge_blocks) against a dense oracle."""
+"""The merge of keyed level-pair blocks (partials._merge_blocks) against a dense oracle, and
+the QR update of the running R (partials.qr_update)."""
 import numpy as np
 import pytest
 
-from glmm_sparse.partials import BlockRuns, _merge_blocks, union_of_sorted
+from glmm_sparse.partials import BlockRuns, _merge_blocks, qr_update, union_of_sorted
 
 
 def oracle(a, b):
@@ -48,3 +49,36 @@ def test_union_of_sorted_says_where_each_key_lands():
     keys, where = union_of_sorted(ka, kb)
     np.testing.assert_array_equal(keys, [0, 1, 4, 5, 9, 12])
     np.testing.assert_array_equal(keys[where], np.concatenate([ka, kb]))
+
+
+@pytest.mark.parametrize("k, nb, m", [(0, 5, 3), (0, 2, 3), (2, 1, 3), (3, 500, 3), (0, 0, 3),
+                                      (3, 0, 3), (0, 4, 1), (4, 1000, 4)])
+def test_qr_update_is_the_r_of_the_stack(k, nb, m):
+    """R of [R; rows]: upper triangular (min(k + nb, m) x m), R'R = the stack's Gram, and
+    np.linalg.qr's R up to the signs of its rows."""
+    rng = np.random.default_rng(k + nb + m)
+    R = np.triu(rng.normal(size=(k, m)))
+    rows = rng.normal(size=(nb, m))
+    stack = np.vstack([R, rows])
+    got = qr_update(R, rows)
+    assert got.shape == (min(k + nb, m), m) and np.array_equal(got, np.triu(got))
+    np.testing.assert_allclose(got.T @ got, stack.T @ stack, rtol=1e-12, atol=1e-12)
+    if got.size:
+        want = np.linalg.qr(stack, mode="r")
+        signs = np.sign(np.diag(want)) * np.sign(np.diag(got))
+        np.testing.assert_allclose(got * signs[:, None], want, rtol=1e-12, atol=1e-12)
+
+
+def test_qr_update_keeps_one_buffer_per_thread():
+    """Threads factor stacks of the same shape at once: each keeps its own buffer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(3)
+    blocks = [rng.normal(size=(2000, 3)) for _ in range(16)]
+    want = [np.abs(np.linalg.qr(b, mode="r")) for b in blocks]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda b: qr_update(np.zeros((0, 3)), b), blocks * 4))
+    for i, r in enumerate(got):
+        np.testing.assert_allclose(np.abs(r), want[i % 16], rtol=1e-12)
+    with pytest.raises(ValueError, match="R has 2 columns, the rows 3"):
+        qr_update(np.zeros((2, 2)), blocks[0])
