@@ -78,12 +78,17 @@ def test_n_free_criterion_equals_dense_likelihood(seed, reml):
     frame = build_frame(parse_formula(FORMULA), FORMULA, data, weights="w")
     obj = LmmObjective(accumulate(frame), reml=reml)
     for theta in thetas(seed):
-        value = obj(theta)
-        Z, Lam = dense_Z_and_Lambda(frame, obj)
-        want, beta, sigma = dense_criterion(frame.y, frame.X, Z, Lam, frame.weights, reml)
-        assert value == pytest.approx(want, rel=1e-10, abs=1e-9), theta
-        assert np.allclose(obj.beta(), beta, rtol=1e-8, atol=1e-10)
-        assert obj.sigma() == pytest.approx(sigma, rel=1e-9)
+        assert_dense(obj, frame, theta, reml)
+
+
+def assert_dense(obj, frame, theta, reml):
+    """The criterion, beta and sigma at theta equal the dense formulas from V."""
+    value = obj(theta)
+    Z, Lam = dense_Z_and_Lambda(frame, obj)
+    want, beta, sigma = dense_criterion(frame.y, frame.X, Z, Lam, frame.weights, reml)
+    assert value == pytest.approx(want, rel=1e-10, abs=1e-9), theta
+    assert np.allclose(obj.beta(), beta, rtol=1e-8, atol=1e-10)
+    assert obj.sigma() == pytest.approx(sigma, rel=1e-9)
 
 
 def test_conditional_modes_and_variances_equal_dense_formulas():
@@ -124,9 +129,4 @@ def test_single_term_criterion_by_levels_equals_dense_likelihood(formula, n_thet
             for _ in range(8)]:
         if n_theta == 3:
             theta[1] = rng.normal()  # the correlation's entry may be negative
-        value = obj(theta)
-        Z, Lam = dense_Z_and_Lambda(frame, obj)
-        want, beta, sigma = dense_criterion(frame.y, frame.X, Z, Lam, frame.weights, reml)
-        assert value == pytest.approx(want, rel=1e-10, abs=1e-9), theta
-        assert np.allclose(obj.beta(), beta, rtol=1e-8, atol=1e-10)
-        assert obj.sigma() == pytest.approx(sigma, rel=1e-9)
+        assert_dense(obj, frame, theta, reml)

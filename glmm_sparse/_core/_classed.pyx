@@ -73,6 +73,16 @@ cdef int _compare_int32(const void *a, const void *b) noexcept nogil:
     return (x > y) - (x < y)
 
 
+cdef void _starts(const cnp.int32_t[::1] codes, cnp.int64_t[::1] st) noexcept nogil:
+    """st[g] = the rows with codes < g (st zeroed, len(st) = nlev + 1, codes checked): a
+    histogram's running sums, where each level's rows begin once sorted by code."""
+    cdef Py_ssize_t i, g
+    for i in range(codes.shape[0]):
+        st[codes[i] + 1] += 1
+    for g in range(st.shape[0] - 1):
+        st[g + 1] += st[g]
+
+
 def bucket_rows(const cnp.int32_t[::1] codes0, Py_ssize_t nlev0):
     """(start, rows): rows[start[g]:start[g + 1]] are the rows with codes0 == g, in order.
 
@@ -86,10 +96,7 @@ def bucket_rows(const cnp.int32_t[::1] codes0, Py_ssize_t nlev0):
     cdef cnp.int64_t[::1] st = start
     cdef cnp.int32_t[::1] rw = rows
     with nogil:
-        for i in range(n):
-            st[codes0[i] + 1] += 1
-        for g in range(nlev0):
-            st[g + 1] += st[g]
+        _starts(codes0, st)
         for i in range(n):  # st[g] walks to the end of level g's bucket ...
             g = codes0[i]
             rw[st[g]] = <cnp.int32_t>i
@@ -207,10 +214,7 @@ def level_starts(const cnp.int32_t[::1] codes0, Py_ssize_t nlev0):
     start = np.zeros(nlev0 + 1, dtype=np.int64)
     cdef cnp.int64_t[::1] st = start
     with nogil:
-        for i in range(n):
-            st[codes0[i] + 1] += 1
-        for g in range(nlev0):
-            st[g + 1] += st[g]
+        _starts(codes0, st)
     return start
 
 
@@ -238,10 +242,7 @@ def sorted_partners(const cnp.int32_t[::1] codes0, const cnp.int32_t[::1] codes_
     cdef cnp.int64_t[::1] a0 = at0
     cdef cnp.int32_t[::1] b = by_s
     with nogil:
-        for i in range(n):
-            st[codes_s[i] + 1] += 1
-        for s in range(nlev_s):
-            st[s + 1] += st[s]
+        _starts(codes_s, st)
         for i in range(n):  # st[s] walks through level s's run
             s = codes_s[i]
             b[st[s]] = codes0[i]
