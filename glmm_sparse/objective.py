@@ -20,7 +20,7 @@ import scipy.linalg
 from . import schur
 from ._core import _lambda
 from ._core._cholmod import CholmodNotPositiveDefiniteError, SymbolicFactor
-from .blockdiag import LEVEL_KS, BlockDiagonalFactor
+from .blockdiag import LEVEL_KS, LEVEL_MAX_COLUMNS, BlockDiagonalFactor
 from .crossprod import CrossProducts
 from .errors import FactorMemoryError, ModelSpecError, NumericalError
 from .memory import check_factor_fits, check_schur_fits
@@ -355,7 +355,7 @@ class LmmObjective:
         self.theta_map = ThetaMap(cp.k)
         self.pattern: MPattern = build_pattern(cp)
         self._Mx = np.zeros(self.pattern.nnz)
-        self._Mx_behind = False  # update_levels leaves M's values to be made if read
+        self._levels_at = None  # (cp, T) of the last update_levels, which stores no M
         self.LtB = np.zeros_like(cp.ZtWXy)
         self.theta = self.theta_map.start
         self.T = self.theta_map.factors(self.theta)
@@ -369,15 +369,20 @@ class LmmObjective:
         self.direct = DirectB.of(self.factor, self.pattern, cp)
         # one term, M block diagonal: an evaluation is one pass over the levels
         self.by_levels = (isinstance(self.factor, BlockDiagonalFactor) and len(cp.diag) == 1
-                          and cp.k[0] in LEVEL_KS and self.perm is None and self.direct is None)
+                          and cp.k[0] in LEVEL_KS and cp.p + 1 <= LEVEL_MAX_COLUMNS
+                          and self.perm is None and self.direct is None)
 
     @property
     def Mx(self) -> np.ndarray:
         """M's values on its pattern (upper triangle, CSC). With ``DirectB`` the values of
-        B are kept in B's order, and copied in here, for readers other than update_L;
-        after ``update_levels``, which does not store them, they are made here."""
-        if self._Mx_behind:
-            self.update_M()
+        B are kept in B's order, and copied in here, for readers other than update_L.
+        After ``update_levels``, which does not store them, a new array of the values it
+        factored (its cross-products and theta, whatever was set since)."""
+        if self._levels_at is not None:
+            cp, T = self._levels_at
+            out = np.zeros_like(self._Mx)
+            _lambda.congruence_scatter(cp.diag[0], T[0], T[0], self.pattern.diag_pos[0], out)
+            return out
         if self.direct is not None:
             self._Mx[self.factor.bpos] = self.direct.values
         return self._Mx
@@ -403,7 +408,7 @@ class LmmObjective:
         """Values of Lambda' A_ZZ Lambda on the fixed pattern, block by block (the blocks
         of B straight into B's order for the Schur factor: ``DirectB``)."""
         cp, pat, T, direct = self.cp, self.pattern, self.T, self.direct
-        self._Mx_behind = False
+        self._levels_at = None
         for t, D in enumerate(cp.diag):
             _lambda.congruence_scatter(D, T[t], T[t], pat.diag_pos[t], self._Mx)
         for i, (pb, pos) in enumerate(zip(cp.pairs, pat.pair_pos)):
@@ -437,8 +442,9 @@ class LmmObjective:
     def update_levels(self) -> None:
         """update_L, update_RZX and update_RX of a single term's objective (``by_levels``)
         in one pass over its levels (``BlockDiagonalFactor.factorize_levels``): the
-        separate updates each pass over arrays of nlev blocks, which took 90 ms an
-        evaluation for 10^6 levels of k = 2."""
+        separate updates each pass over arrays of nlev blocks, which took 70-90 ms an
+        evaluation for 10^6 levels of k = 2. M's values are not stored (``Mx`` makes
+        them when read), nor is LtB, the scratch of update_RZX."""
         cp = self.cp
         RZXy = self.RZXy  # written in place, as the factor's L (a fresh q x (p + 1) array
         if RZXy.shape != cp.ZtWXy.shape or not RZXy.flags.c_contiguous:  # faulted in
@@ -448,7 +454,7 @@ class LmmObjective:
         except CholmodNotPositiveDefiniteError as err:
             raise NumericalError(f"Lambda'Z'WZ Lambda + I is not positive definite "
                                  f"(column {err.column})", theta=self.theta) from None
-        self.RZXy, self._Mx_behind = RZXy, True
+        self.RZXy, self._levels_at = RZXy, (cp, self.T)
         self._factor_RX(cp.XtWXy - G)
 
     def update_RX(self) -> None:

@@ -121,7 +121,7 @@ def test_a_later_block_that_stays_sparse_is_timed(monkeypatch):
 def test_measure_takes_the_schur_factor_only_when_it_beats_the_supernodal_one(monkeypatch):
     obj = objective_for(DESIGNS[0], "simplicial")
     timed = []
-    monkeypatch.setattr(objective, "SCHUR_FILL_SHARE", 2.0)  # never by fill: the race
+    monkeypatch.setattr(objective, "schur_by_fill", lambda *a: False)  # the race
 
     def clock(schur_seconds):
         def time_factorization(factor, Mx):
@@ -152,7 +152,7 @@ def test_measure_keeps_the_schur_factor_when_the_supernodal_one_does_not_fit(mon
             raise FactorMemoryError("too large", needed=2, budget=1)
 
     monkeypatch.setattr(objective, "MEASURE_ABOVE_NNZ", 0)
-    monkeypatch.setattr(objective, "SCHUR_FILL_SHARE", 2.0)  # never by fill: the race
+    monkeypatch.setattr(objective, "schur_by_fill", lambda *a: False)  # the race
     monkeypatch.setattr(objective, "check_factor_fits", refuse_supernodal)
     monkeypatch.setattr(objective, "_time_factorization",
                         lambda f, Mx: 9.0 if isinstance(f, SchurFactor) else 1.0)
@@ -241,7 +241,10 @@ def test_one_pass_over_the_levels_is_the_separate_updates(design, monkeypatch):
     separate.update(theta)
     assert np.array_equal(fused.factor.L, separate.factor.L)
     assert np.array_equal(fused.RZXy, separate.RZXy)
-    assert fused._Mx_behind and np.array_equal(fused.Mx, separate.Mx)
+    assert np.array_equal(fused.Mx, separate.Mx)
+    fused.set_theta(theta * 2.0)  # Mx stays the M of the factor, as on the separate path
+    separate.set_theta(theta * 2.0)
+    assert np.array_equal(fused.Mx, separate.Mx) and fused.Mx is not fused.Mx
     assert fused.objective() == pytest.approx(separate.objective(), rel=1e-14)
     np.testing.assert_allclose(fused.Ry, separate.Ry, rtol=1e-12)
     assert fused.factor.logdet() == pytest.approx(separate.factor.logdet(), rel=1e-14)
@@ -249,6 +252,21 @@ def test_one_pass_over_the_levels_is_the_separate_updates(design, monkeypatch):
     one = LmmObjective(cp, reml=True)
     one.update(theta)
     assert np.array_equal(one.Ry, fused.Ry) and one.objective() == fused.objective()
+
+
+def test_many_fixed_effects_keep_the_separate_updates():
+    """Beyond LEVEL_MAX_COLUMNS columns of [X y] the level loop's R'R loses to BLAS's."""
+    from glmm_sparse.blockdiag import LEVEL_MAX_COLUMNS
+
+    rng = np.random.default_rng(2)
+    n, p = 400, LEVEL_MAX_COLUMNS  # with the response: p + 1 columns
+    data = pd.DataFrame(rng.normal(size=(n, p)), columns=[f"x{j}" for j in range(p)])
+    data["y"], data["g"] = rng.normal(size=n), rng.integers(0, 40, n)
+    for terms, by_levels in ((data.columns[:p - 1], True), (data.columns[:p], False)):
+        formula = f"y ~ {' + '.join(terms[1:])} + (1 | g)"  # the intercept and len(terms) - 1
+        obj = LmmObjective(accumulate(build_frame(parse_formula(formula), formula, data)),
+                           reml=True)
+        assert obj.cp.p + 1 == len(terms) + 1 and obj.by_levels is by_levels
 
 
 def test_one_pass_over_the_levels_names_theta_when_m_is_not_positive_definite():

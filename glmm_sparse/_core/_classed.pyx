@@ -205,11 +205,16 @@ ctypedef fused gram_t:
     double
 
 
+cdef _check_starts(const cnp.int64_t[::1] start):
+    """Level starts (as level_starts makes them) begin at 0 and never decrease."""
+    arr = np.asarray(start)
+    _require(arr.shape[0] > 0 and arr[0] == 0 and bool(np.all(np.diff(arr) >= 0)),
+             "start0 must begin at 0 and never decrease (level_starts)")
+
+
 def level_starts(const cnp.int32_t[::1] codes0, Py_ssize_t nlev0):
     """start (int64, nlev0 + 1): level g's rows are number start[g] .. start[g + 1] - 1
     once the rows are ordered by codes0 (a histogram's running sums)."""
-    cdef Py_ssize_t n = codes0.shape[0], i, g
-    _require(n <= INT32_MAX, "level_starts numbers rows in int32: at most 2^31 - 1 rows")
     _check_codes(codes0, nlev0, "codes0")
     start = np.zeros(nlev0 + 1, dtype=np.int64)
     cdef cnp.int64_t[::1] st = start
@@ -230,9 +235,10 @@ def sorted_partners(const cnp.int32_t[::1] codes0, const cnp.int32_t[::1] codes_
     itself (read in full before out is written: no n-long array beyond the one inside).
     """
     cdef Py_ssize_t n = codes0.shape[0], nlev0 = start0.shape[0] - 1, i, j, s, g
+    cdef bint overflow = False
+    _check_starts(start0)
     _require(codes_s.shape[0] == n and out.shape[0] == n and start0[nlev0] == n,
              "codes0, codes_s, out and start0 must describe the same n rows")
-    _require(n <= INT32_MAX, "sorted_partners numbers rows in int32: at most 2^31 - 1 rows")
     _check_codes(codes_s, nlev_s, "codes_s")
     _check_codes(codes0, nlev0, "codes0")
     start_s = np.zeros(nlev_s + 1, dtype=np.int64)
@@ -251,9 +257,15 @@ def sorted_partners(const cnp.int32_t[::1] codes0, const cnp.int32_t[::1] codes_
         for s in range(nlev_s):  # runs of s in order, so each level g gets its s increasing
             while j < st[s]:
                 g = b[j]
+                if a0[g] >= start0[g + 1]:  # more rows of g than start0 gives it
+                    overflow = True
+                    break
                 out[a0[g]] = <cnp.int32_t>s
                 a0[g] += 1
                 j += 1
+            if overflow:
+                break
+    _require(not overflow, "start0 must be level_starts(codes0): a level has more rows")
     return None
 
 
@@ -262,6 +274,7 @@ def count_runs(const cnp.int64_t[::1] start0, const cnp.int32_t[::1] partners,
     """counts_out[g] += the number of distinct partners of level g (runs in ``partners``,
     as ``sorted_partners`` orders them)."""
     cdef Py_ssize_t nlev0 = start0.shape[0] - 1, g, j
+    _check_starts(start0)
     _require(counts_out.shape[0] == nlev0, "counts_out must have one entry per level")
     _require(start0[nlev0] == partners.shape[0], "start0 and partners must describe the same rows")
     with nogil:
@@ -280,6 +293,9 @@ def fill_runs(const cnp.int64_t[::1] start0, const cnp.int32_t[::1] partners,
     ``partners`` (as ``sorted_partners`` orders them). The caller sizes data_out's type to
     hold every level's row count."""
     cdef Py_ssize_t nlev0 = start0.shape[0] - 1, g, j, at, run
+    cdef Py_ssize_t room = indices_out.shape[0]
+    cdef bint overflow = False
+    _check_starts(start0)
     _require(start0[nlev0] == partners.shape[0], "start0 and partners must describe the same rows")
     _require(pos.shape[0] == nlev0 and indices_out.shape[0] == data_out.shape[0],
              "pos has one entry per level; indices_out and data_out the same length")
@@ -293,11 +309,17 @@ def fill_runs(const cnp.int64_t[::1] start0, const cnp.int32_t[::1] partners,
             for j in range(start0[g], start0[g + 1]):
                 run += 1
                 if j + 1 == start0[g + 1] or partners[j + 1] != partners[j]:
+                    if at < 0 or at >= room:
+                        overflow = True
+                        break
                     indices_out[at] = <cnp.int32_t>(col_offset + partners[j])
                     data_out[at] = <count_t>run
                     at += 1
                     run = 0
+            if overflow:
+                break
             pos[g] = at
+    _require(not overflow, "pos must leave room for every level's entries (count_runs)")
     return None
 
 

@@ -326,8 +326,11 @@ def test_pair_counts_by_runs_equal_dense_and_the_general_path(n, nlev0, nlev_s):
     np.testing.assert_array_equal(dense, one_hot(c0, nlev0).T @ one_hot(cs, nlev_s))
     kept = c0.copy()
     again = b_from_rows(kept, [cs], [None], [nlev0, nlev_s], [1, 1], overwrite=True)
+    np.testing.assert_array_equal(again.indptr, fast.indptr)
     np.testing.assert_array_equal(again.data, fast.data)
     np.testing.assert_array_equal(again.indices, fast.indices)
+    # overwrite=True used c0's buffer for the partners sorted by both codes
+    np.testing.assert_array_equal(kept, cs[np.lexsort((cs, c0))])
 
 
 def test_sorted_partners_orders_each_levels_partners():
@@ -351,3 +354,26 @@ def test_sorted_partners_orders_each_levels_partners():
         sorted_partners(c0, cs[:-1], start, 12, out)
     with pytest.raises(ValueError, match=r"codes0 must lie in \[0, 30\)"):
         level_starts(np.array([0, 30], dtype=np.int32), 30)
+
+
+def test_run_kernels_refuse_starts_and_positions_that_would_write_past_their_outputs():
+    from glmm_sparse._core._classed import count_runs, fill_runs, level_starts, sorted_partners
+
+    c0 = np.ones(8, dtype=np.int32)
+    cs = np.arange(8, dtype=np.int32)
+    out = np.empty(8, dtype=np.int32)
+    with pytest.raises(ValueError, match=r"start0 must be level_starts\(codes0\)"):
+        sorted_partners(c0, cs, np.array([0, 8, 8]), 8, out)  # level 1's rows put in level 0
+    with pytest.raises(ValueError, match="begin at 0 and never decrease"):
+        sorted_partners(c0, cs, np.array([0, 9, 8]), 8, out)
+    with pytest.raises(ValueError, match="begin at 0 and never decrease"):
+        count_runs(np.zeros(0, dtype=np.int64), cs, np.zeros(0, dtype=np.int64))
+    start = level_starts(np.zeros(8, dtype=np.int32), 1)
+    indices, data = np.zeros(8, dtype=np.int32), np.zeros(8, dtype=np.uint8)
+    with pytest.raises(ValueError, match="pos must leave room"):
+        fill_runs(start, cs, 0, np.array([0]), indices[:4], data[:4])
+    with pytest.raises(ValueError, match="pos must leave room"):
+        fill_runs(start, cs, 0, np.array([-1]), indices, data)
+    fill_runs(start, cs, 0, np.array([0]), indices, data)  # with room: every run written
+    np.testing.assert_array_equal(indices, cs)
+    np.testing.assert_array_equal(data, np.ones(8))
