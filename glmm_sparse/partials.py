@@ -10,7 +10,6 @@ picklable: Dask workers and Spark executors ship it back.
 """
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -18,32 +17,43 @@ from scipy.linalg import lapack
 
 from .errors import DataError
 
-_stacks = threading.local()  # per thread: the last Fortran-ordered [R; rows] buffer
+
+class QRStack:
+    """The R of all rows so far, updated batch by batch: [R; rows] is stacked in a
+    Fortran-ordered buffer kept for the next stack of the same shape (every batch of a
+    pass but the last) and factored there in place by LAPACK's dgeqrf. np.linalg.qr
+    copied the stack twice more, into fresh memory: 1.8 ms for a batch of 65,536 x 3
+    against 0.3 ms. One per running R (the calls on one must not overlap); it is
+    pickled without its buffer."""
+
+    def __init__(self):
+        self.buf = None
+
+    def __getstate__(self):
+        return {"buf": None}
+
+    def update(self, R: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """R of [R; rows], as np.linalg.qr(..., mode="r") gives it."""
+        k, nb, m = R.shape[0], rows.shape[0], rows.shape[1]
+        if R.shape[1] != m:
+            raise ValueError(f"R has {R.shape[1]} columns, the rows {m}")
+        shape = (k + nb, m)
+        if min(shape) == 0:
+            return np.zeros((0, m))
+        if self.buf is None or self.buf.shape != shape:
+            self.buf = np.empty(shape, order="F")
+        buf = self.buf
+        buf[:k] = R
+        buf[k:] = rows
+        qr, _, _, info = lapack.dgeqrf(buf, overwrite_a=True)
+        if info != 0:
+            raise ValueError(f"LAPACK dgeqrf rejected argument {-info}")
+        return np.triu(qr[:min(shape)])
 
 
 def qr_update(R: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """R of [R; rows] (the R of all rows so far), as np.linalg.qr(..., mode="r") gives it.
-
-    LAPACK's dgeqrf factors the stack in place in a Fortran-ordered buffer that each
-    thread keeps for its next stack of the same shape (every batch of a pass but the
-    last). np.linalg.qr copied the stack twice more, into fresh memory, and took 1.8 ms
-    for a batch of 65,536 x 3 against 0.3 ms. The buffer (a batch of [X y]) stays with
-    the thread."""
-    k, nb, m = R.shape[0], rows.shape[0], rows.shape[1]
-    if R.shape[1] != m:
-        raise ValueError(f"R has {R.shape[1]} columns, the rows {m}")
-    shape = (k + nb, m)
-    if min(shape) == 0:
-        return np.zeros((0, m))
-    buf = getattr(_stacks, "buf", None)
-    if buf is None or buf.shape != shape:
-        buf = _stacks.buf = np.empty(shape, order="F")
-    buf[:k] = R
-    buf[k:] = rows
-    qr, _, _, info = lapack.dgeqrf(buf, overwrite_a=True)
-    if info != 0:
-        raise ValueError(f"LAPACK dgeqrf rejected argument {-info}")
-    return np.triu(qr[:min(shape)])
+    """R of [R; rows] (the R of all rows so far), once (``QRStack`` keeps the buffer)."""
+    return QRStack().update(R, rows)
 
 
 # -- level-pair blocks of crossed terms ---------------------------------------------------

@@ -103,7 +103,7 @@ from .frame import NOTHING_LEFT, aliased_columns, warn_rank_deficient
 from .levelscan import LevelScan, scan_levels, scan_partition
 from .objective import LmmObjective, fixed_sigma_unit
 from .parallel import Pending, submit_all
-from .partials import BlockRuns, PartialSums, Sums, merge_partials, qr_update, tree_merge
+from .partials import BlockRuns, PartialSums, QRStack, Sums, merge_partials, tree_merge
 from .results import LmerResult, build_lmer_result
 from .rowcodes import RowCodes, structure_refusal
 from .scaling import theta_units_from_sums
@@ -158,6 +158,7 @@ class Accumulator(BatchEncoder):
         # None for partitions (Dask, Spark), which ship sums, not rows
         self.classes_mode: str | None = None
         self.row_codes: RowCodes | None = None
+        self._qr = (QRStack(), QRStack())  # the running R and Rw's buffers
 
     @property
     def sums(self) -> Sums | None:
@@ -222,6 +223,7 @@ class Accumulator(BatchEncoder):
         acc.layout, acc.sums, acc.rows = None, None, 0
         acc.classes_mode, acc.row_codes = None, None
         acc.lean, acc._lean_decided = None, False  # its first batch takes the full frame
+        acc._qr = (QRStack(), QRStack())
         return acc
 
     def partial(self) -> PartialSums:
@@ -308,9 +310,10 @@ class Accumulator(BatchEncoder):
         tasks = [lambda c=c, X=X, F=F: _crossprod.add_term_sums(c, X, XB, w, yc, F)
                  for c, X, F in zip(codes, xs, self._level_sums)]
         tasks.append(lambda: _crossprod.add_weighted_gram(XB, w, s.gram))
-        tasks.append(lambda: setattr(s, "R", qr_update(s.R, XB)))
+        qr, qrw = self._qr
+        tasks.append(lambda: setattr(s, "R", qr.update(s.R, XB)))
         if s.Rw is not None:
-            tasks.append(lambda: setattr(s, "Rw", qr_update(s.Rw, XB * np.sqrt(w)[:, None])))
+            tasks.append(lambda: setattr(s, "Rw", qrw.update(s.Rw, XB * np.sqrt(w)[:, None])))
         tasks.append(lambda: self._row_sums(y, r, w, yc, xs))
         tasks += self._pair_tasks(codes, xs, w)
         self.wait()  # the previous batch's sums first: the order of additions is fixed

@@ -3,7 +3,7 @@ the QR update of the running R (partials.qr_update)."""
 import numpy as np
 import pytest
 
-from glmm_sparse.partials import BlockRuns, _merge_blocks, qr_update, union_of_sorted
+from glmm_sparse.partials import BlockRuns, QRStack, _merge_blocks, qr_update, union_of_sorted
 
 
 def oracle(a, b):
@@ -69,16 +69,23 @@ def test_qr_update_is_the_r_of_the_stack(k, nb, m):
         np.testing.assert_allclose(got * signs[:, None], want, rtol=1e-12, atol=1e-12)
 
 
-def test_qr_update_keeps_one_buffer_per_thread():
-    """Threads factor stacks of the same shape at once: each keeps its own buffer."""
+def test_qr_stacks_in_threads_and_pickled():
+    """One QRStack per running R, used by threads at once, each with its buffer; a
+    pickled stack ships without it."""
+    import pickle
     from concurrent.futures import ThreadPoolExecutor
 
     rng = np.random.default_rng(3)
     blocks = [rng.normal(size=(2000, 3)) for _ in range(16)]
     want = [np.abs(np.linalg.qr(b, mode="r")) for b in blocks]
+    stacks = [QRStack() for _ in range(16)]
     with ThreadPoolExecutor(4) as pool:
-        got = list(pool.map(lambda b: qr_update(np.zeros((0, 3)), b), blocks * 4))
+        got = list(pool.map(lambda i: stacks[i].update(np.zeros((0, 3)), blocks[i]), range(16)))
     for i, r in enumerate(got):
-        np.testing.assert_allclose(np.abs(r), want[i % 16], rtol=1e-12)
+        np.testing.assert_allclose(np.abs(r), want[i], rtol=1e-12)
+    R = stacks[0].update(got[0], blocks[1])  # the next stack of another shape
+    np.testing.assert_allclose(np.abs(R), np.abs(np.linalg.qr(np.vstack(blocks[:2]), mode="r")),
+                               rtol=1e-12)
+    assert stacks[0].buf is not None and pickle.loads(pickle.dumps(stacks[0])).buf is None
     with pytest.raises(ValueError, match="R has 2 columns, the rows 3"):
         qr_update(np.zeros((2, 2)), blocks[0])
