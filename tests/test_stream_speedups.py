@@ -349,6 +349,31 @@ def test_lean_frames_refuse_bad_values_as_the_full_path(column, value, message, 
     assert errors[0] == errors[1]
 
 
+@pytest.mark.parametrize("column, message", [
+    ("x", r"the fixed-effects column 'x' is inf at row 1234"),
+    ("x2", r"the column 'x2' of the random-effects term \(1 \+ x \+ x2 \| g\) is inf at "
+           r"row 1234")])
+def test_lean_frames_check_a_column_in_x_and_z_once_with_the_full_paths_message(
+        column, message, tmp_path, monkeypatch):
+    """x in both X and the term's Z: the lean frame checks its values once, as a
+    fixed-effects column (the full path's first message); x2, in Z only, as Z's."""
+    from glmm_sparse import batchframe
+
+    df = make_data()
+    df.loc[1234, column] = np.inf
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path, row_group_size=300)
+    errors = []
+    for lean in (False, True):
+        with monkeypatch.context() as m:
+            if not lean:
+                m.setattr(batchframe.LeanPlan, "of", classmethod(lambda *a: None))
+            with pytest.raises(DataError, match=message) as err:
+                gs.lmer("y ~ x + (x + x2 | g)", str(path), streaming=True, batch_rows=BATCH)
+            errors.append(str(err.value))
+    assert errors[0] == errors[1]
+
+
 @pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.int64, np.uint8,
                                    np.uint32, np.uint64])
 def test_integer_labels_equal_level_labels(dtype):
