@@ -438,14 +438,14 @@ class LeanPlan:
         n = len(y)
         XB = _columns([None if c is None else col(c) for c in self.fixed], n, 1)
         xnames = tuple("(Intercept)" if c is None else c for c in self.fixed)
-        _check_data_columns(XB, self.fixed, (), rows, "the fixed-effects column {}")
+        _check_data_columns(XB, self.fixed, xnames, (), rows, "the fixed-effects column {}")
         w = None if self.weights is None else checked_weights(
             np.asarray(col(self.weights), dtype=np.float64), rows)
         xs, cnames, codes = [], [], []
         for t, cols, tl, ki in zip(parsed.random, self.terms, enc.term_levels, enc.key_index):
             X = _columns([None if c is None else col(c) for c in cols], n, 0)
             names = tuple("(Intercept)" if c is None else c for c in cols)
-            _check_data_columns(X, cols, self.fixed, rows, f"the column {{}} of the "
+            _check_data_columns(X, cols, names, self.fixed, rows, f"the column {{}} of the "
                                 f"random-effects term ({t.lhs} | {t.group_name})")
             xs.append(X)
             cnames.append(names)
@@ -453,15 +453,21 @@ class LeanPlan:
         return BatchFrame(y, XB, xnames, None, w, xs, cnames, codes, None, rows)
 
 
-def _check_data_columns(X: np.ndarray, columns: tuple, checked: tuple, rows: pd.Index,
-                        what: str) -> None:
-    """check_values of the columns of X made from data columns (``columns``: a name, or
-    None for the intercept's ones, which need no check), except those ``checked`` already
-    (a term's x that is also a fixed-effects column: the same values). Each column is
-    checked as a view: no copy; the pandas path checks the same values."""
-    for j, name in enumerate(columns):
-        if name is not None and name not in checked:
-            check_values(X[:, j], (name,), rows, what)
+def _check_data_columns(X: np.ndarray, columns: tuple, names: tuple, checked: tuple,
+                        rows: pd.Index, what: str) -> None:
+    """check_values of X's first len(columns) columns (``names``), looking only at those
+    made from data columns (``columns``: a name, or None for the intercept's ones, which
+    need no check) and not ``checked`` already (a term's x that is also a fixed-effects
+    column: the same values), each as a view. If one fails, all are checked together, as
+    the pandas path does, for its message (the first bad row of any column, the rows
+    bad in any)."""
+    try:
+        for j, name in enumerate(columns):
+            if name is not None and name not in checked:
+                check_values(X[:, j], (name,), rows, what)
+    except DataError:
+        check_values(X[:, :len(columns)], names, rows, what)
+        raise
 
 
 def _columns(columns: list, n: int, extra: int) -> np.ndarray:

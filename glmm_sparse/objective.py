@@ -449,12 +449,13 @@ class LmmObjective:
         RZXy = self.RZXy  # written in place, as the factor's L (a fresh q x (p + 1) array
         if RZXy.shape != cp.ZtWXy.shape or not RZXy.flags.c_contiguous:  # faulted in
             RZXy = np.empty_like(cp.ZtWXy)  # its pages each time: 10 of 29 ms at 10^6 x 2)
+        self._levels_at = (cp, self.T)  # Mx: the M of this factorization, even a failed one
         try:
             G = self.factor.factorize_levels(cp.diag[0], self.T[0], cp.ZtWXy, 1.0, RZXy)
         except CholmodNotPositiveDefiniteError as err:
             raise NumericalError(f"Lambda'Z'WZ Lambda + I is not positive definite "
                                  f"(column {err.column})", theta=self.theta) from None
-        self.RZXy, self._levels_at = RZXy, (cp, self.T)
+        self.RZXy = RZXy
         self._factor_RX(cp.XtWXy - G)
 
     def update_RX(self) -> None:

@@ -216,6 +216,12 @@ class Accumulator(BatchEncoder):
             self._level_sums[t] = None  # free each term's buffer before the next copy
         self._level_sums = None
 
+    def drop_buffers(self) -> None:
+        """Let the pass's working buffers go (the QR stacks: a batch of [X y] each) once
+        no batch is left to add."""
+        self.wait()
+        self._qr = (QRStack(), QRStack())
+
     def fresh(self) -> Accumulator:
         """A copy that has seen no rows (sharing the levels): one per partition."""
         self.wait()
@@ -662,6 +668,7 @@ def fit_sums(spec: StreamSpec, scan: LevelScan, acc: Accumulator, *, source_name
 
     t0 = time.perf_counter()
     s = acc.sums
+    acc.drop_buffers()
     check_response_varies(np.array([s.y_min, s.y_max]), spec.parsed.response)
     if s.n_pos == 0:
         raise DataError("every prior weight is 0: no row carries information; check the "

@@ -285,6 +285,7 @@ def test_one_pass_over_the_levels_names_theta_when_m_is_not_positive_definite():
             obj.update(theta)
         messages.append(str(err.value))
     assert messages[0] == messages[1]
+    assert np.array_equal(fused.Mx, separate.Mx)  # the M that failed, on both paths
     fused.cp.diag[0][3] = good
     fused.update(theta)  # and it recovers
     assert np.isfinite(fused.objective())

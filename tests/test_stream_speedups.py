@@ -352,7 +352,10 @@ def test_lean_frames_refuse_bad_values_as_the_full_path(column, value, message, 
 @pytest.mark.parametrize("column, message", [
     ("x", r"the fixed-effects column 'x' is inf at row 1234"),
     ("x2", r"the column 'x2' of the random-effects term \(1 \+ x \+ x2 \| g\) is inf at "
-           r"row 1234")])
+           r"row 1234"),
+    # two bad columns: the first bad row of any, the rows bad in any (both paths)
+    (("x", "o"), r"the fixed-effects column 'o' is inf at row 1210 \(2 row\(s\)"),
+    (("o", "x"), r"the fixed-effects column 'x' is inf at row 1210 \(2 row\(s\)")])
 def test_lean_frames_check_a_column_in_x_and_z_once_with_the_full_paths_message(
         column, message, tmp_path, monkeypatch):
     """x in both X and the term's Z: the lean frame checks its values once, as a
@@ -360,7 +363,11 @@ def test_lean_frames_check_a_column_in_x_and_z_once_with_the_full_paths_message(
     from glmm_sparse import batchframe
 
     df = make_data()
-    df.loc[1234, column] = np.inf
+    if isinstance(column, tuple):  # inf in the first column at row 1234, the second at 1210
+        df.loc[1234, column[0]] = np.inf
+        df.loc[1210, column[1]] = np.inf
+    else:
+        df.loc[1234, column] = np.inf
     path = tmp_path / "d.parquet"
     pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path, row_group_size=300)
     errors = []
@@ -369,7 +376,9 @@ def test_lean_frames_check_a_column_in_x_and_z_once_with_the_full_paths_message(
             if not lean:
                 m.setattr(batchframe.LeanPlan, "of", classmethod(lambda *a: None))
             with pytest.raises(DataError, match=message) as err:
-                gs.lmer("y ~ x + (x + x2 | g)", str(path), streaming=True, batch_rows=BATCH)
+                gs.lmer("y ~ x + o + (x + x2 | g)" if isinstance(column, tuple)
+                        else "y ~ x + (x + x2 | g)", str(path), streaming=True,
+                        batch_rows=BATCH)
             errors.append(str(err.value))
     assert errors[0] == errors[1]
 
