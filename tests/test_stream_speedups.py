@@ -351,8 +351,8 @@ def test_lean_frames_refuse_bad_values_as_the_full_path(column, value, message, 
 
 @pytest.mark.parametrize("column, message", [
     ("x", r"the fixed-effects column 'x' is inf at row 1234"),
-    ("x2", r"the column 'x2' of the random-effects term \(1 \+ x \+ x2 \| g\) is inf at "
-           r"row 1234"),
+    ("x2", (r"the column 'x2' of the random-effects term \(1 \+ x \+ x2 \| g\) is inf at "
+            r"row 1234")),
     # two bad columns: the first bad row of any, the rows bad in any (both paths)
     (("x", "o"), r"the fixed-effects column 'o' is inf at row 1210 \(2 row\(s\)"),
     (("o", "x"), r"the fixed-effects column 'x' is inf at row 1210 \(2 row\(s\)")])
