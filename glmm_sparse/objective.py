@@ -356,6 +356,7 @@ class LmmObjective:
         self.pattern: MPattern = build_pattern(cp)
         self._Mx = np.zeros(self.pattern.nnz)
         self._levels_at = None  # (cp, T) of the last update_levels, which stores no M
+        self._RtR = None  # R_ZX'R_ZX of the last update_levels, for update_RX
         self.LtB = np.zeros_like(cp.ZtWXy)
         self.theta = self.theta_map.start
         self.T = self.theta_map.factors(self.theta)
@@ -392,7 +393,7 @@ class LmmObjective:
         """New values of the cross-products (new weights) with the same block structure."""
         if cp.k != self.cp.k or cp.nlev != self.cp.nlev or len(cp.pairs) != len(self.cp.pairs):
             raise ValueError("cross-products with a different structure need a new objective")
-        self.cp = cp
+        self.cp, self._RtR = cp, None
         if self.LtB.shape != cp.ZtWXy.shape:
             self.LtB = np.zeros_like(cp.ZtWXy)
 
@@ -419,6 +420,7 @@ class LmmObjective:
 
     def update_L(self) -> None:
         """P (Lambda' A_ZZ Lambda + I) P' = L L'."""
+        self._RtR = None
         self.update_M()
         try:
             if self.direct is None:
@@ -431,6 +433,7 @@ class LmmObjective:
 
     def update_RZX(self) -> None:
         """[R_ZX c_u] = L^-1 P Lambda' Z'W[X y]."""
+        self._RtR = None
         offs = self.cp.offsets
         for t, T in enumerate(self.T):
             blk = slice(offs[t], offs[t + 1])
@@ -439,13 +442,21 @@ class LmmObjective:
         PLtB = self.LtB if self.perm is None else self.LtB[self.perm]
         self.RZXy = self.factor.solve("L", PLtB)
 
+    def update_L_RZX(self) -> None:
+        """update_L, then update_RZX: for a single term (``by_levels``) update_levels."""
+        if self.by_levels:
+            self.update_levels()
+        else:
+            self.update_L()
+            self.update_RZX()
+
     def update_levels(self) -> None:
-        """update_L, update_RZX and update_RX of a single term's objective (``by_levels``)
-        in one pass over its levels (``BlockDiagonalFactor.factorize_levels``): the
-        separate updates each pass over arrays of nlev blocks, which took 70-90 ms an
-        evaluation for 10^6 levels of k = 2. M's values are not stored (``Mx`` makes
-        them when read), nor is LtB, the scratch of update_RZX."""
-        cp = self.cp
+        """update_L and update_RZX of a single term's objective (``by_levels``) in one pass
+        over its levels (``BlockDiagonalFactor.factorize_levels``), which also leaves
+        R_ZX'R_ZX for update_RX: the separate updates each pass over arrays of nlev
+        blocks, which took 70-90 ms an evaluation for 10^6 levels of k = 2. M's values are
+        not stored (``Mx`` makes them when read), nor is LtB, the scratch of update_RZX."""
+        cp, self._RtR = self.cp, None
         RZXy = self.RZXy  # written in place, as the factor's L (a fresh q x (p + 1) array
         if RZXy.shape != cp.ZtWXy.shape or not RZXy.flags.c_contiguous:  # faulted in
             RZXy = np.empty_like(cp.ZtWXy)  # its pages each time: 10 of 29 ms at 10^6 x 2)
@@ -455,12 +466,13 @@ class LmmObjective:
         except CholmodNotPositiveDefiniteError as err:
             raise NumericalError(f"Lambda'Z'WZ Lambda + I is not positive definite "
                                  f"(column {err.column})", theta=self.theta) from None
-        self.RZXy = RZXy
-        self._factor_RX(cp.XtWXy - G)
+        self.RZXy, self._RtR = RZXy, G
 
     def update_RX(self) -> None:
-        """R'R = [X y]'W[X y] - [R_ZX c_u]'[R_ZX c_u]: R_X, c_b and sqrt(pwrss) in one factor."""
-        self._factor_RX(self.cp.XtWXy - self.RZXy.T @ self.RZXy)
+        """R'R = [X y]'W[X y] - [R_ZX c_u]'[R_ZX c_u]: R_X, c_b and sqrt(pwrss) in one factor
+        (R_ZX'R_ZX as update_levels summed it, if it made R_ZX)."""
+        RtR = self._RtR if self._RtR is not None else self.RZXy.T @ self.RZXy
+        self._factor_RX(self.cp.XtWXy - RtR)
 
     def _factor_RX(self, S: np.ndarray) -> None:
         """Ry from S = [X y]'W[X y] - [R_ZX c_u]'[R_ZX c_u]."""
@@ -488,11 +500,7 @@ class LmmObjective:
 
     def update(self, theta) -> None:
         self.set_theta(theta)
-        if self.by_levels:
-            self.update_levels()
-            return
-        self.update_L()
-        self.update_RZX()
+        self.update_L_RZX()
         self.update_RX()
 
     # -- queries (no side effects) ----------------------------------------------------

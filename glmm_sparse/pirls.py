@@ -153,8 +153,7 @@ def factor_at_mode(pls: LmmObjective, data: GlmmData, state: PirlsState, theta, 
         res = row_pass(data, point_of(data, pls.T, state, pls.cp.offsets, joint=joint))
     check_weights(res, theta, data.family)
     pls.set_crossproducts(res.cp)
-    pls.update_L()
-    pls.update_RZX()
+    pls.update_L_RZX()
     if joint:
         pls.update_RX()
 
@@ -174,8 +173,7 @@ def pirls(pls: LmmObjective, data: GlmmData, state: PirlsState, theta, *, joint:
     for it in range(1, MAX_ITER + 1):
         check_weights(cur, theta, data.family)
         pls.set_crossproducts(cur.cp)
-        pls.update_L()
-        pls.update_RZX()
+        pls.update_L_RZX()
         if joint:
             pls.update_RX()
             beta_new, u_new = pls.beta(), pls.u()
