@@ -331,43 +331,21 @@ def test_lean_frames_give_the_same_sums_bit_for_bit(formula, weights, tmp_path, 
 ])
 def test_lean_frames_refuse_bad_values_as_the_full_path(column, value, message, tmp_path,
                                                         monkeypatch):
-    from glmm_sparse import batchframe
-
-    df = make_data()
-    df.loc[1234, column] = value
-    path = tmp_path / "d.parquet"
-    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path, row_group_size=300)
-    errors = []
-    for lean in (False, True):
-        with monkeypatch.context() as m:
-            if not lean:
-                m.setattr(batchframe.LeanPlan, "of", classmethod(lambda *a: None))
-            with pytest.raises(DataError, match=message) as err:
-                gs.lmer("y ~ x + (x2 | g)", str(path), streaming=True, batch_rows=BATCH,
-                        weights="w")
-            errors.append(str(err.value))
+    errors = full_and_lean_errors(monkeypatch, tmp_path, {(1234, column): value},
+                                  "y ~ x + (x2 | g)", message, weights="w")
     assert errors[0] == errors[1]
 
 
-@pytest.mark.parametrize("column, message", [
-    ("x", r"the fixed-effects column 'x' is inf at row 1234"),
-    ("x2", (r"the column 'x2' of the random-effects term \(1 \+ x \+ x2 \| g\) is inf at "
-            r"row 1234")),
-    # two bad columns: the first bad row of any, the rows bad in any (both paths)
-    (("x", "o"), r"the fixed-effects column 'o' is inf at row 1210 \(2 row\(s\)"),
-    (("o", "x"), r"the fixed-effects column 'x' is inf at row 1210 \(2 row\(s\)")])
-def test_lean_frames_check_a_column_in_x_and_z_once_with_the_full_paths_message(
-        column, message, tmp_path, monkeypatch):
-    """x in both X and the term's Z: the lean frame checks its values once, as a
-    fixed-effects column (the full path's first message); x2, in Z only, as Z's."""
+def full_and_lean_errors(monkeypatch, tmp_path, bad: dict, formula: str, message: str,
+                         **kwargs) -> list[str]:
+    """The DataError messages (each matching ``message``) of a streamed fit of make_data()
+    with ``bad`` values ({(row, column): value}) through the full batch frame, then the
+    lean one."""
     from glmm_sparse import batchframe
 
     df = make_data()
-    if isinstance(column, tuple):  # inf in the first column at row 1234, the second at 1210
-        df.loc[1234, column[0]] = np.inf
-        df.loc[1210, column[1]] = np.inf
-    else:
-        df.loc[1234, column] = np.inf
+    for (row, column), value in bad.items():
+        df.loc[row, column] = value
     path = tmp_path / "d.parquet"
     pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path, row_group_size=300)
     errors = []
@@ -376,10 +354,27 @@ def test_lean_frames_check_a_column_in_x_and_z_once_with_the_full_paths_message(
             if not lean:
                 m.setattr(batchframe.LeanPlan, "of", classmethod(lambda *a: None))
             with pytest.raises(DataError, match=message) as err:
-                gs.lmer("y ~ x + o + (x + x2 | g)" if isinstance(column, tuple)
-                        else "y ~ x + (x + x2 | g)", str(path), streaming=True,
-                        batch_rows=BATCH)
+                gs.lmer(formula, str(path), streaming=True, batch_rows=BATCH, **kwargs)
             errors.append(str(err.value))
+    return errors
+
+
+@pytest.mark.parametrize("formula, bad, message", [
+    ("y ~ x + (x + x2 | g)", {1234: "x"}, r"the fixed-effects column 'x' is inf at row 1234"),
+    ("y ~ x + (x + x2 | g)", {1234: "x2"},
+     r"the column 'x2' of the random-effects term \(1 \+ x \+ x2 \| g\) is inf at row 1234"),
+    # two bad columns: the first bad row of any, the rows bad in any (both paths)
+    ("y ~ x + o + (x + x2 | g)", {1234: "x", 1210: "o"},
+     r"the fixed-effects column 'o' is inf at row 1210 \(2 row\(s\)"),
+    ("y ~ x + o + (x + x2 | g)", {1234: "o", 1210: "x"},
+     r"the fixed-effects column 'x' is inf at row 1210 \(2 row\(s\)")])
+def test_lean_frames_check_a_column_in_x_and_z_once_with_the_full_paths_message(
+        formula, bad, message, tmp_path, monkeypatch):
+    """x in both X and the term's Z: the lean frame checks its values once, as a
+    fixed-effects column (the full path's first message); x2, in Z only, as Z's."""
+    errors = full_and_lean_errors(monkeypatch, tmp_path,
+                                  {(row, col): np.inf for row, col in bad.items()},
+                                  formula, message)
     assert errors[0] == errors[1]
 
 
