@@ -3,7 +3,7 @@
 A crossed LMM such as ``(1 | g1) + (1 | g2)`` with 10^6 x 10^3 levels meets about one new
 (g1, g2) pair per row: the level-pair blocks of Z1'Z2 grow with the rows (95 million at
 10^8 rows), and the running blocks of a streamed pass with them. The count classes need
-Z1'Z2 only as B (classed.b_from_rows), built once after the pass from each row's level
+Z1'Z2 only as B (levelrows.b_from_rows), built once after the pass from each row's level
 codes: 4 bytes per row and term (plus a later term's Z values unless it is ``(1 | g)``). So a streamed pass that may take the classes keeps those codes here, in arrays
 allocated once for the rows the first pass counted, and skips the first term's pair
 blocks; B is built from them, and they are dropped, before the fit.
@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .classed import LevelRows, b_from_rows, intercept_only, size_refusal, terms_refusal
+from .classed import intercept_only, size_refusal, terms_refusal
+from .levelrows import LevelRows, b_from_rows
 from .memory import memory_budget
 
 BUDGET_SHARE = 0.25  # the codes may take this share of the memory budget
@@ -66,7 +67,7 @@ class RowCodes:
         self.filled = rows.stop
 
     def level_rows(self) -> LevelRows:
-        """B = Z0'Z2 from the rows (classed.b_from_rows); the codes are dropped after."""
+        """B = Z0'Z2 from the rows (levelrows.b_from_rows); the codes are dropped after."""
         n = self.filled
         B = b_from_rows(self.codes[0][:n], [c[:n] for c in self.codes[1:]],
                         [None if v is None else v[:n] for v in self.values[1:]],

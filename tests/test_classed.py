@@ -17,19 +17,14 @@ import pandas as pd
 import pytest
 
 import glmm_sparse as gs
-from glmm_sparse import classed
-from glmm_sparse.classed import (
-    ClassedObjective,
-    b_from_pairs,
-    b_from_rows,
-    class_sums,
-    classes_apply,
-)
+from glmm_sparse import classed, levelrows
+from glmm_sparse.classed import ClassedObjective, b_from_pairs, class_sums, classes_apply
 from glmm_sparse.condvar import condvar_blocks
 from glmm_sparse.crossprod import accumulate
 from glmm_sparse.errors import ModelSpecError, NumericalError
 from glmm_sparse.formula import parse_formula
 from glmm_sparse.frame import build_frame
+from glmm_sparse.levelrows import b_from_rows
 from glmm_sparse.models import lmm_start_and_units, optimize_lmm
 from glmm_sparse.objective import LmmObjective
 from glmm_sparse.results import build_lmer_result
@@ -231,7 +226,7 @@ def test_class_sums_hold_counts_of_rows_in_small_integers(model, dtype):
 def level_rows(values_per_row, ncols=3):
     """LevelRows with one entry per row, in column 0."""
     data = np.asarray(values_per_row, dtype=np.float64)
-    return classed.LevelRows(np.arange(len(data) + 1, dtype=np.int64),
+    return levelrows.LevelRows(np.arange(len(data) + 1, dtype=np.int64),
                              np.zeros(len(data), dtype=np.int32), data, ncols)
 
 
@@ -257,9 +252,9 @@ def test_gram_dtype_of_counts_as_unsigned_values(data_dtype):
     """B's counts held as uint8 or uint16 (count_dtype): the same bound, without the
     whole-number check's float64 copy."""
     B = level_rows([15.0, 6.0, 1.0])
-    B = classed.LevelRows(B.indptr, B.indices, B.data.astype(data_dtype), B.ncols)
+    B = levelrows.LevelRows(B.indptr, B.indices, B.data.astype(data_dtype), B.ncols)
     assert classed.gram_dtype(B, np.array([0, 0, 1], dtype=np.int32), 2) == np.uint16
-    B = classed.LevelRows(B.indptr, B.indices, np.array([15, 3, 1], dtype=data_dtype), B.ncols)
+    B = levelrows.LevelRows(B.indptr, B.indices, np.array([15, 3, 1], dtype=data_dtype), B.ncols)
     assert classed.gram_dtype(B, np.array([0, 0, 1], dtype=np.int32), 2) == np.uint8
 
 
@@ -412,8 +407,8 @@ def test_b_from_rows_holds_counts_in_the_smallest_type(model, rows_per_level, dt
     B = b_from_rows(*rows_of(frame), weights=frame.weights)
     per_level = np.full(frame.terms[0].nlev, rows_per_level)
     counts_only = weights is None and all(t.z_values is None for t in frame.terms[1:])
-    assert classed.count_dtype(per_level, counts_only) == dtype
-    assert B.data.dtype == classed.count_dtype(np.bincount(frame.terms[0].codes), counts_only)
+    assert levelrows.count_dtype(per_level, counts_only) == dtype
+    assert B.data.dtype == levelrows.count_dtype(np.bincount(frame.terms[0].codes), counts_only)
     np.testing.assert_array_equal(B.data, b_from_pairs(accumulate(frame)).data)
 
 

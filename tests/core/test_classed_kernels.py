@@ -309,7 +309,7 @@ def test_pair_counts_by_runs_equal_dense_and_the_general_path(n, nlev0, nlev_s):
     """Two intercept terms, no weights: B from the double counting sort and run-length
     codes (b_from_rows' fast path) equals Z0'Z_s densely, and the general path's CSR
     (weights of one take it: float64 sums of ones) entry for entry."""
-    from glmm_sparse.classed import b_from_rows
+    from glmm_sparse.levelrows import b_from_rows
 
     rng = np.random.default_rng(n + nlev_s)
     c0 = rng.integers(0, nlev0, n).astype(np.int32)
