@@ -123,8 +123,9 @@ def level_update(const double[:, :, ::1] D, const double[:, ::1] T,
     incomplete), logdet = 2 sum log diag(L) over these levels (summed as G).
 
     The separate kernels and NumPy's R'R each make a pass over nlev blocks (70-90 ms an
-    evaluation for 10^6 levels of k = 2). Here the levels go in chunks of LEVEL_CHUNK: the chunk's blocks
-    are formed and factored, then its products formed while its factors are in cache.
+    evaluation for 10^6 levels of k = 2). Here the levels go in chunks of LEVEL_CHUNK:
+    the chunk's blocks are formed and factored, then its products formed while its
+    factors are in cache.
     (Both steps level by level in one loop kept a level's chain of square roots and
     divisions from overlapping the next level's, and ran slower than the separate
     kernels.) Written out for k = 1 and 2, the common terms.
