@@ -3,9 +3,10 @@
 
 Made from each row's level codes here (``b_from_rows``: what a streamed pass keeps,
 rowcodes.py, and the in-memory route's terms) or from in-memory cross-products
-(``classed.b_from_pairs``: the first term's level-pair blocks); read by classed.py (the class sums, u0, the conditional variances). Its
-values are counts of rows, in the smallest unsigned type that holds them, where the
-terms are unweighted intercepts (``count_dtype``), else float64.
+(``classed.b_from_pairs``: the first term's level-pair blocks); read by classed.py
+(the class sums, u0, the conditional variances). Its values are counts of rows, in the
+smallest unsigned type that holds them, where the terms are unweighted intercepts
+(``count_dtype``), else float64.
 """
 from __future__ import annotations
 
