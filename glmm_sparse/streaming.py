@@ -101,6 +101,7 @@ from .crossprod import CrossProducts, PairBlocks
 from .errors import DataError, DroppedRowsWarning, ModelSpecError
 from .frame import NOTHING_LEFT, aliased_columns, warn_rank_deficient
 from .levelscan import LevelScan, scan_levels, scan_partition
+from .levelsums import LevelSums
 from .objective import LmmObjective, fixed_sigma_unit
 from .parallel import Pending, submit_all
 from .partials import BlockRuns, PartialSums, QRStack, Sums, merge_partials, tree_merge
@@ -172,7 +173,7 @@ class Accumulator(BatchEncoder):
     def sums(self, value: Sums | None) -> None:
         self.wait()  # no task of an earlier batch writes into what is replaced
         self._sums = value
-        self._level_sums = None  # per term: (nlev, k k + k m + 2), add_term_sums' layout
+        self._level_sums: LevelSums | None = None  # the pass's per-level sums so far
 
     def wait(self) -> None:
         """Wait for the tasks of the last batch added (their exception is raised here).
@@ -201,19 +202,12 @@ class Accumulator(BatchEncoder):
         return dict(self.__dict__)
 
     def _move_level_sums(self) -> None:
-        """Add the per-level sums of add_term_sums into the Sums' diag, cross, level_n and
-        level_y (a copy of nlev (k k + k m + 2) floats per term, once per pass)."""
+        """Add the per-level sums of the batches so far into the Sums' diag, cross,
+        level_n and level_y (a copy of each term's buffer, once per pass)."""
         if self._level_sums is None:
             return
-        s, m = self._sums, len(self.layout.xnames) + 1
-        for t, F in enumerate(self._level_sums):
-            nlev, k = s.diag[t].shape[0], s.diag[t].shape[1]
-            kk, km = k * k, k * m
-            s.diag[t].reshape(nlev, kk, copy=False)[...] += F[:, :kk]  # in place, no temporaries
-            s.cross[t].reshape(nlev, km, copy=False)[...] += F[:, kk:kk + km]
-            s.level_n[t] += F[:, kk + km]
-            s.level_y[t] += F[:, kk + km + 1]
-            self._level_sums[t] = None  # free each term's buffer before the next copy
+        s = self._sums
+        self._level_sums.move_into(s.diag, s.cross, s.level_n, s.level_y)
         self._level_sums = None
 
     def drop_buffers(self) -> None:
@@ -311,23 +305,21 @@ class Accumulator(BatchEncoder):
         codes = [bf.codes[i] for i in order]
         yc = y - self.layout.centre
         if self._level_sums is None:
-            self._level_sums = [_crossprod.level_sums_buffer(
-                t.nlev, t.k * t.k + t.k * XB.shape[1] + 2) for t in self.terms]
-        tasks = [lambda c=c, X=X, F=F: _crossprod.add_term_sums(c, X, XB, w, yc, F)
-                 for c, X, F in zip(codes, xs, self._level_sums)]
+            self._level_sums = LevelSums(self.terms, self.layout.xnames)
+        tasks = self._level_sums.tasks(codes, xs, XB, w, yc, s.col_sumsq, s.col_nonzero)
         tasks.append(lambda: _crossprod.add_weighted_gram(XB, w, s.gram))
         qr, qrw = self._qr
         tasks.append(lambda: setattr(s, "R", qr.update(s.R, XB)))
         if s.Rw is not None:
             tasks.append(lambda: setattr(s, "Rw", qrw.update(s.Rw, XB * np.sqrt(w)[:, None])))
-        tasks.append(lambda: self._row_sums(y, r, w, yc, xs))
+        tasks.append(lambda: self._row_sums(y, r, w, yc))
         tasks += self._pair_tasks(codes, xs, w)
         self.wait()  # the previous batch's sums first: the order of additions is fixed
         self._pending = submit_all(tasks, nb)
 
-    def _row_sums(self, y, r, w, yc, xs) -> None:
-        """The batch's counts, sums and extremes of the response and weights, and each
-        term's column sizes (one task: a few quick passes over the batch)."""
+    def _row_sums(self, y, r, w, yc) -> None:
+        """The batch's counts, sums and extremes of the response and weights (one task: a
+        few quick passes over the batch; each term's column sizes are its level sums')."""
         s = self._sums
         if self.weights is None:  # w is ones: sums of ones are exact counts
             s.n_pos += len(w)
@@ -340,9 +332,8 @@ class Accumulator(BatchEncoder):
         s.y_sum += float(yc.sum())
         s.y_sumsq += float(yc @ yc)
         s.y_min, s.y_max = min(s.y_min, float(y.min())), max(s.y_max, float(y.max()))
-        s.r_max = max(s.r_max, float(np.abs(r).max()))
-        for t, X in enumerate(xs):
-            _crossprod.add_column_sums(X, s.col_sumsq[t], s.col_nonzero[t])
+        r_max = max(-s.y_min, s.y_max) if r is y else float(np.abs(r).max())
+        s.r_max = max(s.r_max, r_max)
 
     def _row_codes(self, p: int) -> RowCodes | None:
         """The per-row codes to keep for the count classes, if this pass may take them:

@@ -22,7 +22,7 @@ import pytest
 from test_parquet_batches import make_data
 
 import glmm_sparse as gs
-from glmm_sparse import batches, parallel, streaming
+from glmm_sparse import batches, levelsums, parallel, streaming
 from glmm_sparse.batches import ReadAhead
 from glmm_sparse.errors import DataError
 
@@ -223,21 +223,21 @@ def test_a_failing_source_waits_for_the_last_batchs_tasks(path, threaded, monkey
     its cause."""
     monkeypatch.setenv("GLMM_SPARSE_THREADS", "2")
     finished = []
-    gram = streaming._crossprod.add_weighted_gram
+    level_sums = levelsums._crossprod.add_term_sums
 
     class SlowKernels:
         def __getattr__(self, name):
             return getattr(kernels, name)
 
-        def add_weighted_gram(self, XB, w, G):
+        def add_term_sums(self, *args):
             time.sleep(0.3)
-            gram(XB, w, G)
+            level_sums(*args)
             finished.append(time.perf_counter())
             if task_fails:
                 raise MemoryError("the task of the batch before failed")
 
-    kernels = streaming._crossprod
-    monkeypatch.setattr(streaming, "_crossprod", SlowKernels())
+    kernels = levelsums._crossprod
+    monkeypatch.setattr(levelsums, "_crossprod", SlowKernels())
     read = batches.ParquetSource.batches
     passes = []
 

@@ -6,16 +6,17 @@ accumulating row chunks one after another must equal one pass over all rows.
 """
 import numpy as np
 import pytest
-
 from glmm_sparse._core._crossprod import (
     add_column_sums,
     add_pair_blocks,
+    add_shared_sums,
     add_term_cross,
     add_term_diag,
     add_term_sums,
     add_term_times,
     add_weighted_gram,
     level_sums_buffer,
+    padded_width,
 )
 from glmm_sparse._core._crossprod import pair_index as compiled_pair_index
 
@@ -331,22 +332,111 @@ def test_add_term_sums_rejects_bad_shapes_and_codes():
         add_term_sums(codes, None, B, w, np.ones(3), np.zeros((3, 5)))
 
 
-@pytest.mark.parametrize("nlev, width", [(0, 5), (1, 1), (7, 12), (1000, 6)])
+@pytest.mark.parametrize("width, padded", [(1, 1), (2, 2), (3, 4), (5, 8), (7, 8), (8, 8),
+                                           (9, 16), (12, 16), (16, 16), (17, 24)])
+def test_padded_width(width, padded):
+    """Rows of 1, 2, 4 or 8 floats, or whole lines: a row that starts on a cache line
+    spans the fewest lines its floats need, and so does every row after it."""
+    assert padded_width(width) == padded
+    with pytest.raises(ValueError, match="width"):
+        padded_width(0)
+
+
+@pytest.mark.parametrize("nlev, width", [(0, 5), (1, 1), (7, 12), (1000, 6), (1000, 7)])
 def test_level_sums_buffer_is_zeros_on_a_cache_line(nlev, width):
     F = level_sums_buffer(nlev, width)
-    assert F.shape == (nlev, width) and F.dtype == np.float64 and F.flags.c_contiguous
+    assert F.shape == (nlev, padded_width(width)) and F.shape[1] >= width
+    assert F.dtype == np.float64 and F.flags.c_contiguous
     assert F.flags.writeable and (F.size == 0 or F.ctypes.data % 64 == 0)
     np.testing.assert_array_equal(F, 0.0)
     with pytest.raises(ValueError, match="width"):
         level_sums_buffer(3, 0)
 
 
+def test_add_term_sums_leaves_the_padding_alone():
+    """Columns past k k + k m + 2 (level_sums_buffer's padding) are not written."""
+    rng = np.random.default_rng(3)
+    codes, _ = term(rng, 300, 20, 1)
+    B, w, yc = rng.standard_normal((300, 3)), weights(rng, 300), rng.standard_normal(300)
+    F = level_sums_buffer(20, 6)
+    assert F.shape[1] == 8
+    F[:, 6:] = 7.0
+    add_term_sums(codes, None, B, w, yc, F)
+    expected = np.zeros((20, 6))
+    add_term_sums(codes, None, B, w, yc, expected)
+    np.testing.assert_array_equal(F[:, :6], expected)
+    np.testing.assert_array_equal(F[:, 6:], 7.0)
+
+
+@pytest.mark.parametrize("unit_weights", [True, False])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_add_shared_sums_against_dense_products(seed, unit_weights):
+    """Each product (w B[:, left]) B[:, right] summed per level against NumPy, then the
+    rows and the sums of yc per level (bincount's, to the bit); two calls on the halves
+    equal one on all rows; the padding is left alone; the column sums of B[:, cols]
+    equal add_column_sums' to the bit, added to what the outputs held."""
+    rng = np.random.default_rng(seed)
+    n, nlev, m = 3000, 2500, 4
+    codes = rng.integers(0, nlev, n).astype(np.int32)
+    B = rng.standard_normal((n, m))
+    w = np.ones(n) if unit_weights else weights(rng, n)
+    yc = rng.standard_normal(n)
+    B[rng.random(n) < 0.2, 2] = 0.0
+    left = np.array([0, 0, 2, 1, 3], dtype=np.intp)
+    right = np.array([0, 3, 1, 1, 3], dtype=np.intp)
+    cols = np.array([2, 0], dtype=np.intp)
+    F = level_sums_buffer(nlev, left.shape[0] + 2)
+    F[:, left.shape[0] + 2:] = -1.0
+    sumsq, nonzero = np.full(2, 0.5), np.array([1, 2], dtype=np.int64)
+    half = n // 2
+    for part in (slice(0, half), slice(half, n)):
+        assert add_shared_sums(codes[part], left, right, np.ascontiguousarray(B[part]),
+                               w[part], yc[part], F, cols, sumsq, nonzero) is None
+    sumsq_ref, nonzero_ref = np.full(2, 0.5), np.array([1, 2], dtype=np.int64)
+    for part in (slice(0, half), slice(half, n)):  # the same rows in the same order
+        add_column_sums(np.ascontiguousarray(B[part][:, cols]), sumsq_ref, nonzero_ref)
+    np.testing.assert_array_equal(sumsq, sumsq_ref)
+    np.testing.assert_array_equal(nonzero, nonzero_ref)
+    assert nonzero[0] < n + 1  # the zeros of column 2 are not counted
+    for j, (a, b) in enumerate(zip(left, right)):
+        expected = np.bincount(codes, weights=(w * B[:, a]) * B[:, b], minlength=nlev)
+        assert_close(F[:, j], expected)
+    np.testing.assert_array_equal(F[:, 5], np.bincount(codes, minlength=nlev))
+    np.testing.assert_array_equal(F[:, 6], np.bincount(codes, weights=yc, minlength=nlev))
+    np.testing.assert_array_equal(F[:, 7], -1.0)
+
+
+def test_add_shared_sums_rejects_bad_arguments():
+    codes = np.array([0, 2], dtype=np.int64)
+    B, w, yc = np.ones((2, 2)), np.ones(2), np.ones(2)
+    one = np.zeros(1, dtype=np.intp)
+    sq, nz = np.zeros(1), np.zeros(1, dtype=np.int64)
+
+    def call(left=one, right=one, yc=yc, out=None, cols=one, sq=sq):
+        out = np.zeros((3, 3)) if out is None else out
+        add_shared_sums(codes, left, right, B, w, yc, out, cols, sq, nz)
+
+    with pytest.raises(ValueError, match="same length"):
+        call(right=np.zeros(2, dtype=np.intp))
+    with pytest.raises(ValueError, match="at least len"):
+        call(out=np.zeros((3, 2)))
+    for bad in ({"right": one + 2}, {"left": one - 1}, {"cols": one + 2}):
+        with pytest.raises(ValueError, match="2 columns"):
+            call(**bad)
+    with pytest.raises(ValueError, match="one entry per column"):
+        call(sq=np.zeros(2))
+    with pytest.raises(ValueError, match="same rows"):
+        call(yc=np.ones(3))
+    with pytest.raises(ValueError, match="codes must lie"):
+        call(out=np.zeros((2, 3)))
+
+
 @pytest.mark.parametrize("offset", [0, 1, 3, 5])
 def test_add_term_sums_equal_wherever_the_rows_lie_on_cache_lines(offset):
     """Rows of 12 floats (k = 2, m = 3) starting ``offset`` floats past a cache line: from
     offset 5 on, some straddle three lines, all of which are prefetched; the sums equal
-    those in level_sums_buffer's buffer to the last bit (prefetching changes no value),
-    at more levels than rows ahead of the prefetch."""
+    those in level_sums_buffer's (padded) buffer to the last bit (prefetching changes no
+    value), at more levels than rows ahead of the prefetch."""
     rng = np.random.default_rng(offset)
     n, nlev, k, m = 4000, 3000, 2, 3
     codes, Xt = term(rng, n, nlev, k)
@@ -358,7 +448,7 @@ def test_add_term_sums_equal_wherever_the_rows_lie_on_cache_lines(offset):
     assert shifted.ctypes.data % 64 == 8 * offset
     add_term_sums(codes, Xt, B, w, yc, aligned)
     add_term_sums(codes, Xt, B, w, yc, shifted)
-    np.testing.assert_array_equal(shifted, aligned)
+    np.testing.assert_array_equal(shifted, aligned[:, :width])
     np.testing.assert_array_equal(raw[:offset], 0.0)  # nothing written outside the rows
     np.testing.assert_array_equal(raw[offset + nlev * width:], 0.0)
 
