@@ -132,9 +132,8 @@ class Sums:
     diag: list
     cross: list
     pairs: list  # BlockRuns per term pair
-    gram: np.ndarray
-    R: np.ndarray  # R of [X, y - offset - c] (unweighted: the rank test)
-    Rw: np.ndarray | None  # R of W^1/2 [X, y - offset - c] (weighted fits)
+    R: np.ndarray  # R of [X, y - offset - c] (unweighted: the rank test, X'X and X'y)
+    Rw: np.ndarray | None  # R of W^1/2 [X, y - offset - c] (weighted fits: X'WX, X'Wy)
     level_n: list  # per term, rows per level (moment start)
     level_y: list  # per term, sum of y - c per level
     col_sumsq: list  # per term, sum of squares of each column of Z_t
@@ -155,7 +154,7 @@ class Sums:
         Rw = None if self.Rw is None else qr_update(self.Rw, other.Rw)
         return Sums(diag=add(self.diag, other.diag), cross=add(self.cross, other.cross),
                     pairs=[a.merged(b) for a, b in zip(self.pairs, other.pairs)],
-                    gram=self.gram + other.gram, R=qr_update(self.R, other.R), Rw=Rw,
+                    R=qr_update(self.R, other.R), Rw=Rw,
                     level_n=add(self.level_n, other.level_n),
                     level_y=add(self.level_y, other.level_y),
                     col_sumsq=add(self.col_sumsq, other.col_sumsq),

@@ -287,7 +287,7 @@ class Accumulator(BatchEncoder):
             cross=[np.zeros((t.q, m)) for t in ordered],
             pairs=[BlockRuns((ks[i], ks[j])) for i in range(len(ks))
                    for j in range(i + 1, len(ks))],
-            gram=np.zeros((m, m)), R=np.zeros((0, m)),
+            R=np.zeros((0, m)),
             Rw=None if self.weights is None else np.zeros((0, m)),
             level_n=[np.zeros(t.nlev) for t in ordered],
             level_y=[np.zeros(t.nlev) for t in ordered],
@@ -307,7 +307,6 @@ class Accumulator(BatchEncoder):
         if self._level_sums is None:
             self._level_sums = LevelSums(self.terms, self.layout.xnames)
         tasks = self._level_sums.tasks(codes, xs, XB, w, yc, s.col_sumsq, s.col_nonzero)
-        tasks.append(lambda: _crossprod.add_weighted_gram(XB, w, s.gram))
         qr, qrw = self._qr
         tasks.append(lambda: setattr(s, "R", qr.update(s.R, XB)))
         if s.Rw is not None:
@@ -394,10 +393,13 @@ def crossproducts(acc: Accumulator, formula_stack: int) -> tuple[CrossProducts, 
     ZtWXy = np.empty((ZtWB.shape[0], pk + 1))
     ZtWXy[:, :pk] = ZtWB[:, keep]
     ZtWXy[:, pk] = ZtWB[:, p] - ZtWB[:, keep] @ beta1
-    G = s.gram
+    # X'WX and X'W(y - X beta1) from R (R'R = [X y]'W[X y], to rounding): no Gram of
+    # [X y] a batch besides its QR (0.39 ms of a 65,536-row batch's 3.5 ms of CPU)
     XtWXy = np.empty((pk + 1, pk + 1))
-    XtWXy[:pk, :pk] = G[np.ix_(keep, keep)]
-    XtWXy[:pk, pk] = XtWXy[pk, :pk] = G[keep, p] - G[np.ix_(keep, keep)] @ beta1
+    Rx = Rk[:pk, :pk]
+    G = Rx.T @ Rx
+    XtWXy[:pk, :pk] = 0.5 * (G + G.T)
+    XtWXy[:pk, pk] = XtWXy[pk, :pk] = Rx.T @ (Rk[:pk, pk] - Rx @ beta1)
     XtWXy[pk, pk] = rWr
     shift = beta1.copy()
     if lay.centre and pk:
