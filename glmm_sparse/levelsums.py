@@ -68,6 +68,8 @@ class LevelSums:
         self.m = len(xnames) + 1
         self.k = [t.k for t in terms]
         self.plans = [shared_products(t.cnames, xnames) for t in terms]
+        # (1 | g): the kernel's own ones (Xt None), not the frame's column of them
+        self.ones = [tuple(t.cnames) == ("(Intercept)",) for t in terms]
         self.buffers = [
             _crossprod.level_sums_buffer(t.nlev, plan.width if plan is not None
                                          else t.k * t.k + t.k * self.m + 2)
@@ -82,8 +84,8 @@ class LevelSums:
         for t, (c, X, F, plan) in enumerate(zip(codes, xs, self.buffers, self.plans)):
             sq, nz = col_sumsq[t], col_nonzero[t]
             if plan is None:
-                def task(c=c, X=X, F=F, sq=sq, nz=nz):
-                    _crossprod.add_term_sums(c, X, XB, w, yc, F)
+                def task(c=c, X=X, F=F, sq=sq, nz=nz, Xt=None if self.ones[t] else X):
+                    _crossprod.add_term_sums(c, Xt, XB, w, yc, F)
                     _crossprod.add_column_sums(X, sq, nz)
             else:
                 def task(c=c, F=F, plan=plan, sq=sq, nz=nz):

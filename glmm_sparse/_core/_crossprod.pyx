@@ -124,27 +124,41 @@ def add_term_sums(const index_t[::1] codes, const double[:, :] Xt,
     cdef Py_ssize_t n = codes.shape[0], k = _ncols(Xt), m = B.shape[1], i, r, c
     cdef Py_ssize_t kk = k * k, at_n = k * k + k * m
     cdef bint ones = Xt is None
-    cdef Py_ssize_t g
-    cdef double wr
+    cdef double wr, wi
+    cdef double *row
+    cdef const double *b
     _check_rows(n, Xt, w.shape[0])
     _require(B.shape[0] == n and yc.shape[0] == n, "B and yc must have n rows")
     _require(out.shape[1] >= at_n + 2,
              "out must be (nlev, at least k * k + k * B.shape[1] + 2)")
     _check_codes(codes, out.shape[0])
+    if n == 0:
+        return None
+    # rows of out and B through pointers: the memoryviews' index arithmetic, redone
+    # after every store into out, took 7.7 ns a row at 1,000 levels (in cache)
+    cdef double *base = &out[0, 0]
+    cdef Py_ssize_t width = out.shape[1]
     with nogil:
         for i in range(n):
             if i + PREFETCH_ROWS < n:
-                g = codes[i + PREFETCH_ROWS]
-                _prefetch_lines(&out[g, 0], &out[g, at_n + 1])
-            g = codes[i]
-            for r in range(k):
-                wr = w[i] if ones else w[i] * Xt[i, r]
-                for c in range(k):
-                    out[g, r * k + c] += wr if ones else wr * Xt[i, c]
+                row = base + codes[i + PREFETCH_ROWS] * width
+                _prefetch_lines(row, row + at_n + 1)
+            row = base + codes[i] * width
+            b = &B[i, 0]
+            wi = w[i]
+            if ones:
+                row[0] += wi
                 for c in range(m):
-                    out[g, kk + r * m + c] += wr * B[i, c]
-            out[g, at_n] += 1.0
-            out[g, at_n + 1] += yc[i]
+                    row[1 + c] += wi * b[c]
+            else:
+                for r in range(k):
+                    wr = wi * Xt[i, r]
+                    for c in range(k):
+                        row[r * k + c] += wr * Xt[i, c]
+                    for c in range(m):
+                        row[kk + r * m + c] += wr * b[c]
+            row[at_n] += 1.0
+            row[at_n + 1] += yc[i]
     return None
 
 
@@ -183,18 +197,27 @@ def add_shared_sums(const index_t[::1] codes, const cnp.intp_t[::1] left,
         _require(idx.size == 0 or (idx.min() >= 0 and idx.max() < m),
                  f"left, right and cols must index B's {m} columns")
     _check_codes(codes, out.shape[0])
+    if n == 0:
+        return None
+    cdef double *base = &out[0, 0]  # rows through pointers, as add_term_sums
+    cdef Py_ssize_t width = out.shape[1]
+    cdef double *row
+    cdef const double *b
+    cdef double wi
     with nogil:
         for i in range(n):
             if i + PREFETCH_ROWS < n:
-                g = codes[i + PREFETCH_ROWS]
-                _prefetch_lines(&out[g, 0], &out[g, J + 1])
-            g = codes[i]
+                row = base + codes[i + PREFETCH_ROWS] * width
+                _prefetch_lines(row, row + J + 1)
+            row = base + codes[i] * width
+            b = &B[i, 0]
+            wi = w[i]
             for j in range(J):
-                out[g, j] += (w[i] * B[i, left[j]]) * B[i, right[j]]
-            out[g, J] += 1.0
-            out[g, J + 1] += yc[i]
+                row[j] += (wi * b[left[j]]) * b[right[j]]
+            row[J] += 1.0
+            row[J + 1] += yc[i]
             for r in range(k):
-                x = B[i, cols[r]]
+                x = b[cols[r]]
                 sumsq_out[r] += x * x
                 nonzero_out[r] += x != 0
     return None
