@@ -21,7 +21,13 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
-from .batches import column_values, complete_rows, normal_schema, partition_column_error
+from .batches import (
+    column_values,
+    complete_rows,
+    missing_rows,
+    normal_schema,
+    partition_column_error,
+)
 from .design import level_labels, model_matrix
 from .errors import DataError, ModelSpecError
 from .frame import check_columns, numeric_column, total_offset, used_columns
@@ -293,13 +299,19 @@ class BatchEncoder:
         ones may take the lean path (``LeanPlan``), whose frame is None."""
         import pyarrow as pa
 
-        complete = complete_rows(batch, list(self.plan.columns))
-        if not complete.any():
-            return None
-        if not complete.all():
+        columns = list(self.plan.columns)
+        if missing_rows(batch, columns):
+            complete = complete_rows(batch, columns)
+            if not complete.any():
+                return None
             batch = batch.filter(pa.array(complete))
-        rows = pd.Index(np.flatnonzero(complete) + start if labels is None
-                        else labels[complete])
+            rows = pd.Index(np.flatnonzero(complete) + start if labels is None
+                            else labels[complete])
+        elif not batch.num_rows:
+            return None
+        else:  # every row complete (the usual batch): no mask, no n-long index of numbers
+            rows = (pd.RangeIndex(start, start + batch.num_rows) if labels is None
+                    else pd.Index(labels))
         if self.lean is not None:
             with in_this_batch():
                 return None, self.lean.frame(self, batch, rows)
@@ -443,7 +455,11 @@ class LeanPlan:
             np.asarray(col(self.weights), dtype=np.float64), rows)
         xs, cnames, codes = [], [], []
         for t, cols, tl, ki in zip(parsed.random, self.terms, enc.term_levels, enc.key_index):
-            X = _columns([None if c is None else col(c) for c in cols], n, 0)
+            at = _run_in(cols, self.fixed)
+            if at is None:
+                X = _columns([None if c is None else col(c) for c in cols], n, 0)
+            else:  # (1 + x | g) of y ~ x + ...: X's columns themselves, as a view
+                X = XB[:, at:at + len(cols)]
             names = tuple("(Intercept)" if c is None else c for c in cols)
             _check_data_columns(X, cols, names, self.fixed, rows, f"the column {{}} of the "
                                 f"random-effects term ({t.lhs} | {t.group_name})")
@@ -468,6 +484,16 @@ def _check_data_columns(X: np.ndarray, columns: tuple, names: tuple, checked: tu
     except DataError:
         check_values(X[:, :len(columns)], names, rows, what)
         raise
+
+
+def _run_in(cols: tuple, fixed: tuple) -> int | None:
+    """Where ``cols`` (column names, None for the intercept) stand side by side in
+    ``fixed``, or None (terms.shared_columns' rule for the in-memory frame)."""
+    k = len(cols)
+    for at in range(len(fixed) - k + 1):
+        if tuple(fixed[at:at + k]) == tuple(cols):
+            return at
+    return None
 
 
 def _columns(columns: list, n: int, extra: int) -> np.ndarray:

@@ -54,17 +54,25 @@ class RowCodes:
 
     def add(self, codes, xs) -> None:
         """One batch: each term's codes and Z columns, in lme4's order."""
-        nb = len(codes[0])
+        self.write(self.reserve(len(codes[0])), codes, xs)
+
+    def reserve(self, nb: int) -> slice:
+        """The rows of the next batch of nb rows (in order), taken now; ``write`` fills
+        them, on any thread, before ``level_rows``."""
         rows = slice(self.filled, self.filled + nb)
         if rows.stop > self.codes[0].shape[0]:
             raise RuntimeError(f"more complete rows ({rows.stop}) than the first pass counted "
                                f"({self.codes[0].shape[0]}): did the files change between "
                                "the passes?")
+        self.filled = rows.stop
+        return rows
+
+    def write(self, rows: slice, codes, xs) -> None:
+        """A batch's codes and Z columns (lme4's order) into its reserved rows."""
         for t, c in enumerate(codes):
             self.codes[t][rows] = c
             if self.values[t] is not None:
                 self.values[t][rows] = xs[t]
-        self.filled = rows.stop
 
     def level_rows(self) -> LevelRows:
         """B = Z0'Z2 from the rows (levelrows.b_from_rows); the codes are dropped after."""

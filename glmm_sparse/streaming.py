@@ -68,6 +68,7 @@ weights or offsets given as arrays (name a column), stateful transforms (``scale
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import time
 import warnings
@@ -259,9 +260,6 @@ class Accumulator(BatchEncoder):
             raise
         self.rows += len(bf.y)
         self._accumulate(len(bf.y), bf)
-        if self.row_codes is not None:
-            order = self.layout.order
-            self.row_codes.add([bf.codes[i] for i in order], [bf.xs[i] for i in order])
 
     # -- the first non-empty batch fixes the layout --------------------------------------
     def _start(self, df, bf: BatchFrame) -> None:
@@ -298,12 +296,12 @@ class Accumulator(BatchEncoder):
         s, order = self._sums, self.layout.order
         y, XB, w = bf.y, bf.XB, bf.w
         r = y if bf.offset is None else y - bf.offset
-        XB[:, -1] = r - self.layout.centre
-        if w is None:
-            w = np.ones(nb)
-        xs = [np.ascontiguousarray(bf.xs[i]) for i in order]
-        codes = [bf.codes[i] for i in order]
         yc = y - self.layout.centre
+        XB[:, -1] = yc if r is y else r - self.layout.centre
+        if w is None:
+            w = _ones(nb)
+        xs = [bf.xs[i] for i in order]  # the kernels take strided columns (views of XB)
+        codes = [bf.codes[i] for i in order]
         if self._level_sums is None:
             self._level_sums = LevelSums(self.terms, self.layout.xnames)
         tasks = self._level_sums.tasks(codes, xs, XB, w, yc, s.col_sumsq, s.col_nonzero)
@@ -313,6 +311,10 @@ class Accumulator(BatchEncoder):
             tasks.append(lambda: setattr(s, "Rw", qrw.update(s.Rw, XB * np.sqrt(w)[:, None])))
         tasks.append(lambda: self._row_sums(y, r, w, yc))
         tasks += self._pair_tasks(codes, xs, w)
+        if self.row_codes is not None:  # the copy into the n-long arrays runs on the pool
+            # too: 1.1 ms of a crossed batch's main thread, mostly first touches of memory
+            rows, kept = self.row_codes.reserve(nb), self.row_codes
+            tasks.append(lambda: kept.write(rows, codes, [bf.xs[i] for i in order]))
         self.wait()  # the previous batch's sums first: the order of additions is fixed
         self._pending = submit_all(tasks, nb)
 
@@ -370,6 +372,15 @@ class Accumulator(BatchEncoder):
                     runs.add(np.asarray(uniques, dtype=np.int64), A)
                 tasks.append(task)
         return tasks
+
+
+@functools.lru_cache(maxsize=2)
+def _ones(nb: int) -> np.ndarray:
+    """nb ones, read-only: the weights of an unweighted batch (every batch of a pass but
+    the last has the same size; the kernels only read them)."""
+    ones = np.ones(nb)
+    ones.flags.writeable = False
+    return ones
 
 
 # -- from the sums to the cross-products ---------------------------------------------------
@@ -700,6 +711,7 @@ def streamed_objective(acc: Accumulator, cp: CrossProducts, *, reml: bool, facto
     if acc.row_codes is None:
         return LmmObjective(cp, reml=reml, factor_mode=factor_mode, sigma=sigma)
     t0 = time.perf_counter()
+    acc.wait()  # the last batch's codes are written
     B = acc.row_codes.level_rows()
     acc.row_codes = None
     log.info("level pairs of the first term from the kept row codes: %d in %.2f s", B.nnz,

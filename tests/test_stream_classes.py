@@ -133,3 +133,40 @@ def test_a_streamed_classed_fit_as_a_result(parquet):
     # methods that need the first term's level pairs say so and what to do
     with pytest.raises(ModelSpecError, match="count classes.*factor_mode='supernodal'"):
         got.coef_table(ddf="Kenward-Roger")
+
+
+def test_row_codes_reserve_in_order_and_write_on_any_thread():
+    """reserve hands out each batch's rows in order on the pass's thread (refusing more
+    rows than the first pass counted); write fills them later, in any order, from any
+    thread: the arrays hold every batch's codes and values in row order."""
+    import threading
+
+    from glmm_sparse.rowcodes import RowCodes
+    from glmm_sparse.terms import ReTerm
+
+    def term(name, nlev, cnames):
+        return ReTerm(name, cnames, [str(i) for i in range(nlev)], np.empty(0, np.int64),
+                      np.empty((0, len(cnames))))
+
+    kept = RowCodes(7, [term("g1", 5, ("(Intercept)",)), term("g2", 3, ("x",))])
+    batches = [(np.array([4, 0, 1], np.int32), np.array([2, 2, 0], np.int32)),
+               (np.array([3, 3], np.int32), np.array([1, 0], np.int32)),
+               (np.array([2], np.int32), np.array([2], np.int32))]
+    rows = [kept.reserve(len(c1)) for c1, _ in batches]
+    assert rows == [slice(0, 3), slice(3, 5), slice(5, 6)] and kept.filled == 6
+    with pytest.raises(RuntimeError, match=r"more complete rows \(8\) than the first pass "
+                                           r"counted \(7\)"):
+        kept.reserve(2)
+    assert kept.filled == 6  # a refused batch takes no rows
+    values = [np.arange(len(c2), dtype=float)[:, None] + 10 * i
+              for i, (_, c2) in enumerate(batches)]
+    writers = [threading.Thread(target=kept.write, args=(rows[i], list(batches[i]),
+                                                         [None, values[i]]))
+               for i in (2, 0, 1)]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join()
+    np.testing.assert_array_equal(kept.codes[0][:6], np.concatenate([b[0] for b in batches]))
+    np.testing.assert_array_equal(kept.codes[1][:6], np.concatenate([b[1] for b in batches]))
+    np.testing.assert_array_equal(kept.values[1][:6], np.concatenate(values))

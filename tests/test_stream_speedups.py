@@ -13,6 +13,7 @@
   with the tolerances of ``test_parquet_batches``; and the same sums on 1 and 2 threads.
 """
 import threading
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -319,6 +320,41 @@ def test_lean_frames_give_the_same_sums_bit_for_bit(formula, weights, tmp_path, 
     lean, took = pass_sums(monkeypatch, str(path), formula, weights, lean=True)
     assert took == LEAN[formula, weights]
     assert_sums_identical(full, lean)
+
+
+def test_a_lean_frame_gives_a_term_of_x_columns_as_their_view(tmp_path, monkeypatch):
+    """(x | g) of y ~ x: the lean frame's Z columns of the term are X's own columns in the
+    batch's [X y] (a view, no copy), which the kernels read strided; a term whose
+    columns are not side by side in X (here the intercept of y ~ 0 + x) gets its own
+    array."""
+    from glmm_sparse import batchframe
+
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.Table.from_pandas(make_data(), preserve_index=False), path,
+                   row_group_size=300)
+    frames = []
+    frame = batchframe.LeanPlan.frame
+
+    def spy(self, enc, batch, rows):
+        bf = frame(self, enc, batch, rows)
+        frames.append(bf)
+        return bf
+
+    monkeypatch.setattr(batchframe.LeanPlan, "frame", spy)
+    for formula, shared in [("y ~ x + (x | g)", True), ("y ~ x + (0 + x | g)", True),
+                            ("y ~ 0 + x + (1 | g)", False)]:
+        frames.clear()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            gs.lmer(formula, str(path), streaming=True, batch_rows=BATCH, progress=False)
+        assert len(frames) > 2  # the batches after the first
+        bf = frames[-1]
+        assert np.shares_memory(bf.xs[0], bf.XB) == shared
+        if shared:
+            X = bf.XB[:, [bf.xnames.index(c) for c in bf.cnames[0]]]
+            np.testing.assert_array_equal(bf.xs[0], X)
+        else:
+            np.testing.assert_array_equal(bf.xs[0], 1.0)
 
 
 @pytest.mark.parametrize("column, value, message", [
