@@ -456,11 +456,12 @@ def progress_bar(progress: bool | None, *, total: int | None, desc: str, unit: s
 
 
 # -- the first pass: missing rows and levels ----------------------------------------------
-def complete_rows(batch, columns: list[str]) -> np.ndarray:
-    """Bool mask of the batch's rows with a value in every column (null and NaN missing)."""
+def complete_rows(batch, columns: list[str], missing: dict | None = None) -> np.ndarray:
+    """Bool mask of the batch's rows with a value in every column (null and NaN missing);
+    ``missing``: missing_rows(batch, columns) when the caller has it already."""
     ok = np.ones(batch.num_rows, dtype=bool)
-    for missing in missing_rows(batch, columns).values():
-        ok &= ~missing
+    for rows in (missing_rows(batch, columns) if missing is None else missing).values():
+        ok &= ~rows
     return ok
 
 

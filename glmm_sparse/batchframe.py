@@ -300,8 +300,9 @@ class BatchEncoder:
         import pyarrow as pa
 
         columns = list(self.plan.columns)
-        if missing_rows(batch, columns):
-            complete = complete_rows(batch, columns)
+        missing = missing_rows(batch, columns)
+        if missing:
+            complete = complete_rows(batch, columns, missing)
             if not complete.any():
                 return None
             batch = batch.filter(pa.array(complete))

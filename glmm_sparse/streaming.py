@@ -17,8 +17,9 @@ Two passes over the files, reading only the used columns:
    formulaic gives every batch the same columns; ``batchframe.BatchEncoder``, shared with
    the out-of-core GLMM of ``outofcore.py``), then, into running sums (``partials.py``), what
    ``crossprod.CrossprodPlan.accumulate`` computes for all rows at once: the diagonal
-   blocks of Z'WZ (global level codes), Z'W[X y], [X y]'W[X y], and the level-pair
-   blocks of crossed terms, which are only known as they appear: each batch's blocks,
+   blocks of Z'WZ (global level codes), Z'W[X y], the R of a QR of [X y] (which gives
+   [X y]'W[X y] as R'R), and the level-pair blocks of crossed terms, which are only
+   known as they appear: each batch's blocks,
    keyed by (level_t, level_s), are merged into sorted runs as a binary counter merges
    (``BlockRuns``), O(blocks log batches) in all.
 
@@ -40,8 +41,10 @@ What an in-memory fit decides from the rows is decided here from n-free sums:
   any partitions be merged); a
   weighted QR of [X, y - offset - c], accumulated as above, gives the least-squares fit
   beta1 and the weighted residual sum of squares |r|^2 = R_yy^2 without cancellation;
-  Z'Wr = Z'W(y - offset - c) - Z'WX beta1 and X'Wr likewise (exact algebra; the
-  rounding is eps times |Z'W X beta1| instead of eps |Z'Wr|).
+  Z'Wr = Z'W(y - offset - c) - Z'WX beta1 (exact algebra; the rounding is eps times
+  |Z'W X beta1| instead of eps |Z'Wr|), X'WX = R_X'R_X and X'Wr = R_X'(R_Xy - R_X
+  beta1), from the same R (no Gram of [X y] is summed; the in-memory path sums one:
+  the two agree to rounding).
 - lme4's moment start and the optimizer's units (start.py, scaling.py): from per-level
   sums of y and per-column sums of squares.
 

@@ -332,12 +332,19 @@ def test_add_term_sums_rejects_bad_shapes_and_codes():
         add_term_sums(codes, None, B, w, np.ones(3), np.zeros((3, 5)))
 
 
-@pytest.mark.parametrize("width, padded", [(1, 1), (2, 2), (3, 4), (5, 8), (7, 8), (8, 8),
-                                           (9, 16), (12, 16), (16, 16), (17, 24)])
+@pytest.mark.parametrize("width, padded", [(1, 1), (2, 2), (3, 4), (4, 4), (5, 8), (7, 8),
+                                           (8, 8), (9, 9), (10, 10), (11, 12), (12, 12),
+                                           (15, 16), (16, 16), (17, 17), (23, 24)])
 def test_padded_width(width, padded):
-    """Rows of 1, 2, 4 or 8 floats, or whole lines: a row that starts on a cache line
-    spans the fewest lines its floats need, and so does every row after it."""
+    """The fewest floats at least ``width`` for which, the first row starting on a cache
+    line, no row spans more lines than ``width`` floats need (counted here row by row),
+    where fewer floats would let some row span one more."""
+    def worst_lines(w):
+        return max((8 * w * r % 64 + 8 * w + 63) // 64 for r in range(64))
+
     assert padded_width(width) == padded
+    assert worst_lines(padded) == (8 * width + 63) // 64
+    assert all(worst_lines(w) > (8 * width + 63) // 64 for w in range(width, padded))
     with pytest.raises(ValueError, match="width"):
         padded_width(0)
 
