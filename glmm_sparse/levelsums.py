@@ -83,9 +83,14 @@ class LevelSums:
         out = []
         for t, (c, X, F, plan) in enumerate(zip(codes, xs, self.buffers, self.plans)):
             sq, nz = col_sumsq[t], col_nonzero[t]
-            if plan is None:
-                def task(c=c, X=X, F=F, sq=sq, nz=nz, Xt=None if self.ones[t] else X):
-                    _crossprod.add_term_sums(c, Xt, XB, w, yc, F)
+            if self.ones[t]:  # ones: each row adds 1 to both column sizes, exactly
+                def task(c=c, F=F, sq=sq, nz=nz):
+                    _crossprod.add_term_sums(c, None, XB, w, yc, F)
+                    sq += c.shape[0]
+                    nz += c.shape[0]
+            elif plan is None:
+                def task(c=c, X=X, F=F, sq=sq, nz=nz):
+                    _crossprod.add_term_sums(c, X, XB, w, yc, F)
                     _crossprod.add_column_sums(X, sq, nz)
             else:
                 def task(c=c, F=F, plan=plan, sq=sq, nz=nz):

@@ -266,17 +266,20 @@ def level_sums_buffer(Py_ssize_t nlev, Py_ssize_t width):
 
 def add_column_sums(const double[:, :] Xt, double[::1] sumsq_out, cnp.int64_t[::1] nonzero_out):
     """sumsq_out[r] += sum_i Xt[i, r]^2 and nonzero_out[r] += #{i: Xt[i, r] != 0} (a
-    term's column sizes, for the optimizer's units), in one pass over the rows."""
+    term's column sizes, for the optimizer's units), the rows added in order."""
     cdef Py_ssize_t n = Xt.shape[0], k = Xt.shape[1], i, r
-    cdef double x
+    cdef double x, sq
+    cdef cnp.int64_t nz
     _require(sumsq_out.shape[0] == k and nonzero_out.shape[0] == k,
              "sumsq_out and nonzero_out must have one entry per column of Xt")
     with nogil:
-        for i in range(n):
-            for r in range(k):
+        for r in range(k):  # a column at a time into locals: no chain through memory
+            sq, nz = sumsq_out[r], nonzero_out[r]
+            for i in range(n):
                 x = Xt[i, r]
-                sumsq_out[r] += x * x
-                nonzero_out[r] += x != 0
+                sq = sq + x * x
+                nz += x != 0
+            sumsq_out[r], nonzero_out[r] = sq, nz
     return None
 
 
