@@ -81,7 +81,9 @@ def b_from_rows(codes0, rest_codes, rest_values, nlev, k, weights=None, *,
     codes0 : (n,) int32
         The first term's level of each row (the term must be scalar, ``(1 | g)``).
     rest_codes : sequence of (n,) int32
-        The level of each row for each other term, in lme4's order.
+        The level of each row for each other term, in lme4's order (uint16 is taken as
+        it is for the one other term of the two-intercept case below, whose codes
+        ``rowcodes.RowCodes`` keeps in two bytes).
     rest_values : sequence of (n, k_t) float64 or None
         Each other term's Z values per row; None for an intercept-only term (k_t = 1).
     nlev, k : sequences of int
@@ -115,10 +117,11 @@ def b_from_rows(codes0, rest_codes, rest_values, nlev, k, weights=None, *,
         raise ModelSpecError("b_from_rows needs a scalar first term (k = 1) and at least one "
                              f"more term, got k = {k}")
     codes0 = _int32_codes(codes0, "codes0")
-    rest = _rest_terms(rest_codes, rest_values, k, codes0.shape[0])
-    w = None if weights is None else np.ascontiguousarray(weights, dtype=np.float64)
-    if w is None and len(rest) == 1 and rest[0][1] is None:
+    pair = weights is None and len(rest_codes) == 1 and rest_values[0] is None
+    rest = _rest_terms(rest_codes, rest_values, k, codes0.shape[0], keep_uint16=pair)
+    if pair:
         return _pair_counts(codes0, rest[0][0], nlev[0], nlev[1], overwrite)
+    w = None if weights is None else np.ascontiguousarray(weights, dtype=np.float64)
     start, rows = _classed.bucket_rows(codes0, nlev[0])
     counts = []
     for t, (codes, _) in enumerate(rest, start=1):
@@ -171,11 +174,18 @@ def smallest_unsigned(bound, dtypes) -> np.dtype:
     return np.dtype(np.float64)
 
 
-def _rest_terms(rest_codes, rest_values, k, n: int) -> list[tuple[np.ndarray, np.ndarray | None]]:
-    """(int32 codes, float64 values or None) of each term after the first, checked."""
+def _rest_terms(rest_codes, rest_values, k, n: int, *,
+                keep_uint16: bool = False) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """(int32 codes, float64 values or None) of each term after the first, checked;
+    uint16 codes kept as they are if ``keep_uint16`` (the kernels of _pair_counts read
+    them)."""
     rest = []
     for t, (codes, values) in enumerate(zip(rest_codes, rest_values), start=1):
-        codes = _int32_codes(codes, f"rest_codes[{t - 1}]")
+        codes = np.asarray(codes)
+        if keep_uint16 and codes.dtype == np.uint16:
+            codes = np.ascontiguousarray(codes)
+        else:
+            codes = _int32_codes(codes, f"rest_codes[{t - 1}]")
         if values is not None:
             values = np.asarray(values, dtype=np.float64)
         kt = 1 if values is None else values.shape[1]

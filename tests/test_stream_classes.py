@@ -170,3 +170,24 @@ def test_row_codes_reserve_in_order_and_write_on_any_thread():
     np.testing.assert_array_equal(kept.codes[0][:6], np.concatenate([b[0] for b in batches]))
     np.testing.assert_array_equal(kept.codes[1][:6], np.concatenate([b[1] for b in batches]))
     np.testing.assert_array_equal(kept.values[1][:6], np.concatenate(values))
+
+
+def test_row_codes_keep_a_second_intercept_term_in_two_bytes():
+    """(1 | g1) + (1 | g2) with g2's levels within 65,536: g2's codes in uint16 (the
+    budget counts 6 bytes a row); more levels, a third term or a slope: int32."""
+    from glmm_sparse.rowcodes import RowCodes, code_dtypes, row_bytes
+    from glmm_sparse.terms import ReTerm
+
+    def term(nlev, cnames=("(Intercept)",)):
+        return ReTerm("g", cnames, [str(i) for i in range(nlev)], np.empty(0, np.int64),
+                      np.empty((0, len(cnames))))
+
+    assert code_dtypes([term(10**6), term(65536)]) == [np.int32, np.uint16]
+    assert row_bytes([term(10**6), term(65536)]) == 6
+    assert code_dtypes([term(10**6), term(65537)]) == [np.int32, np.int32]
+    assert code_dtypes([term(10**6), term(40), term(9)]) == [np.int32] * 3
+    assert code_dtypes([term(10**6), term(40, ("(Intercept)", "x"))]) == [np.int32] * 2
+    kept = RowCodes(3, [term(10), term(65536)])
+    kept.add([np.array([1, 2, 3], np.int32), np.array([0, 65535, 7], np.int32)], [None, None])
+    assert kept.codes[1].dtype == np.uint16
+    np.testing.assert_array_equal(kept.codes[1], [0, 65535, 7])

@@ -35,7 +35,14 @@ cdef _require(bint ok, str message):
         raise ValueError(message)
 
 
-cdef _check_codes(const cnp.int32_t[::1] codes, Py_ssize_t nlev, str name):
+ctypedef fused code_t:
+    # level codes: int32, or uint16 for a later term of at most 65,536 levels (the codes a
+    # streamed pass keeps for sorted_partners: half the memory, rowcodes.RowCodes)
+    cnp.int32_t
+    cnp.uint16_t
+
+
+cdef _check_codes(const code_t[::1] codes, Py_ssize_t nlev, str name):
     """Level codes index outputs and workspaces: each must lie in [0, nlev)."""
     if codes.shape[0]:
         arr = np.asarray(codes)
@@ -73,7 +80,7 @@ cdef int _compare_int32(const void *a, const void *b) noexcept nogil:
     return (x > y) - (x < y)
 
 
-cdef void _starts(const cnp.int32_t[::1] codes, cnp.int64_t[::1] st) noexcept nogil:
+cdef void _starts(const code_t[::1] codes, cnp.int64_t[::1] st) noexcept nogil:
     """st[g] = the rows with codes < g (st zeroed, len(st) = nlev + 1, codes checked): a
     histogram's running sums, where each level's rows begin once sorted by code."""
     cdef Py_ssize_t i, g
@@ -223,7 +230,7 @@ def level_starts(const cnp.int32_t[::1] codes0, Py_ssize_t nlev0):
     return start
 
 
-def sorted_partners(const cnp.int32_t[::1] codes0, const cnp.int32_t[::1] codes_s,
+def sorted_partners(const cnp.int32_t[::1] codes0, const code_t[::1] codes_s,
                     const cnp.int64_t[::1] start0, Py_ssize_t nlev_s, cnp.int32_t[::1] out):
     """out[start0[g] .. start0[g + 1] - 1] = the codes_s of level g's rows, increasing.
 
@@ -233,6 +240,7 @@ def sorted_partners(const cnp.int32_t[::1] codes0, const cnp.int32_t[::1] codes_
     per-level sort. The first sort writes codes0 in codes_s order (an int32 per row, nlev_s
     streams: cache-friendly); the second reads that sequentially. ``out`` may be codes0
     itself (read in full before out is written: no n-long array beyond the one inside).
+    codes_s may be uint16 (code_t).
     """
     cdef Py_ssize_t n = codes0.shape[0], nlev0 = start0.shape[0] - 1, i, j, s, g
     cdef bint overflow = False

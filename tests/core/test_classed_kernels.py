@@ -331,6 +331,12 @@ def test_pair_counts_by_runs_equal_dense_and_the_general_path(n, nlev0, nlev_s):
     np.testing.assert_array_equal(again.indices, fast.indices)
     # overwrite=True used c0's buffer for the partners sorted by both codes
     np.testing.assert_array_equal(kept, cs[np.lexsort((cs, c0))])
+    # the partner codes in two bytes (as rowcodes keeps them): the same CSR
+    short = b_from_rows(c0, [cs.astype(np.uint16)], [None], [nlev0, nlev_s], [1, 1])
+    for a, b in ((short.indptr, fast.indptr), (short.indices, fast.indices),
+                 (short.data, fast.data)):
+        np.testing.assert_array_equal(a, b)
+        assert a.dtype == b.dtype
 
 
 def test_sorted_partners_orders_each_levels_partners():
@@ -348,8 +354,12 @@ def test_sorted_partners_orders_each_levels_partners():
     counts = np.zeros(30, dtype=np.int64)
     count_runs(start, out, counts)
     np.testing.assert_array_equal(counts, [len(np.unique(cs[c0 == g])) for g in range(30)])
-    with pytest.raises(ValueError, match=r"codes_s must lie in \[0, 12\)"):
-        sorted_partners(c0, np.where(cs == 3, 12, cs).astype(np.int32), start, 12, out)
+    short = np.empty_like(c0)  # uint16 partner codes: the same order
+    sorted_partners(c0, cs.astype(np.uint16), start, 12, short)
+    np.testing.assert_array_equal(short, out)
+    for dtype in (np.int32, np.uint16):
+        with pytest.raises(ValueError, match=r"codes_s must lie in \[0, 12\)"):
+            sorted_partners(c0, np.where(cs == 3, 12, cs).astype(dtype), start, 12, out)
     with pytest.raises(ValueError, match="the same n rows"):
         sorted_partners(c0, cs[:-1], start, 12, out)
     with pytest.raises(ValueError, match=r"codes0 must lie in \[0, 30\)"):
