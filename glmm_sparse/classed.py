@@ -607,15 +607,18 @@ def frame_objective(frame, *, reml: bool, factor_mode: str = "measure",
     (``classes=False``: never the count classes, for an optimizer that needs the gradient
     they do not have; their sums are then not built).
 
-    Where the classes may be taken (a scalar first term and more terms), the first term's
+    Where the classes may be taken (a first term (1 | g) and more terms), the first term's
     level pairs are not accumulated: B = Z0'WZ2 comes from the terms' codes
     (``b_from_rows``, one int32 per row and the CSR, against the pair index's n-long
-    arrays and the blocks), and the sparse route, if it wins, gets its pairs from B.
+    arrays and the blocks), and the sparse route, if it wins, gets its pairs from B. A
+    scalar first term with values, ``(0 + x | g)``, sums its pairs with those values
+    (b_from_rows reads codes only: its B would take them for ones).
     """
     terms = frame.terms
     if not classes and factor_mode == "classes":
         raise classes_refused(NEEDS_GRADIENT)
-    if factor_mode not in ("measure", "classes") or len(terms) < 2 or terms[0].k != 1:
+    if (factor_mode not in ("measure", "classes") or len(terms) < 2
+            or not intercept_only(terms[0])):
         cp = accumulate(frame)
         if classes and takes_classes(cp, factor_mode):  # "classes" where not applicable: refused
             return ClassedObjective.from_crossproducts(cp, reml=reml, sigma=sigma)

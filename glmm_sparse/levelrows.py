@@ -79,7 +79,8 @@ def b_from_rows(codes0, rest_codes, rest_values, nlev, k, weights=None, *,
     Parameters
     ----------
     codes0 : (n,) int32
-        The first term's level of each row (the term must be scalar, ``(1 | g)``).
+        The first term's level of each row (the term must be ``(1 | g)``: its Z column
+        is taken for ones; a ``(0 + x | g)`` needs its pairs summed with x).
     rest_codes : sequence of (n,) int32
         The level of each row for each other term, in lme4's order (uint16 is taken as
         it is for the one other term of the two-intercept case below, whose codes

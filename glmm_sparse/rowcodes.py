@@ -44,6 +44,14 @@ def structure_refusal(terms, p: int, weighted: bool) -> str | None:
     the in-memory route's reasons (classed.py), and prior weights."""
     reason = terms_refusal([t.k for t in terms], terms[0].nlev if terms else 0,
                            terms[0].group_name if terms else None)
+    if reason is None and not intercept_only(terms[0]):
+        first, g = terms[0], terms[0].group_name
+        lhs = " + ".join(c for c in first.cnames if c != "(Intercept)")
+        lhs = lhs if "(Intercept)" in first.cnames else f"0 + {lhs}"
+        reason = (f"the first term (lme4's order: most levels) is ({lhs} | {g}), not "
+                  f"(1 | {g}): B = Z1'Z2 from the kept row codes would take its values for "
+                  "ones; factor_mode='measure' sums its level pairs with its values (in "
+                  "memory, the classes take them from those pairs)")
     if reason is None and weighted:
         reason = ("prior weights: a streamed fit keeps no per-row weights for the classes "
                   "(weights that differ per row make every level's sum its own class)")

@@ -191,3 +191,51 @@ def test_row_codes_keep_a_second_intercept_term_in_two_bytes():
     kept.add([np.array([1, 2, 3], np.int32), np.array([0, 65535, 7], np.int32)], [None, None])
     assert kept.codes[1].dtype == np.uint16
     np.testing.assert_array_equal(kept.codes[1], [0, 65535, 7])
+
+
+@cache
+def first_slope(seed: int = 5) -> pd.DataFrame:
+    """(0 + x | g1) + (1 | g2): 1,500 x 25 levels, 20 rows per g1 level, x one of two
+    values per g1 level (so the first term's levels fall into two count classes)."""
+    rng = np.random.default_rng(seed)
+    n1, n2, per = 1500, 25, 20
+    g1 = np.repeat(np.arange(n1), per)
+    n = g1.size
+    g2 = rng.integers(0, n2, n)
+    x = rng.choice([1.0, 2.0], n1)[g1]
+    z = rng.standard_normal(n)
+    y = (1 + 0.5 * z + 0.7 * x * rng.standard_normal(n1)[g1]
+         + 0.5 * rng.standard_normal(n2)[g2] + rng.standard_normal(n))
+    return pd.DataFrame({"y": y, "z": z, "x": x, "g1": g1.astype(np.int32), "g2": g2})
+
+
+def test_a_first_term_with_values_is_not_taken_for_ones(tmp_path):
+    """Regression: with a first term (0 + x | g1), lmer's default built B = Z1'Z2 from
+    the row codes alone, as if x were ones, and the sparse factor fitted those pairs: a
+    wrong likelihood in memory and streamed (-58980.889 against -58981.239 on a review's
+    data). Now its pairs carry x: the default and, in memory, the classes (from the
+    pairs) equal the sparse fit; a streamed fit refuses the classes, naming the term.
+
+    Compared by the criterion: at the sparse fit's theta, each route's criterion to 1e-12
+    relative, and the log-likelihoods at their optima to 1e-12 (the wrong B was off by
+    6e-6 relative). Their thetas agree to 1e-7 only: g2's 25 levels leave the criterion
+    flat to rounding along theta_2 (the fits stop 6-8e-9 apart in it, and vcov moves 3e-8
+    with it), so assert_same's 1e-8 does not apply here."""
+    df = first_slope()
+    path = tmp_path / "first_slope.parquet"
+    df.to_parquet(path, row_group_size=5000)
+    formula = "y ~ z + (0 + x | g1) + (1 | g2)"
+    ref = fit(formula, df, factor_mode="simplicial")
+    at_ref = ref.model.at_optimum().objective()
+    fits = [fit(formula, df), fit(formula, str(path), streaming=True, batch_rows=5000),
+            fit(formula, df, factor_mode="classes")]
+    assert isinstance(fits[2].model.at_optimum(), ClassedObjective)
+    for got in fits:
+        obj = got.model.new_objective()
+        obj.update(ref.theta)
+        assert obj.objective() == pytest.approx(at_ref, rel=1e-12)
+        assert got.loglik == pytest.approx(ref.loglik, rel=1e-12)
+        np.testing.assert_allclose(got.theta, ref.theta, rtol=1e-7)
+        np.testing.assert_allclose(got.fixef, ref.fixef, rtol=1e-7, atol=1e-9)
+    with pytest.raises(ModelSpecError, match=r"\(0 \+ x \| g1\), not \(1 \| g1\)"):
+        fit(formula, str(path), streaming=True, batch_rows=5000, factor_mode="classes")
