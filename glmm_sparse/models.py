@@ -341,7 +341,8 @@ def glmer(formula: str, data, *, family="binomial", link: str | None = None, nag
         Prior weights (binomial: number of trials for proportions) and a known offset
         (added to any ``offset()`` in the formula).
     na_action, start, check_convergence, optimizer_options, factor_mode
-        As for ``lmer``; ``start`` is a starting theta.
+        As for ``lmer``; ``start`` is a starting theta; factor_mode "classes" is
+        ``lmer``'s alone (refused).
     sigma : None
         Not accepted: a GLMM's dispersion is fixed by its family (binomial, Poisson) or
         estimated (Gamma, inverse Gaussian). A known residual variance is an ``lmer``
@@ -389,6 +390,11 @@ def glmer(formula: str, data, *, family="binomial", link: str | None = None, nag
                         optimizer_options=optimizer_options, factor_mode=factor_mode,
                         streaming=streaming, batch_rows=batch_rows, progress=progress,
                         optimizer=optimizer)
+        if factor_mode == "classes":
+            raise ModelSpecError(
+                "factor_mode='classes' applies to lmer only: the count classes eliminate a "
+                "term of a linear mixed model, whose per-level sums do not change between "
+                "evaluations; a GLMM's do (its working weights); use factor_mode='measure'")
         if check_optimizer(optimizer) != "bobyqa":
             raise ModelSpecError(f"optimizer={optimizer!r} needs the analytic gradient of the "
                                  f"criterion, which a GLMM ({fam.name} family, Laplace or AGQ) "

@@ -135,8 +135,13 @@ def fastest_factor(pattern: MPattern, Mx: np.ndarray, mode: str):
     where the Schur factor beats the supernodal one (pass mode "simplicial", "supernodal"
     or "schur" for bitwise reproducibility). A single term makes M block diagonal:
     "measure" then factors its blocks directly (blockdiag.py). Each candidate's memory
-    is checked against the budget (memory.py) before it is factorized.
+    is checked against the budget (memory.py) before it is factorized. Mode "classes"
+    (lmer's count classes, which have no factor of M) is "measure" here: the objectives a
+    classes fit's methods build (profiles, refits, Satterthwaite's, the sparse one) factor
+    M as a default fit would.
     """
+    if mode == "classes":
+        mode = "measure"
     if mode not in FACTOR_MODES:
         raise ModelSpecError(f"factor_mode must be one of {FACTOR_MODES}, not {mode!r}")
     if mode == "measure" and len(pattern.diag_pos) == 1:

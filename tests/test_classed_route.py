@@ -100,7 +100,7 @@ def test_factor_mode_classes_is_refused_with_the_reason():
     with pytest.raises(ModelSpecError, match="factor_mode='classes' does not apply.*"
                                              "single random-effects term"):
         gs.lmer("y ~ x1 + (1 | g1)", df, factor_mode="classes")
-    with pytest.raises(ModelSpecError, match="factor_mode"):
+    with pytest.raises(ModelSpecError, match="factor_mode='classes' applies to lmer only"):
         gs.glmer("z ~ x1 + (1 | g1) + (1 | g2)", df.assign(z=(df.y > 2).astype(int)),
                  family="binomial", factor_mode="classes")
 
@@ -147,3 +147,25 @@ def test_fixed_sigma_through_the_classes_equals_the_sparse_route():
     assert isinstance(got.model.objective, ClassedObjective)
     assert_close(got.theta, ref.theta)
     assert got.loglik == pytest.approx(ref.loglik, rel=1e-12)
+
+
+def test_a_fit_asked_for_the_classes_has_every_method():
+    """Regression: with factor_mode="classes" (not the default's choice of them), every
+    method that builds an objective with M's factor (Satterthwaite's df, a refit, the
+    profile, the ML fit an LRT makes) failed: that objective was asked for factor mode
+    "classes", which only lmer's route takes. It now factors M as a default fit does."""
+    _, ref = fits()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", gs.GlmmSparseWarning)
+        asked = gs.lmer(FORMULA, crossed(), factor_mode="classes")
+        assert isinstance(asked.model.objective, ClassedObjective)
+        assert_close(asked.coef_table(ddf="Satterthwaite")["df"],
+                     ref.coef_table(ddf="Satterthwaite")["df"], 1e-5)
+        y = crossed()["y"].to_numpy()[::-1].copy()
+        assert_close(asked.refit(y).theta, ref.refit(y).theta)
+        profile = asked.confint(method="profile", parm=["x1"])
+        assert_close(profile, ref.confint(method="profile", parm=["x1"]), 1e-6)
+        table = gs.anova(gs.lmer("y ~ 1 + (1 | g1) + (1 | g2)", crossed(),
+                                 factor_mode="classes"), asked)
+    assert table["Pr(>Chisq)"].iloc[1] < 1e-10
+    assert isinstance(asked.model.new_objective(), LmmObjective)
