@@ -24,8 +24,8 @@ What it does, per case:
 2. in fresh child processes, reads the used columns with
    ``pyarrow.parquet.ParquetFile.iter_batches`` (the batch size and threading the streamed
    fit uses, and nothing else), with pyarrow's default pre-buffering and without it
-   (``--read-repeats`` times, the fastest kept: the same read varied 0.8-1.9 s between
-   runs here): pyarrow's read time and peak resident memory;
+   (``--read-repeats`` times, the fastest kept: one read of a file took 0.8 s and 1.9 s
+   in two runs here): pyarrow's read time and peak resident memory;
 3. in a fresh child process, the streamed fit. The child times each stage from the
    ``glmm_sparse`` logger's records (levels pass, cross-products pass, fit from the sums)
    and reads its resident set (VmRSS) and peak (VmHWM, /proc/self/status) at each; it
@@ -429,6 +429,13 @@ def stopped_child(progress: Path | None, why: str, wall: float, load,
             "evaluation_log": evals}
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def fastest_read(reads: list[dict]) -> dict:
     """The fastest of repeated reads, with every read's time (``all_seconds``)."""
     ok = [r for r in reads if not r.get("failed")]
@@ -528,7 +535,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, default=HERE / "scale_results.json")
     parser.add_argument("--tracemalloc", action="store_true",
                         help="Python allocation snapshots at each stage (slow; diagnosis only)")
-    parser.add_argument("--read-repeats", type=int, default=3,
+    parser.add_argument("--read-repeats", type=_at_least_one, default=3,
                         help="pyarrow's read without pre-buffering, each in a fresh process, "
                              "this many times; the fastest is the reference (3): one read "
                              "took 0.8 s and 1.9 s of the same file in two runs here")

@@ -1,8 +1,11 @@
 """benchmarks/scale_1e8.py's reference read: the fastest of repeated reads, and the
 verdict's ratios against it (the script itself runs for minutes; only its arithmetic is
 tested here)."""
+import argparse
 import importlib.util
 from pathlib import Path
+
+import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "scale_1e8.py"
 
@@ -35,3 +38,10 @@ def test_the_verdict_divides_each_pass_by_the_faster_read():
     assert v["pass_over_read"] == {"levels_pass": 1.2, "crossprod_pass": 2.4}
     assert v["memory_met"] and not v["time_met"]
     assert "2.4x" in v["time"]
+
+
+def test_read_repeats_must_be_at_least_one():
+    script = load_script()
+    assert script._at_least_one("3") == 3
+    with pytest.raises(argparse.ArgumentTypeError, match="at least 1"):
+        script._at_least_one("0")

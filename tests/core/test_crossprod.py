@@ -473,5 +473,12 @@ def test_add_column_sums(n, k, strided):
     assert add_column_sums(Xt, sumsq, nonzero) is None
     assert_close(sumsq, 2.0 + (Xt ** 2).sum(axis=0))
     np.testing.assert_array_equal(nonzero, 5 + np.count_nonzero(Xt, axis=0))
+    # to the bit: each column's squares added row after row onto what sumsq held (the
+    # order the streamed passes rely on for the same sums whatever the threads)
+    for r in range(k):
+        running = 2.0
+        for x in Xt[:, r]:
+            running = running + x * x
+        assert sumsq[r] == running
     with pytest.raises(ValueError, match="one entry per column"):
         add_column_sums(Xt, np.zeros(k + 1), np.zeros(k, dtype=np.int64))
