@@ -33,6 +33,7 @@ from .errors import DataError, ModelSpecError
 from .frame import check_columns, numeric_column, total_offset, used_columns
 from .levelscan import DENSE_RATIO, DENSE_SPAN, offsets
 from .responses import numeric_response
+from .terms import column_run
 from .validate import check_column_types, check_size, check_values, row_label
 
 
@@ -456,7 +457,7 @@ class LeanPlan:
             np.asarray(col(self.weights), dtype=np.float64), rows)
         xs, cnames, codes = [], [], []
         for t, cols, tl, ki in zip(parsed.random, self.terms, enc.term_levels, enc.key_index):
-            at = _run_in(cols, self.fixed)
+            at = column_run(cols, self.fixed)
             if at is None:
                 X = _columns([None if c is None else col(c) for c in cols], n, 0)
             else:  # (1 + x | g) of y ~ x + ...: X's columns themselves, as a view
@@ -485,16 +486,6 @@ def _check_data_columns(X: np.ndarray, columns: tuple, names: tuple, checked: tu
     except DataError:
         check_values(X[:, :len(columns)], names, rows, what)
         raise
-
-
-def _run_in(cols: tuple, fixed: tuple) -> int | None:
-    """Where ``cols`` (column names, None for the intercept) stand side by side in
-    ``fixed``, or None (terms.shared_columns' rule for the in-memory frame)."""
-    k = len(cols)
-    for at in range(len(fixed) - k + 1):
-        if tuple(fixed[at:at + k]) == tuple(cols):
-            return at
-    return None
 
 
 def _columns(columns: list, n: int, extra: int) -> np.ndarray:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._core import _crossprod
+from .classed import intercept_only
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class LevelSums:
         self.k = [t.k for t in terms]
         self.plans = [shared_products(t.cnames, xnames) for t in terms]
         # (1 | g): the kernel's own ones (Xt None), not the frame's column of them
-        self.ones = [tuple(t.cnames) == ("(Intercept)",) for t in terms]
+        self.ones = [intercept_only(t) for t in terms]
         self.buffers = [
             _crossprod.level_sums_buffer(t.nlev, plan.width if plan is not None
                                          else t.k * t.k + t.k * self.m + 2)

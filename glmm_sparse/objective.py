@@ -477,10 +477,7 @@ class LmmObjective:
         """R'R = [X y]'W[X y] - [R_ZX c_u]'[R_ZX c_u]: R_X, c_b and sqrt(pwrss) in one factor
         (R_ZX'R_ZX as update_levels summed it, if it made R_ZX)."""
         RtR = self._RtR if self._RtR is not None else self.RZXy.T @ self.RZXy
-        self._factor_RX(self.cp.XtWXy - RtR)
-
-    def _factor_RX(self, S: np.ndarray) -> None:
-        """Ry from S = [X y]'W[X y] - [R_ZX c_u]'[R_ZX c_u]."""
+        S = self.cp.XtWXy - RtR
         try:
             self.Ry = scipy.linalg.cholesky(S, lower=False)
         except np.linalg.LinAlgError:

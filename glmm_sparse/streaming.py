@@ -317,7 +317,7 @@ class Accumulator(BatchEncoder):
         if self.row_codes is not None:  # the copy into the n-long arrays runs on the pool
             # too: 1.1 ms of a crossed batch's main thread, mostly first touches of memory
             rows, kept = self.row_codes.reserve(nb), self.row_codes
-            tasks.append(lambda: kept.write(rows, codes, [bf.xs[i] for i in order]))
+            tasks.append(lambda: kept.write(rows, codes, xs))
         self.wait()  # the previous batch's sums first: the order of additions is fixed
         self._pending = submit_all(tasks, nb)
 

@@ -166,14 +166,23 @@ def shared_columns(plain, fixed) -> np.ndarray | None:
         return None
     XB, xnames = fixed
     names = _plain_names(plain)
-    if not names or names[0] not in xnames:
-        return None
-    first = xnames.index(names[0])
-    if tuple(xnames[first:first + len(names)]) != names:
+    first = column_run(names, xnames)
+    if first is None:
         return None
     view = XB[:, first:first + len(names)]
     view.flags.writeable = False
     return view
+
+
+def column_run(names, xnames) -> int | None:
+    """Where the columns ``names`` stand side by side, in that order, among X's columns
+    ``xnames`` (each named once), or None: the rule by which a term shares X's columns
+    (shared_columns; the streamed lean frame, batchframe.LeanPlan)."""
+    names, xnames = tuple(names), tuple(xnames)
+    if not names or names[0] not in xnames:
+        return None
+    first = xnames.index(names[0])
+    return first if xnames[first:first + len(names)] == names else None
 
 
 def new_level_codes(term: ReTerm, data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

@@ -182,7 +182,6 @@ def add_shared_sums(const index_t[::1] codes, const cnp.intp_t[::1] left,
     """
     cdef Py_ssize_t n = codes.shape[0], m = B.shape[1], J = left.shape[0], i, j, r
     cdef Py_ssize_t k = cols.shape[0]
-    cdef Py_ssize_t g
     cdef double x
     _require(right.shape[0] == J, "left and right must have the same length")
     _require(B.shape[0] == n and w.shape[0] == n and yc.shape[0] == n,
